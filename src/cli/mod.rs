@@ -1,0 +1,166 @@
+//! Command-line interface: one function per subcommand.
+
+mod import;
+mod show;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tsmfs::fs::{Caller, FileKind, Fs, FsError, FsOptions, Origin, PutOptions};
+use tsmfs::id::Ino;
+
+/// tsmfs: a content-addressed filesystem served over FUSE and WebDAV.
+#[derive(Parser, Debug)]
+#[command(name = "tsmfs", version, about, propagate_version = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new, empty data directory.
+    Init {
+        /// Directory to create (must be new or empty).
+        data: PathBuf,
+    },
+    /// Store one file (or standard input) at PATH, creating parents.
+    Put {
+        /// Data directory.
+        data: PathBuf,
+        /// Host file to read, or `-` for standard input.
+        src: PathBuf,
+        /// Destination path inside the tree.
+        path: String,
+    },
+    /// Write a file's bytes to DEST (or standard output).
+    Get {
+        /// Data directory.
+        data: PathBuf,
+        /// Path inside the tree.
+        path: String,
+        /// Host file to write; standard output if absent or `-`.
+        dest: Option<PathBuf>,
+    },
+    /// List a directory.
+    Ls {
+        /// Data directory.
+        data: PathBuf,
+        /// Path inside the tree (default: the root).
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long format: mode, links, owner, size, time, ETag.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Show a path's attributes, content id and ETag.
+    Stat {
+        /// Data directory.
+        data: PathBuf,
+        /// Path inside the tree.
+        path: String,
+    },
+    /// Copy a host directory tree into the tree (recursive, with progress).
+    Import {
+        /// Data directory.
+        data: PathBuf,
+        /// Host directory to read.
+        hostdir: PathBuf,
+        /// Destination directory inside the tree (default: the root).
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Totals: files, logical bytes, stored bytes, dedup ratio.
+    Stats {
+        /// Data directory.
+        data: PathBuf,
+    },
+}
+
+/// Parse the process arguments (exits with usage on error).
+pub fn parse() -> Args {
+    Args::parse()
+}
+
+/// Run the parsed command.
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Command::Init { data } => init(&data),
+        Command::Put { data, src, path } => put(&data, &src, &path),
+        Command::Get { data, path, dest } => show::get(&open_read_only(&data)?, &path, dest.as_deref()),
+        Command::Ls { data, path, long } => show::ls(&open_read_only(&data)?, &path, long),
+        Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
+        Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
+        Command::Stats { data } => show::stats(&open_read_only(&data)?),
+    }
+}
+
+fn open_writable(data: &Path) -> Result<Fs> {
+    Ok(Fs::open(data, FsOptions::default())?)
+}
+
+fn open_read_only(data: &Path) -> Result<Fs> {
+    Ok(Fs::open(data, FsOptions { read_only: true })?)
+}
+
+fn init(data: &Path) -> Result<ExitCode> {
+    Fs::init(data, Caller::process(Origin::Cli))?;
+    println!("initialized tsmfs data directory {}", data.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn put(data: &Path, src: &Path, path: &str) -> Result<ExitCode> {
+    let fs = open_writable(data)?;
+    let caller = Caller::process(Origin::Cli);
+    let (parent, name) = split_path(path)?;
+    let parent = mkdir_p(&fs, parent, &caller)?;
+    let mut options = PutOptions { durable: true, ..PutOptions::default() };
+    let attr = if src == Path::new("-") {
+        fs.put(parent, name, &mut std::io::stdin().lock(), options, &caller)
+    } else {
+        let mut file =
+            std::fs::File::open(src).with_context(|| format!("could not open {}", src.display()))?;
+        let meta = file.metadata().with_context(|| format!("could not stat {}", src.display()))?;
+        if !meta.is_file() {
+            bail!("{} is not a regular file", src.display());
+        }
+        options.perm = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        fs.put(parent, name, &mut file, options, &caller)
+    }
+    .with_context(|| format!("could not store {path}"))?;
+    let etag = attr.content_id().map(|id| id.etag()).unwrap_or_default();
+    println!("{path}\t{} bytes\t{etag}", attr.size);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Split a tree path into its parent part and final name.
+fn split_path(path: &str) -> Result<(&str, &[u8])> {
+    let trimmed = path.trim_end_matches('/');
+    let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    if name.is_empty() {
+        bail!("{path:?} names no file");
+    }
+    Ok((parent, name.as_bytes()))
+}
+
+/// Resolve `path` as a directory, creating missing components.
+fn mkdir_p(fs: &Fs, path: &str, caller: &Caller) -> Result<Ino> {
+    let mut dir = Ino::ROOT;
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let name = part.as_bytes();
+        dir = match fs.lookup(dir, name) {
+            Ok(attr) if attr.kind == FileKind::Dir => attr.ino,
+            Ok(_) => bail!("{part} in {path} is not a directory"),
+            Err(FsError::NotFound) => match fs.mkdir(dir, name, 0o755, caller) {
+                Ok(attr) => attr.ino,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("could not create directory {part} in {path}"));
+                }
+            },
+            Err(e) => return Err(e).with_context(|| format!("could not look up {part} in {path}")),
+        };
+    }
+    Ok(dir)
+}

@@ -1,0 +1,62 @@
+//! Turning staged bytes into a stored content: dedupe on (SHA-1, blake3),
+//! a new collision index on a genuine SHA-1 collision.
+
+use super::{EMPTY_SHA1, FsError, FsResult, Tx};
+use crate::id::ContentId;
+use crate::store::{ContentDigest, Durability, Staging};
+
+impl Tx<'_, '_> {
+    /// Make `staged` (hashed to `digest`) a stored content and take one
+    /// reference to it. The staging file is taken out of `staged` only when
+    /// it is published; a duplicate stays there for the caller to drop. Returns `None` for empty content, which is never
+    /// stored. Must run inside the transaction that records the reference,
+    /// so two commits of the same new bytes cannot both publish.
+    pub(super) fn adopt(
+        &mut self,
+        staged: &mut Option<Staging>,
+        digest: &ContentDigest,
+        durability: Durability,
+    ) -> FsResult<Option<ContentId>> {
+        if digest.size == 0 && digest.sha1 == EMPTY_SHA1 {
+            return Ok(None);
+        }
+        let same_sha1 = self.db.contents_with_sha1(&digest.sha1)?;
+        let id = match same_sha1.iter().find(|c| c.blake3 == digest.blake3 && c.size == digest.size) {
+            Some(existing) => {
+                if !self.store.contains(&existing.id) {
+                    // The object was lost (quarantined or deleted by hand):
+                    // these bytes are a verified copy, so put them back.
+                    tracing::warn!("restoring missing object {}", existing.id);
+                    self.publish(staged, &existing.id, durability)?;
+                }
+                existing.id
+            }
+            None => {
+                let hi = same_sha1.last().map_or(0, |c| c.id.hi + 1);
+                let id = ContentId::new(hi, digest.sha1);
+                if hi > 0 {
+                    tracing::warn!(
+                        "SHA-1 collision: {} differs from {} stored content(s) with the same SHA-1; stored as {id}",
+                        id.lo_hex(),
+                        same_sha1.len()
+                    );
+                }
+                self.publish(staged, &id, durability)?;
+                self.db.insert_content(&id, digest.size, &digest.blake3, self.now)?;
+                id
+            }
+        };
+        self.db.add_content_refs(&id, 1)?;
+        Ok(Some(id))
+    }
+
+    fn publish(&self, staged: &mut Option<Staging>, id: &ContentId, durability: Durability) -> FsResult<()> {
+        match staged.take() {
+            Some(staging) => Ok(self.store.publish(staging, id, durability)?),
+            // An earlier attempt of this same commit published it and then
+            // rolled back; the object is in place.
+            None if self.store.contains(id) => Ok(()),
+            None => Err(FsError::Invalid("staged content was lost before commit")),
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! Open files: handles, write staging, commit, snapshot reads.
+//!
+//! Writes go to one staging file per inode, shared by all its handles, so
+//! every handle of the mount reads what any of them wrote (POSIX). A
+//! commit (flush, fsync, release) hashes the staging file, publishes the
+//! object and switches the inode's content in one transaction; readers of
+//! the tree never see a partial file.
+//!
+//! A handle with no pending writes reads from the object of the content it
+//! opened (its *view*). Commits made through handles move every handle of
+//! the inode to the new content; a whole-file replacement from elsewhere
+//! (WebDAV PUT, `tsmfs put`) does not, so an open handle keeps reading the
+//! version it opened.
+//!
+//! Lock order: an inode's `InodeIo` lock, then the metadata writer lock,
+//! then the table locks. The table locks are never held while waiting for
+//! anything else.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Origin, now_ns};
+use crate::id::{ContentId, Handle, Ino};
+use crate::store::{ContentDigest, Durability, Staging};
+
+/// Largest file size: offsets must fit `i64` (SQLite, `off_t`).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenFlags {
+    /// Reads allowed.
+    pub read: bool,
+    /// Writes allowed.
+    pub write: bool,
+    /// Truncate to 0 at open (O_TRUNC).
+    pub truncate: bool,
+    /// Every write goes to the end (O_APPEND).
+    pub append: bool,
+}
+
+/// What [`Fs::open_file`] returns.
+#[derive(Debug)]
+pub struct Opened {
+    /// The new handle.
+    pub handle: Handle,
+    /// Attributes at open (after O_TRUNC).
+    pub attr: Attr,
+    /// The content the handle reads, when it reads a stored object.
+    pub content: Option<ContentId>,
+    /// The object file behind a read-only handle with nothing pending: a
+    /// frontend may read it directly (FUSE passthrough) because objects
+    /// never change.
+    pub backing: Option<Arc<File>>,
+}
+
+/// The open-file tables.
+#[derive(Default)]
+pub(crate) struct OpenFiles {
+    handles: Mutex<HashMap<Handle, Arc<OpenFile>>>,
+    inodes: Mutex<HashMap<Ino, Arc<Mutex<InodeIo>>>>,
+    next_handle: AtomicU64,
+}
+
+struct OpenFile {
+    ino: Ino,
+    flags: OpenFlags,
+    io: Arc<Mutex<InodeIo>>,
+}
+
+/// I/O state of one inode while it has open handles.
+#[derive(Default)]
+struct InodeIo {
+    handles: usize,
+    /// Pending writes; `Some` from the first write until the commit.
+    staging: Option<Staging>,
+    /// Time of the last write while staging.
+    mtime_ns: i64,
+    /// What each handle reads when nothing is pending.
+    views: HashMap<Handle, View>,
+}
+
+/// A readable version of a file: an open object, or nothing for empty.
+#[derive(Clone)]
+struct View {
+    content: Option<ContentId>,
+    file: Option<Arc<File>>,
+}
+
+impl OpenFiles {
+    /// `inode` with pending writes applied (size, mtime).
+    pub(crate) fn overlay(&self, mut inode: Attr) -> Attr {
+        let io = self.inodes.lock().get(&inode.ino).cloned();
+        if let Some(io) = io {
+            let io = io.lock();
+            if let Some(staging) = &io.staging {
+                inode.size = staging.len();
+                inode.mtime_ns = io.mtime_ns;
+                inode.ctime_ns = inode.ctime_ns.max(io.mtime_ns);
+            }
+        }
+        inode
+    }
+
+    /// Whether `ino` has open handles.
+    pub(crate) fn is_open(&self, ino: Ino) -> bool {
+        self.inodes.lock().contains_key(&ino)
+    }
+
+    fn get(&self, handle: Handle) -> FsResult<Arc<OpenFile>> {
+        self.handles.lock().get(&handle).cloned().ok_or(FsError::BadHandle)
+    }
+
+    /// The staging-aware I/O state of `ino`, if open.
+    fn io_of(&self, ino: Ino) -> Option<Arc<Mutex<InodeIo>>> {
+        self.inodes.lock().get(&ino).cloned()
+    }
+}
+
+impl Fs {
+    /// Open `ino`. With `flags.truncate` (and write) the file reads as
+    /// empty at once; the truncation commits with the handle's writes.
+    pub fn open_file(&self, ino: Ino, flags: OpenFlags) -> FsResult<Opened> {
+        if flags.write || flags.truncate {
+            self.check_writable()?;
+        }
+        let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+        if inode.kind == FileKind::Dir && (flags.write || flags.truncate) {
+            return Err(FsError::IsDir);
+        }
+        let handle = Handle(self.open_files.next_handle.fetch_add(1, Ordering::Relaxed) + 1);
+        let io = self.open_files.inodes.lock().entry(ino).or_default().clone();
+        let mut guard = io.lock();
+        guard.handles += 1;
+        let (view, backing) = match self.setup_handle(&mut guard, &inode, flags) {
+            Ok(set_up) => set_up,
+            Err(e) => {
+                guard.handles -= 1;
+                drop_if_unused(&self.open_files, ino, &guard);
+                return Err(e);
+            }
+        };
+        guard.views.insert(handle, view.clone());
+        drop(guard);
+        self.open_files.handles.lock().insert(handle, Arc::new(OpenFile { ino, flags, io }));
+        Ok(Opened { handle, attr: self.open_files.overlay(inode), content: view.content, backing })
+    }
+
+    fn setup_handle(
+        &self,
+        io: &mut InodeIo,
+        inode: &Attr,
+        flags: OpenFlags,
+    ) -> FsResult<(View, Option<Arc<File>>)> {
+        if flags.truncate && flags.write && inode.kind == FileKind::File {
+            match &mut io.staging {
+                Some(staging) => staging.set_len(0)?,
+                None => io.staging = Some(self.store.stage()?),
+            }
+            io.mtime_ns = now_ns();
+        }
+        let view = self.view_of(io, inode.content)?;
+        let backing = match (&view.file, flags.write, &io.staging) {
+            (Some(file), false, None) => Some(file.clone()),
+            _ => None,
+        };
+        Ok((view, backing))
+    }
+
+    /// A view of `content`, sharing an already open object file if any
+    /// handle of the inode has one.
+    fn view_of(&self, io: &InodeIo, content: Option<ContentId>) -> FsResult<View> {
+        if let Some(shared) = io.views.values().find(|v| v.content == content) {
+            return Ok(shared.clone());
+        }
+        let file = match content {
+            Some(id) => Some(Arc::new(self.store.open_object(&id)?)),
+            None => None,
+        };
+        Ok(View { content, file })
+    }
+
+    /// Read up to `size` bytes at `offset`.
+    pub fn read(&self, handle: Handle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let open = self.open_files.get(handle)?;
+        if !open.flags.read {
+            return Err(FsError::BadHandle);
+        }
+        let io = open.io.lock();
+        let mut buf = vec![0u8; size as usize];
+        let n = if let Some(staging) = &io.staging {
+            staging.read_at(offset, &mut buf)?
+        } else {
+            let view = io.views.get(&handle).cloned().ok_or(FsError::BadHandle)?;
+            drop(io);
+            match &view.file {
+                Some(file) => read_full_at(file, offset, &mut buf, view.content)?,
+                None => 0,
+            }
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Write `data` at `offset` (at the end for O_APPEND handles); returns
+    /// the bytes written. The data is visible to every handle at once and
+    /// to the tree at the next commit.
+    pub fn write(&self, handle: Handle, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let open = self.open_files.get(handle)?;
+        if !open.flags.write {
+            return Err(FsError::BadHandle);
+        }
+        self.check_writable()?;
+        let mut io = open.io.lock();
+        let staging = self.staging_for(&mut io, open.ino)?;
+        let offset = if open.flags.append { staging.len() } else { offset };
+        if offset.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
+            return Err(FsError::TooBig);
+        }
+        staging.write_at(offset, data)?;
+        io.mtime_ns = now_ns();
+        Ok(data.len() as u32)
+    }
+
+    /// The inode's staging file, created on first use as a copy of the
+    /// committed content.
+    fn staging_for<'a>(&self, io: &'a mut InodeIo, ino: Ino) -> FsResult<&'a mut Staging> {
+        if io.staging.is_none() {
+            let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+            io.staging = Some(match inode.content {
+                Some(id) => self.store.stage_copy_of(&id)?,
+                None => self.store.stage()?,
+            });
+        }
+        io.staging.as_mut().ok_or(FsError::BadHandle)
+    }
+
+    /// Change the size of `ino`: through its staging file when it has one
+    /// open, else as a committed content change of its own.
+    pub(super) fn truncate(&self, ino: Ino, size: u64, origin: Origin) -> FsResult<()> {
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        if let Some(io) = self.open_files.io_of(ino) {
+            let mut io = io.lock();
+            self.staging_for(&mut io, ino)?.set_len(size)?;
+            io.mtime_ns = now_ns();
+            return Ok(());
+        }
+        let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+        if inode.size == size {
+            return Ok(());
+        }
+        let mut staging = match inode.content {
+            Some(id) if size > 0 => self.store.stage_copy_of(&id)?,
+            _ => self.store.stage()?,
+        };
+        staging.set_len(size)?;
+        let digest = staging.finish(true)?;
+        let mut staged = Some(staging);
+        self.commit_content(ino, &mut staged, &digest, now_ns(), origin, false)
+    }
+
+    /// Commit pending writes of the handle's inode (close).
+    pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<()> {
+        let open = self.open_files.get(handle)?;
+        let mut io = open.io.lock();
+        self.commit_io(open.ino, &mut io, origin, false)
+    }
+
+    /// Commit pending writes and make them durable (fsync).
+    pub fn fsync(&self, handle: Handle, origin: Origin) -> FsResult<()> {
+        let open = self.open_files.get(handle)?;
+        let mut io = open.io.lock();
+        if io.staging.is_none() {
+            // Nothing pending; make earlier commits durable.
+            return Ok(self.meta.sync()?);
+        }
+        self.commit_io(open.ino, &mut io, origin, true)
+    }
+
+    /// Close a handle: commit what is pending; the last close of an
+    /// unlinked inode deletes it.
+    pub fn release(&self, handle: Handle, origin: Origin) -> FsResult<()> {
+        let open = self.open_files.handles.lock().remove(&handle).ok_or(FsError::BadHandle)?;
+        let mut io = open.io.lock();
+        let committed = self.commit_io(open.ino, &mut io, origin, false);
+        io.handles -= 1;
+        io.views.remove(&handle);
+        let last = io.handles == 0;
+        if last {
+            // A failed commit loses the pending writes here: the previous
+            // version stays, and the error reaches the closer.
+            io.staging = None;
+            drop_if_unused(&self.open_files, open.ino, &io);
+        }
+        drop(io);
+        if last {
+            self.purge_if_unlinked(open.ino)?;
+        }
+        committed
+    }
+
+    fn purge_if_unlinked(&self, ino: Ino) -> FsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.transact(Origin::Internal, false, |tx| match tx.db.inode(ino)? {
+            Some(inode) if inode.nlink == 0 && !self.open_files.is_open(ino) => tx.delete_inode(&inode),
+            _ => Ok(()),
+        })
+    }
+
+    fn commit_io(&self, ino: Ino, io: &mut InodeIo, origin: Origin, durable: bool) -> FsResult<()> {
+        let Some(mut staging) = io.staging.take() else {
+            return Ok(());
+        };
+        let digest = match staging.finish(true) {
+            Ok(d) => d,
+            Err(e) => {
+                io.staging = Some(staging);
+                return Err(e.into());
+            }
+        };
+        let mut staged = Some(staging);
+        let result = self.commit_content(ino, &mut staged, &digest, io.mtime_ns, origin, durable);
+        if let Err(e) = result {
+            // Not published: keep the writes pending so a retry can succeed.
+            io.staging = staged;
+            return Err(e);
+        }
+        let content = self.meta.read(|db| db.inode(ino))?.and_then(|i| i.content);
+        let view = self.view_of(&InodeIo::default(), content)?;
+        for v in io.views.values_mut() {
+            *v = view.clone();
+        }
+        Ok(())
+    }
+
+    /// Switch `ino` to the content hashed as `digest`, publishing the
+    /// staged bytes if they are new.
+    fn commit_content(
+        &self,
+        ino: Ino,
+        staged: &mut Option<Staging>,
+        digest: &ContentDigest,
+        mtime_ns: i64,
+        origin: Origin,
+        durable: bool,
+    ) -> FsResult<()> {
+        self.transact(origin, durable, |tx| {
+            let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            let old = inode.content;
+            let new = tx.adopt(staged, digest, Durability::Immediate)?;
+            if let Some(old) = old {
+                tx.release_content(old)?;
+            }
+            inode.content = new;
+            inode.size = digest.size;
+            inode.mtime_ns = mtime_ns;
+            inode.ctime_ns = tx.now;
+            tx.db.update_inode(&inode)?;
+            tx.log(ChangeOp::Write, ino, None, None, Some(new.unwrap_or(super::EMPTY_CONTENT)), vec![])
+        })
+    }
+
+    /// Create or replace the regular file `parent/name` with all bytes of
+    /// `reader`, atomically: readers see the old or the new file, never a
+    /// mix. Memory use is one buffer whatever the size.
+    pub fn put(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        reader: &mut dyn std::io::Read,
+        options: PutOptions,
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        super::check_name(name)?;
+        let mut staged = Some(self.stage(reader, true)?);
+        self.transact(caller.origin, options.durable, |tx| {
+            let staged = staged.as_mut().ok_or(FsError::BadHandle)?;
+            tx.put_staged(parent, name, staged, &options, caller, Durability::Immediate)
+        })
+    }
+
+    /// Hash `reader` into a new staging file, for [`Fs::put_batch`]. With
+    /// `sync`, the bytes are flushed to disk now; otherwise the batch
+    /// commit flushes them all with one `syncfs`.
+    pub fn stage(&self, reader: &mut dyn std::io::Read, sync: bool) -> FsResult<Staged> {
+        self.check_writable()?;
+        let mut staging = self.store.stage()?;
+        staging.append_from(reader, std::path::Path::new("input"))?;
+        let digest = staging.finish(sync)?;
+        Ok(Staged { staging: Some(staging), digest })
+    }
+
+    /// Create or replace many files in one transaction with one filesystem
+    /// sync: the fast path for bulk import. All or nothing.
+    pub fn put_batch(&self, batch: &mut [StagedPut], caller: &Caller) -> FsResult<Vec<Attr>> {
+        for item in batch.iter() {
+            super::check_name(&item.name)?;
+        }
+        self.transact(caller.origin, false, |tx| {
+            let mut attrs = Vec::with_capacity(batch.len());
+            for item in batch.iter_mut() {
+                attrs.push(tx.put_staged(
+                    item.parent,
+                    &item.name,
+                    &mut item.staged,
+                    &item.options,
+                    caller,
+                    Durability::Deferred,
+                )?);
+            }
+            // Objects (data and renames) reach the disk before the
+            // metadata that names them commits.
+            tx.store.sync_all()?;
+            Ok(attrs)
+        })
+    }
+
+    /// Close every handle (shutdown), committing pending writes.
+    pub fn release_all(&self, origin: Origin) -> FsResult<()> {
+        let handles: Vec<Handle> = self.open_files.handles.lock().keys().copied().collect();
+        let mut first_error = None;
+        for handle in handles {
+            if let Err(e) = self.release(handle, origin) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Bytes hashed into a staging file, not yet part of the tree.
+#[derive(Debug)]
+pub struct Staged {
+    staging: Option<Staging>,
+    digest: ContentDigest,
+}
+
+impl Staged {
+    /// Length in bytes.
+    pub fn size(&self) -> u64 {
+        self.digest.size
+    }
+}
+
+/// One file of a [`Fs::put_batch`].
+#[derive(Debug)]
+pub struct StagedPut {
+    /// Directory to put it in.
+    pub parent: Ino,
+    /// Its name there.
+    pub name: Vec<u8>,
+    /// Its bytes.
+    pub staged: Staged,
+    /// Mode and time.
+    pub options: PutOptions,
+}
+
+/// Options of [`Fs::put`].
+#[derive(Clone, Copy, Debug)]
+pub struct PutOptions {
+    /// Permission bits of a new file.
+    pub perm: u32,
+    /// Modification time to record (default: now).
+    pub mtime_ns: Option<i64>,
+    /// fsync the metadata commit too.
+    pub durable: bool,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        PutOptions { perm: 0o644, mtime_ns: None, durable: false }
+    }
+}
+
+impl super::Tx<'_, '_> {
+    /// The body of a put: create `parent/name` or replace its content.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn put_staged(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        staged: &mut Staged,
+        options: &PutOptions,
+        caller: &Caller,
+        durability: Durability,
+    ) -> FsResult<Attr> {
+        let dir = self.db.inode(parent)?.ok_or(FsError::NotFound)?;
+        if dir.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let existing = self.db.lookup(parent, name)?;
+        let digest = staged.digest;
+        let new = self.adopt(&mut staged.staging, &digest, durability)?;
+        let mtime = options.mtime_ns.unwrap_or(self.now);
+        let ino = match existing {
+            Some(inode) if inode.kind != FileKind::File => return Err(FsError::IsDir),
+            Some(mut inode) => {
+                if let Some(old) = inode.content {
+                    self.release_content(old)?;
+                }
+                inode.content = new;
+                inode.size = digest.size;
+                inode.mtime_ns = mtime;
+                inode.ctime_ns = self.now;
+                self.db.update_inode(&inode)?;
+                self.log(
+                    ChangeOp::Write,
+                    inode.ino,
+                    None,
+                    None,
+                    Some(new.unwrap_or(super::EMPTY_CONTENT)),
+                    vec![],
+                )?;
+                inode.ino
+            }
+            None => {
+                let gid = if dir.perm & libc::S_ISGID != 0 { dir.gid } else { caller.gid };
+                let ino = self.db.insert_inode(&crate::meta::NewInode {
+                    kind: FileKind::File,
+                    perm: options.perm & 0o7777,
+                    uid: caller.uid,
+                    gid,
+                    size: digest.size,
+                    now_ns: self.now,
+                    nlink: 1,
+                    rdev: 0,
+                    content: new,
+                    symlink: None,
+                })?;
+                if options.mtime_ns.is_some() {
+                    let mut inode = self.db.inode(ino)?.ok_or(FsError::NotFound)?;
+                    inode.mtime_ns = mtime;
+                    self.db.update_inode(&inode)?;
+                }
+                self.db.insert_dirent(parent, name, ino)?;
+                self.db.touch_dir(parent, self.now)?;
+                self.log(ChangeOp::Create, ino, Some((parent, name)), None, new, vec![parent])?;
+                ino
+            }
+        };
+        self.db.inode(ino)?.ok_or(FsError::NotFound)
+    }
+}
+
+fn drop_if_unused(files: &OpenFiles, ino: Ino, io: &InodeIo) {
+    if io.handles == 0 {
+        files.inodes.lock().remove(&ino);
+    }
+}
+
+fn read_full_at(file: &File, offset: u64, buf: &mut [u8], content: Option<ContentId>) -> FsResult<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let what = content.map_or_else(String::new, |c| c.to_string());
+                tracing::error!("read of object {what} failed: {e}");
+                return Err(
+                    crate::store::StoreError::io("read object", std::path::Path::new(&what))(e).into()
+                );
+            }
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,442 @@
+//! The fs core: the one API both frontends (FUSE, WebDAV) and the CLI call.
+//!
+//! It owns the metadata database and the content store and keeps them
+//! consistent: every change is one SQLite transaction that also appends to
+//! the change log; content is published to the store before the
+//! transaction that refers to it commits, and removed only after the
+//! transaction that dropped its last reference. After each commit the
+//! change goes out to in-process subscribers ([`Fs::subscribe`]).
+//!
+//! Permission bits are stored, not enforced: the FUSE mount runs with
+//! `default_permissions` (the kernel checks them) and WebDAV access is
+//! decided by the server's own authentication.
+
+mod content;
+mod error;
+mod events;
+mod io;
+mod namespace;
+mod setattr;
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use error::{FsError, FsResult};
+pub use events::{Change, ChangeOp, Origin};
+pub use io::{OpenFlags, Opened};
+pub use io::{PutOptions, Staged, StagedPut};
+pub use namespace::RenameFlags;
+pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};
+
+use crate::id::{ContentId, Ino};
+use crate::meta::{ChangeRecord, Db, Meta, MetaError};
+pub use crate::meta::{FileKind, Inode as Attr, Totals};
+use crate::store::{Store, StoreError};
+use events::Events;
+
+/// Longest name of one directory entry, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// The SHA-1 of no bytes. Empty files store no object; their content id is
+/// this with `hi = 0`.
+pub const EMPTY_SHA1: [u8; 20] = [
+    0xda, 0x39, 0xa3, 0xee, 0x5e, 0x6b, 0x4b, 0x0d, 0x32, 0x55, 0xbf, 0xef, 0x95, 0x60, 0x18, 0x90, 0xaf,
+    0xd8, 0x07, 0x09,
+];
+
+/// The content id of an empty file.
+pub const EMPTY_CONTENT: ContentId = ContentId::new(0, EMPTY_SHA1);
+
+/// The file that marks a data directory and is locked by its writer.
+const LOCK_FILE: &str = "tsmfs.lock";
+
+/// Who is asking: ownership of new files and the change log's origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// User id new inodes get.
+    pub uid: u32,
+    /// Group id new inodes get (unless the parent is setgid).
+    pub gid: u32,
+    /// Frontend the request came through.
+    pub origin: Origin,
+}
+
+impl Caller {
+    /// This process's effective ids.
+    pub fn process(origin: Origin) -> Caller {
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Caller { uid, gid, origin }
+    }
+}
+
+/// How to open a data directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FsOptions {
+    /// Refuse every change; take no lock and run no recovery, so this
+    /// works beside a running `tsmfs serve`.
+    pub read_only: bool,
+}
+
+/// File system statistics (statfs).
+#[derive(Clone, Copy, Debug)]
+pub struct StatFs {
+    /// Total blocks of the underlying filesystem.
+    pub blocks: u64,
+    /// Free blocks.
+    pub blocks_free: u64,
+    /// Blocks available to unprivileged users.
+    pub blocks_available: u64,
+    /// Inodes in use.
+    pub files: u64,
+    /// Free inode slots (reported as plenty).
+    pub files_free: u64,
+    /// Block size.
+    pub block_size: u32,
+    /// Longest name.
+    pub name_max: u32,
+}
+
+impl Attr {
+    /// The content id a regular file's bytes have (empty files included).
+    pub fn content_id(&self) -> Option<ContentId> {
+        match self.kind {
+            FileKind::File => Some(self.content.unwrap_or(EMPTY_CONTENT)),
+            _ => None,
+        }
+    }
+
+    /// Full `st_mode`: kind bits and permission bits.
+    pub fn mode(&self) -> u32 {
+        self.kind.mode_bits() | self.perm
+    }
+}
+
+/// Errors opening or creating a data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The path is not a data directory.
+    #[error("{} is not a tsmfs data directory (run `tsmfs init {}` first)", .0.display(), .0.display())]
+    NotInitialized(PathBuf),
+    /// `init` on a directory that already holds one.
+    #[error("{} already holds a tsmfs data directory", .0.display())]
+    AlreadyInitialized(PathBuf),
+    /// `init` on a non-empty directory that is not ours.
+    #[error("{} is not empty; tsmfs init wants a new or empty directory", .0.display())]
+    NotEmpty(PathBuf),
+    /// Another process holds the data directory.
+    #[error("{} is in use by another tsmfs process", .0.display())]
+    Locked(PathBuf),
+    /// An I/O failure on the directory itself.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The database failed to open.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Recovery at open failed.
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] FsError),
+}
+
+/// An open data directory.
+pub struct Fs {
+    data_dir: PathBuf,
+    meta: Meta,
+    store: Store,
+    events: Events,
+    open_files: io::OpenFiles,
+    read_only: bool,
+    /// Held for the lifetime of a writable `Fs`: one writer per data dir.
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fs").field("data_dir", &self.data_dir).finish()
+    }
+}
+
+impl Fs {
+    /// Create a new data directory with an empty root owned by `owner`.
+    pub fn init(data_dir: &Path, owner: Caller) -> Result<(), OpenError> {
+        match std::fs::read_dir(data_dir) {
+            Ok(mut entries) => {
+                if data_dir.join(crate::meta::DB_FILE).exists() {
+                    return Err(OpenError::AlreadyInitialized(data_dir.to_path_buf()));
+                }
+                if entries.next().is_some() {
+                    return Err(OpenError::NotEmpty(data_dir.to_path_buf()));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir_all(data_dir).map_err(|source| OpenError::Io {
+                    action: "create",
+                    path: data_dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            Err(source) => {
+                return Err(OpenError::Io { action: "read", path: data_dir.to_path_buf(), source });
+            }
+        }
+        let _lock = lock_data_dir(data_dir)?;
+        Store::open(data_dir)?;
+        let meta = Meta::open(data_dir)?;
+        meta.write(true, |db| {
+            let root = db.insert_inode(&crate::meta::NewInode {
+                kind: FileKind::Dir,
+                perm: 0o755,
+                uid: owner.uid,
+                gid: owner.gid,
+                size: 0,
+                now_ns: now_ns(),
+                nlink: 2,
+                rdev: 0,
+                content: None,
+                symlink: None,
+            })?;
+            if root != Ino::ROOT {
+                return Err(MetaError::Corrupt(format!("root inode got number {root}")));
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Open an existing data directory.
+    pub fn open(data_dir: &Path, options: FsOptions) -> Result<Fs, OpenError> {
+        if !data_dir.join(crate::meta::DB_FILE).is_file() {
+            return Err(OpenError::NotInitialized(data_dir.to_path_buf()));
+        }
+        let lock = if options.read_only { None } else { Some(lock_data_dir(data_dir)?) };
+        let fs = Fs {
+            data_dir: data_dir.to_path_buf(),
+            store: Store::open(data_dir)?,
+            meta: Meta::open(data_dir)?,
+            events: Events::default(),
+            open_files: io::OpenFiles::default(),
+            read_only: options.read_only,
+            _lock: lock,
+        };
+        if !options.read_only {
+            fs.recover()?;
+        }
+        Ok(fs)
+    }
+
+    /// After an unclean stop: drop inodes that were open-unlinked and
+    /// staging files of writes that never committed.
+    fn recover(&self) -> FsResult<()> {
+        let orphans = self.meta.read(|db| db.orphaned_inodes())?;
+        if !orphans.is_empty() {
+            self.transact(Origin::Internal, false, |tx| {
+                for inode in &orphans {
+                    tx.delete_inode(inode)?;
+                }
+                Ok(())
+            })?;
+        }
+        self.store.clear_staging()?;
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether changes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Call `f` after every committed change (see [`events`]).
+    pub fn subscribe(&self, f: impl Fn(&Change) + Send + Sync + 'static) {
+        self.events.subscribe(Box::new(f));
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+        Ok(self.open_files.overlay(inode))
+    }
+
+    /// Totals for `tsmfs stats`.
+    pub fn totals(&self) -> FsResult<Totals> {
+        Ok(self.meta.read(|db| db.totals())?)
+    }
+
+    /// Bytes the content store occupies on disk.
+    pub fn stored_bytes(&self) -> FsResult<u64> {
+        Ok(self.store.disk_usage()?)
+    }
+
+    /// statfs: space of the filesystem holding the data directory.
+    pub fn statfs(&self) -> FsResult<StatFs> {
+        let dir = File::open(&self.data_dir).map_err(StoreError::io("open", &self.data_dir))?;
+        // SAFETY: fstatvfs writes into the zeroed struct we own.
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstatvfs(dir.as_raw_fd(), &mut vfs) } != 0 {
+            return Err(StoreError::io("statfs", &self.data_dir)(std::io::Error::last_os_error()).into());
+        }
+        let totals = self.totals()?;
+        Ok(StatFs {
+            blocks: vfs.f_blocks,
+            blocks_free: vfs.f_bfree,
+            blocks_available: vfs.f_bavail,
+            files: totals.files + totals.dirs + totals.others,
+            files_free: u32::MAX as u64,
+            block_size: vfs.f_bsize as u32,
+            name_max: NAME_MAX as u32,
+        })
+    }
+
+    /// Write the WAL back into the database file (clean shutdown).
+    pub fn checkpoint(&self) -> FsResult<()> {
+        Ok(self.meta.checkpoint()?)
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
+    }
+
+    /// Run `f` as one write transaction, then remove objects it released
+    /// (under the writer lock) and tell subscribers what changed.
+    fn transact<T>(
+        &self,
+        origin: Origin,
+        durable: bool,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> FsResult<T>,
+    ) -> FsResult<T> {
+        self.check_writable()?;
+        let (value, changes) = self
+            .meta
+            .write_then(
+                durable,
+                |db| {
+                    let mut tx = Tx {
+                        db,
+                        store: &self.store,
+                        origin,
+                        now: now_ns(),
+                        changes: Vec::new(),
+                        released: Vec::new(),
+                    };
+                    let value = f(&mut tx)?;
+                    Ok::<_, FsError>((value, tx.changes, tx.released))
+                },
+                |(_, _, released): &(T, Vec<Change>, Vec<ContentId>)| {
+                    for id in released {
+                        if let Err(e) = self.store.remove_object(id) {
+                            // Harmless: gc removes unreferenced objects later.
+                            tracing::warn!("{e}");
+                        }
+                    }
+                },
+            )
+            .map(|(value, changes, _)| (value, changes))?;
+        for change in &changes {
+            self.events.emit(change);
+        }
+        Ok(value)
+    }
+}
+
+/// One write transaction in progress, with what it must do after commit.
+pub(crate) struct Tx<'a, 'c> {
+    db: &'a Db<'c>,
+    store: &'a Store,
+    origin: Origin,
+    /// The transaction's timestamp, used for every time it sets.
+    now: i64,
+    changes: Vec<Change>,
+    /// Contents whose last reference this transaction dropped.
+    released: Vec<ContentId>,
+}
+
+impl Tx<'_, '_> {
+    /// Append to the change log and queue the event.
+    fn log(
+        &mut self,
+        op: ChangeOp,
+        ino: Ino,
+        entry: Option<(Ino, &[u8])>,
+        new_entry: Option<(Ino, &[u8])>,
+        content: Option<ContentId>,
+        also: Vec<Ino>,
+    ) -> FsResult<()> {
+        let seq = self.db.log_change(
+            &ChangeRecord { origin: self.origin.as_str(), op: op.as_str(), ino, entry, new_entry, content },
+            self.now,
+        )?;
+        let entries =
+            entry.into_iter().chain(new_entry).map(|(parent, name)| (parent, name.to_vec())).collect();
+        self.changes.push(Change { seq, origin: self.origin, op, ino, entries, also, content });
+        Ok(())
+    }
+
+    /// Drop one reference to `id`; the last one releases the object.
+    fn release_content(&mut self, id: ContentId) -> FsResult<()> {
+        if self.db.add_content_refs(&id, -1)? == 0 {
+            self.db.delete_content(&id)?;
+            self.released.push(id);
+        }
+        Ok(())
+    }
+
+    /// Delete an inode row and release its content.
+    fn delete_inode(&mut self, inode: &Attr) -> FsResult<()> {
+        self.db.delete_inode(inode.ino)?;
+        if let Some(id) = inode.content {
+            self.release_content(id)?;
+        }
+        Ok(())
+    }
+}
+
+/// Nanoseconds since the epoch, now.
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Check one directory entry name.
+pub(crate) fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(FsError::Invalid("reserved or empty name"));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(FsError::Invalid("name contains '/' or NUL"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    Ok(())
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io { action: "open", path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked(data_dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Io { action: "lock", path, source }),
+    }
+}

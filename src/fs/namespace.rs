@@ -1,0 +1,421 @@
+//! Names: lookup, create, link, unlink, rename, readdir, path resolution.
+
+use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Tx, check_name};
+use crate::id::Ino;
+use crate::meta::{DirRow, NewInode};
+
+/// Flags of [`Fs::rename`] (renameat2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// Fail with [`FsError::Exists`] if the target exists.
+    pub no_replace: bool,
+    /// Swap source and target atomically; both must exist.
+    pub exchange: bool,
+}
+
+/// The largest number of symlinks or path components resolved in one path.
+const MAX_PATH_DEPTH: usize = 4096;
+
+impl Fs {
+    /// The entry `name` in directory `parent`.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > super::NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let found = self.meta.read(|db| {
+            let found = db.lookup(parent, name)?;
+            if found.is_none() {
+                // Tell "no such entry" from "parent is not a directory".
+                match db.inode(parent)? {
+                    None => return Ok(Err(FsError::NotFound)),
+                    Some(p) if p.kind != FileKind::Dir => return Ok(Err(FsError::NotDir)),
+                    Some(_) => {}
+                }
+            }
+            Ok::<_, FsError>(found.ok_or(FsError::NotFound))
+        })??;
+        Ok(self.open_files.overlay(found))
+    }
+
+    /// Resolve a `/`-separated path from the root, without following
+    /// symlinks. `.` and empty components are skipped; `..` is refused, so
+    /// a path can never climb out of the tree.
+    pub fn resolve(&self, path: &[u8]) -> FsResult<Attr> {
+        let mut current = self.getattr(Ino::ROOT)?;
+        for (depth, part) in path.split(|&b| b == b'/').enumerate() {
+            if depth > MAX_PATH_DEPTH {
+                return Err(FsError::Loop);
+            }
+            match part {
+                b"" | b"." => continue,
+                b".." => return Err(FsError::Invalid("'..' in path")),
+                name => {
+                    if current.kind != FileKind::Dir {
+                        return Err(FsError::NotDir);
+                    }
+                    current = self.lookup(current.ino, name)?;
+                }
+            }
+        }
+        Ok(current)
+    }
+
+    /// Resolve all but the last component of `path`: the parent directory
+    /// and the final name.
+    pub fn resolve_parent<'p>(&self, path: &'p [u8]) -> FsResult<(Attr, &'p [u8])> {
+        let trimmed = trim_slashes(path);
+        let (dir, name) = match trimmed.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+            None => (&b""[..], trimmed),
+        };
+        check_name(name)?;
+        let parent = self.resolve(dir)?;
+        if parent.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok((parent, name))
+    }
+
+    /// Create a directory.
+    pub fn mkdir(&self, parent: Ino, name: &[u8], perm: u32, caller: &Caller) -> FsResult<Attr> {
+        self.make_node(parent, name, FileKind::Dir, perm, 0, None, caller)
+    }
+
+    /// Create a regular file, device node, fifo or socket (not opened).
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        if matches!(kind, FileKind::Dir | FileKind::Symlink) {
+            return Err(FsError::Invalid("mknod of a directory or symlink"));
+        }
+        self.make_node(parent, name, kind, perm, rdev, None, caller)
+    }
+
+    /// Create a symbolic link to `target`.
+    pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], caller: &Caller) -> FsResult<Attr> {
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        if target.len() > libc::PATH_MAX as usize {
+            return Err(FsError::NameTooLong);
+        }
+        self.make_node(parent, name, FileKind::Symlink, 0o777, 0, Some(target), caller)
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        let inode = self.getattr(ino)?;
+        if inode.kind != FileKind::Symlink {
+            return Err(FsError::Invalid("not a symlink"));
+        }
+        self.meta.read(|db| db.symlink_target(ino))?.ok_or(FsError::Invalid("symlink without target"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_node(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        symlink: Option<&[u8]>,
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        check_name(name)?;
+        let op = match kind {
+            FileKind::Dir => ChangeOp::Mkdir,
+            FileKind::Symlink => ChangeOp::Symlink,
+            _ => ChangeOp::Create,
+        };
+        self.transact(caller.origin, false, |tx| {
+            let dir = tx.existing_dir(parent)?;
+            if tx.db.lookup(parent, name)?.is_some() {
+                return Err(FsError::Exists);
+            }
+            let mut perm = perm & 0o7777;
+            let mut gid = caller.gid;
+            if dir.perm & libc::S_ISGID != 0 {
+                // BSD group semantics for setgid directories: the new inode
+                // takes the directory's group, and subdirectories stay setgid.
+                gid = dir.gid;
+                if kind == FileKind::Dir {
+                    perm |= libc::S_ISGID;
+                }
+            }
+            let ino = tx.db.insert_inode(&NewInode {
+                kind,
+                perm,
+                uid: caller.uid,
+                gid,
+                size: symlink.map_or(0, |t| t.len() as u64),
+                now_ns: tx.now,
+                nlink: if kind == FileKind::Dir { 2 } else { 1 },
+                rdev,
+                content: None,
+                symlink,
+            })?;
+            tx.db.insert_dirent(parent, name, ino)?;
+            tx.db.touch_dir(parent, tx.now)?;
+            if kind == FileKind::Dir {
+                tx.db.add_links(parent, 1, tx.now)?;
+            }
+            tx.log(op, ino, Some((parent, name)), None, None, vec![parent])?;
+            tx.db.inode(ino)?.ok_or(FsError::NotFound)
+        })
+    }
+
+    /// Add a hard link `new_parent/new_name` to `ino`.
+    pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8], caller: &Caller) -> FsResult<Attr> {
+        check_name(new_name)?;
+        let attr = self.transact(caller.origin, false, |tx| {
+            let inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            if inode.kind == FileKind::Dir {
+                return Err(FsError::NotPermitted("hard link to a directory"));
+            }
+            if inode.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            tx.existing_dir(new_parent)?;
+            if tx.db.lookup(new_parent, new_name)?.is_some() {
+                return Err(FsError::Exists);
+            }
+            tx.db.insert_dirent(new_parent, new_name, ino)?;
+            tx.db.add_links(ino, 1, tx.now)?;
+            tx.db.touch_dir(new_parent, tx.now)?;
+            tx.log(ChangeOp::Link, ino, Some((new_parent, new_name)), None, None, vec![new_parent])?;
+            tx.db.inode(ino)?.ok_or(FsError::NotFound)
+        })?;
+        Ok(self.open_files.overlay(attr))
+    }
+
+    /// Remove the non-directory entry `parent/name`. The inode lives on
+    /// while it has other names or open handles.
+    pub fn unlink(&self, parent: Ino, name: &[u8], caller: &Caller) -> FsResult<()> {
+        self.transact(caller.origin, false, |tx| {
+            tx.existing_dir(parent)?;
+            let inode = tx.db.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+            if inode.kind == FileKind::Dir {
+                return Err(FsError::IsDir);
+            }
+            tx.db.delete_dirent(parent, name)?;
+            tx.db.touch_dir(parent, tx.now)?;
+            self.drop_link(tx, &inode)?;
+            tx.log(ChangeOp::Unlink, inode.ino, Some((parent, name)), None, None, vec![parent])
+        })
+    }
+
+    /// Remove the empty directory `parent/name`.
+    pub fn rmdir(&self, parent: Ino, name: &[u8], caller: &Caller) -> FsResult<()> {
+        if name == b"." {
+            return Err(FsError::Invalid("rmdir of '.'"));
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        self.transact(caller.origin, false, |tx| {
+            tx.existing_dir(parent)?;
+            let dir = tx.db.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+            if dir.kind != FileKind::Dir {
+                return Err(FsError::NotDir);
+            }
+            if tx.db.has_entries(dir.ino)? {
+                return Err(FsError::NotEmpty);
+            }
+            tx.db.delete_dirent(parent, name)?;
+            tx.db.touch_dir(parent, tx.now)?;
+            tx.db.add_links(parent, -1, tx.now)?;
+            tx.delete_inode(&dir)?;
+            tx.log(ChangeOp::Rmdir, dir.ino, Some((parent, name)), None, None, vec![parent])
+        })
+    }
+
+    /// Rename `parent/name` to `new_parent/new_name`, replacing a
+    /// compatible target unless `flags` say otherwise. Atomic: the target
+    /// name always refers to either the old or the new inode.
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: RenameFlags,
+        caller: &Caller,
+    ) -> FsResult<()> {
+        check_name(name)?;
+        check_name(new_name)?;
+        if flags.exchange && flags.no_replace {
+            return Err(FsError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE"));
+        }
+        self.transact(caller.origin, false, |tx| {
+            tx.existing_dir(parent)?;
+            tx.existing_dir(new_parent)?;
+            let source = tx.db.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+            let target = tx.db.lookup(new_parent, new_name)?;
+            if flags.exchange {
+                let target = target.ok_or(FsError::NotFound)?;
+                return self.exchange(tx, (parent, name, &source), (new_parent, new_name, &target));
+            }
+            if let Some(target) = &target {
+                if flags.no_replace {
+                    return Err(FsError::Exists);
+                }
+                if target.ino == source.ino {
+                    // Two names of one inode: POSIX says do nothing.
+                    return Ok(());
+                }
+                match (source.kind == FileKind::Dir, target.kind == FileKind::Dir) {
+                    (true, false) => return Err(FsError::NotDir),
+                    (false, true) => return Err(FsError::IsDir),
+                    (true, true) if tx.db.has_entries(target.ino)? => return Err(FsError::NotEmpty),
+                    _ => {}
+                }
+            }
+            if source.kind == FileKind::Dir && parent != new_parent {
+                tx.refuse_move_into_own_subtree(source.ino, new_parent)?;
+            }
+            let mut also = vec![parent, new_parent];
+            if let Some(target) = &target {
+                tx.db.delete_dirent(new_parent, new_name)?;
+                if target.kind == FileKind::Dir {
+                    tx.db.add_links(new_parent, -1, tx.now)?;
+                    tx.delete_inode(target)?;
+                } else {
+                    self.drop_link(tx, target)?;
+                }
+                also.push(target.ino);
+            }
+            tx.db.move_dirent(parent, name, new_parent, new_name)?;
+            if source.kind == FileKind::Dir && parent != new_parent {
+                tx.db.add_links(parent, -1, tx.now)?;
+                tx.db.add_links(new_parent, 1, tx.now)?;
+            }
+            tx.db.touch_dir(parent, tx.now)?;
+            tx.db.touch_dir(new_parent, tx.now)?;
+            tx.db.add_links(source.ino, 0, tx.now)?;
+            tx.log(
+                ChangeOp::Rename,
+                source.ino,
+                Some((parent, name)),
+                Some((new_parent, new_name)),
+                None,
+                also,
+            )
+        })
+    }
+
+    fn exchange(&self, tx: &mut Tx<'_, '_>, a: (Ino, &[u8], &Attr), b: (Ino, &[u8], &Attr)) -> FsResult<()> {
+        let ((a_parent, a_name, a_inode), (b_parent, b_name, b_inode)) = (a, b);
+        if a_inode.ino == b_inode.ino {
+            return Ok(());
+        }
+        if a_parent != b_parent {
+            if a_inode.kind == FileKind::Dir {
+                tx.refuse_move_into_own_subtree(a_inode.ino, b_parent)?;
+            }
+            if b_inode.kind == FileKind::Dir {
+                tx.refuse_move_into_own_subtree(b_inode.ino, a_parent)?;
+            }
+            // A directory moving across parents carries its ".." link.
+            let dirs = |i: &Attr| i64::from(i.kind == FileKind::Dir);
+            let delta = dirs(b_inode) - dirs(a_inode);
+            if delta != 0 {
+                tx.db.add_links(a_parent, delta, tx.now)?;
+                tx.db.add_links(b_parent, -delta, tx.now)?;
+            }
+        }
+        tx.db.retarget_dirent(a_parent, a_name, b_inode.ino)?;
+        tx.db.retarget_dirent(b_parent, b_name, a_inode.ino)?;
+        for (parent, ino) in [(a_parent, a_inode.ino), (b_parent, b_inode.ino)] {
+            tx.db.touch_dir(parent, tx.now)?;
+            tx.db.add_links(ino, 0, tx.now)?;
+        }
+        tx.log(
+            ChangeOp::Exchange,
+            a_inode.ino,
+            Some((a_parent, a_name)),
+            Some((b_parent, b_name)),
+            None,
+            vec![b_inode.ino, a_parent, b_parent],
+        )
+    }
+
+    /// One name of a non-directory is gone: lower its link count, and
+    /// delete it unless a handle still has it open.
+    fn drop_link(&self, tx: &mut Tx<'_, '_>, inode: &Attr) -> FsResult<()> {
+        if inode.nlink > 1 || self.open_files.is_open(inode.ino) {
+            Ok(tx.db.add_links(inode.ino, -1, tx.now)?)
+        } else {
+            tx.delete_inode(inode)
+        }
+    }
+
+    /// Up to `limit` entries of directory `dir` after `cursor` (0 = from
+    /// the start), with attributes. Cursors stay valid across concurrent
+    /// changes: an entry present throughout is listed exactly once.
+    pub fn readdir(&self, dir: Ino, cursor: u64, limit: u32) -> FsResult<Vec<DirRow>> {
+        let rows = self.meta.read(|db| {
+            let rows = db.list_dir(dir, cursor, limit)?;
+            if rows.is_empty() {
+                match db.inode(dir)? {
+                    None => return Err(FsError::NotFound),
+                    Some(d) if d.kind != FileKind::Dir => return Err(FsError::NotDir),
+                    Some(_) => {}
+                }
+            }
+            Ok(rows)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|mut row| {
+                row.inode = self.open_files.overlay(row.inode);
+                row
+            })
+            .collect())
+    }
+
+    /// The parent of directory `dir` (the root is its own parent).
+    pub fn parent_of(&self, dir: Ino) -> FsResult<Ino> {
+        Ok(self.meta.read(|db| db.parent_of_dir(dir))?.map_or(Ino::ROOT, |(p, _)| p))
+    }
+}
+
+impl Tx<'_, '_> {
+    fn existing_dir(&self, ino: Ino) -> FsResult<Attr> {
+        let inode = self.db.inode(ino)?.ok_or(FsError::NotFound)?;
+        if inode.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if inode.nlink == 0 {
+            // A removed directory that a process still has as its cwd.
+            return Err(FsError::NotFound);
+        }
+        Ok(inode)
+    }
+
+    /// EINVAL if `dest` is `dir` or inside it.
+    fn refuse_move_into_own_subtree(&self, dir: Ino, dest: Ino) -> FsResult<()> {
+        let mut at = dest;
+        loop {
+            if at == dir {
+                return Err(FsError::Invalid("move of a directory into itself"));
+            }
+            match self.db.parent_of_dir(at)? {
+                Some((parent, _)) => at = parent,
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+fn trim_slashes(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+    let end = path.iter().rposition(|&b| b != b'/').map_or(start, |i| i + 1);
+    &path[start..end.max(start)]
+}

@@ -1,0 +1,179 @@
+//! Attribute changes: setattr (mode, owner, size, times) and xattrs.
+
+use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult};
+use crate::id::Ino;
+
+/// A time to set: the current time or an explicit one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSet {
+    /// The time of the change (UTIME_NOW).
+    Now,
+    /// Nanoseconds since the epoch.
+    At(i64),
+}
+
+/// Which attributes [`Fs::setattr`] changes; `None` leaves one alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits (`0o7777`).
+    pub perm: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (truncate or extend with zeros).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<TimeSet>,
+    /// New modification time.
+    pub mtime: Option<TimeSet>,
+    /// New status-change time (otherwise: now, if anything changed).
+    pub ctime: Option<i64>,
+    /// New birth time.
+    pub btime: Option<i64>,
+}
+
+/// The read-only xattr holding a file's content id in ETag form.
+pub const ETAG_XATTR: &[u8] = b"user.tsmfs.etag";
+
+/// Largest xattr value (the Linux VFS limit).
+const XATTR_SIZE_MAX: usize = 65536;
+
+/// Namespaces tsmfs stores. `system.*` (ACLs) is not supported.
+const XATTR_NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
+
+/// How [`Fs::setxattr`] treats an existing or missing attribute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XattrMode {
+    /// Create or replace.
+    #[default]
+    Upsert,
+    /// Fail if it exists (XATTR_CREATE).
+    Create,
+    /// Fail if it does not exist (XATTR_REPLACE).
+    Replace,
+}
+
+impl Fs {
+    /// Change attributes. A size change goes through the inode's pending
+    /// writes when it is open, else commits a new content at once.
+    pub fn setattr(&self, ino: Ino, change: &SetAttr, caller: &Caller) -> FsResult<Attr> {
+        self.check_writable()?;
+        if let Some(size) = change.size {
+            let inode = self.getattr(ino)?;
+            match inode.kind {
+                FileKind::File => self.truncate(ino, size, caller.origin)?,
+                FileKind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid("truncate of a special file")),
+            }
+        }
+        let attrs_change = SetAttr { size: None, ..*change };
+        if attrs_change != SetAttr::default() || change.size.is_some() {
+            self.transact(caller.origin, false, |tx| {
+                let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+                let now = tx.now;
+                if let Some(perm) = change.perm {
+                    inode.perm = perm & 0o7777;
+                }
+                if let Some(uid) = change.uid {
+                    inode.uid = uid;
+                }
+                if let Some(gid) = change.gid {
+                    inode.gid = gid;
+                }
+                let resolve = |t: TimeSet| match t {
+                    TimeSet::Now => now,
+                    TimeSet::At(ns) => ns,
+                };
+                if let Some(t) = change.atime {
+                    inode.atime_ns = resolve(t);
+                }
+                if let Some(t) = change.mtime {
+                    inode.mtime_ns = resolve(t);
+                } else if change.size.is_some() {
+                    inode.mtime_ns = now;
+                }
+                inode.ctime_ns = change.ctime.unwrap_or(now);
+                if let Some(btime) = change.btime {
+                    inode.btime_ns = btime;
+                }
+                tx.db.update_inode(&inode)?;
+                tx.log(ChangeOp::SetAttr, ino, None, None, None, vec![])
+            })?;
+        }
+        self.getattr(ino)
+    }
+
+    /// Value of xattr `name`.
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
+        let inode = self.getattr(ino)?;
+        if name == ETAG_XATTR {
+            return inode.content_id().map(|id| id.etag().into_bytes()).ok_or(FsError::NoAttr);
+        }
+        self.meta.read(|db| db.xattr(ino, name))?.ok_or(FsError::NoAttr)
+    }
+
+    /// Names of the xattrs of `ino` (the ETag xattr first, for files).
+    pub fn listxattr(&self, ino: Ino) -> FsResult<Vec<Vec<u8>>> {
+        let inode = self.getattr(ino)?;
+        let mut names = Vec::new();
+        if inode.kind == FileKind::File {
+            names.push(ETAG_XATTR.to_vec());
+        }
+        names.extend(self.meta.read(|db| db.xattr_names(ino))?);
+        Ok(names)
+    }
+
+    /// Set xattr `name` to `value`.
+    pub fn setxattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+        caller: &Caller,
+    ) -> FsResult<()> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(FsError::TooBig);
+        }
+        self.transact(caller.origin, false, |tx| {
+            tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            let exists = tx.db.xattr(ino, name)?.is_some();
+            match mode {
+                XattrMode::Create if exists => return Err(FsError::Exists),
+                XattrMode::Replace if !exists => return Err(FsError::NoAttr),
+                _ => {}
+            }
+            tx.db.set_xattr(ino, name, value)?;
+            tx.db.add_links(ino, 0, tx.now)?;
+            tx.log(ChangeOp::Xattr, ino, None, None, None, vec![])
+        })
+    }
+
+    /// Remove xattr `name`.
+    pub fn removexattr(&self, ino: Ino, name: &[u8], caller: &Caller) -> FsResult<()> {
+        check_xattr_name(name)?;
+        self.transact(caller.origin, false, |tx| {
+            tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            if !tx.db.remove_xattr(ino, name)? {
+                return Err(FsError::NoAttr);
+            }
+            tx.db.add_links(ino, 0, tx.now)?;
+            tx.log(ChangeOp::Xattr, ino, None, None, None, vec![])
+        })
+    }
+}
+
+fn check_xattr_name(name: &[u8]) -> FsResult<()> {
+    if name == ETAG_XATTR {
+        return Err(FsError::NotPermitted("user.tsmfs.etag is read-only"));
+    }
+    if name.len() > 255 {
+        return Err(FsError::Range);
+    }
+    if !XATTR_NAMESPACES.iter().any(|ns| name.starts_with(ns) && name.len() > ns.len()) {
+        return Err(FsError::Unsupported("xattr namespace"));
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! Metadata in SQLite: inodes, directory entries, contents, xattrs, WebDAV
+//! dead properties and locks, and the change log.
+//!
+//! One writer connection (behind a mutex) runs every change as one
+//! `BEGIN IMMEDIATE` transaction; a small pool of read connections serves
+//! lookups concurrently (WAL lets them read while the writer writes). No
+//! rusqlite type leaves this module: callers get the records below.
+
+mod queries;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub use queries::{Db, NewInode};
+pub use schema::SCHEMA_VERSION;
+
+use crate::id::{ContentId, Ino};
+
+/// The SQLite file inside a data directory.
+pub const DB_FILE: &str = "meta.sqlite";
+
+/// Errors of the metadata layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A SQLite call failed.
+    #[error("metadata database: could not {action}: {source}")]
+    Sql {
+        /// What was being done.
+        action: &'static str,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The data dir was written by a newer tsmfs.
+    #[error("metadata schema version {found} is newer than this tsmfs understands ({known})")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: u32,
+        /// Newest version this build knows.
+        known: u32,
+    },
+    /// A row holds a value no tsmfs writes (damaged database).
+    #[error("metadata database is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl MetaError {
+    pub(crate) fn sql(action: &'static str) -> impl FnOnce(rusqlite::Error) -> MetaError {
+        move |source| MetaError::Sql { action, source }
+    }
+
+    /// Whether the error is SQLite reporting a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, MetaError::Sql { source: rusqlite::Error::SqliteFailure(e, _), .. }
+            if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+
+    /// Whether the database file could not be written (read-only media).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, MetaError::Sql { source: rusqlite::Error::SqliteFailure(e, _), .. }
+            if e.code == rusqlite::ErrorCode::ReadOnly)
+    }
+}
+
+/// What an inode is. Stored as its `S_IFMT` bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+    /// Character device.
+    CharDevice,
+    /// Block device.
+    BlockDevice,
+}
+
+impl FileKind {
+    /// The `S_IFMT` bits of this kind.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileKind::File => libc::S_IFREG,
+            FileKind::Dir => libc::S_IFDIR,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::Fifo => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+            FileKind::CharDevice => libc::S_IFCHR,
+            FileKind::BlockDevice => libc::S_IFBLK,
+        }
+    }
+
+    /// The kind named by the `S_IFMT` bits of `mode`.
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            _ => return None,
+        })
+    }
+}
+
+/// One inode's attributes, as stored. Times are nanoseconds since the epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    /// Inode number.
+    pub ino: Ino,
+    /// File type.
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky (`0o7777`).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes (for symlinks, the target length).
+    pub size: u64,
+    /// Last access.
+    pub atime_ns: i64,
+    /// Last content change.
+    pub mtime_ns: i64,
+    /// Last status change.
+    pub ctime_ns: i64,
+    /// Creation.
+    pub btime_ns: i64,
+    /// Hard links (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Device number of device nodes.
+    pub rdev: u32,
+    /// NFS-style generation number.
+    pub generation: u64,
+    /// Content of a regular file.
+    pub content: Option<ContentId>,
+}
+
+/// A stored content's record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentRecord {
+    /// The id.
+    pub id: ContentId,
+    /// Length in bytes.
+    pub size: u64,
+    /// blake3 of the bytes.
+    pub blake3: [u8; 32],
+    /// Inodes that refer to it.
+    pub refcount: u64,
+}
+
+/// One directory entry with its child's attributes.
+#[derive(Clone, Debug)]
+pub struct DirRow {
+    /// Cursor of this entry: pass it back to continue after it.
+    pub cursor: u64,
+    /// Entry name (bytes; need not be UTF-8).
+    pub name: Vec<u8>,
+    /// The child.
+    pub inode: Inode,
+}
+
+/// One change-log entry as written.
+#[derive(Clone, Debug)]
+pub struct ChangeRecord<'a> {
+    /// Which frontend caused it.
+    pub origin: &'a str,
+    /// Operation name (`create`, `write`, `rename`, ...).
+    pub op: &'a str,
+    /// The inode changed.
+    pub ino: Ino,
+    /// Entry affected: parent and name.
+    pub entry: Option<(Ino, &'a [u8])>,
+    /// Second entry (rename, link target).
+    pub new_entry: Option<(Ino, &'a [u8])>,
+    /// New content, for writes.
+    pub content: Option<ContentId>,
+}
+
+/// Totals over the whole tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Regular files (inodes, not names).
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Other inodes (symlinks, devices, fifos, sockets).
+    pub others: u64,
+    /// Sum of file sizes, each inode counted once.
+    pub logical_bytes: u64,
+    /// Sum of file sizes over all names (hard links counted each time).
+    pub logical_bytes_by_name: u64,
+    /// Distinct contents stored.
+    pub contents: u64,
+    /// Sum of distinct content sizes.
+    pub content_bytes: u64,
+    /// Change log length.
+    pub changes: u64,
+}
+
+/// The metadata database of one data directory.
+pub struct Meta {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta").field("path", &self.path).finish()
+    }
+}
+
+/// Longest a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Meta {
+    /// Open the database in `data_dir`, creating and migrating as needed.
+    pub fn open(data_dir: &Path) -> Result<Meta, MetaError> {
+        let path = data_dir.join(DB_FILE);
+        let mut writer = Connection::open(&path).map_err(MetaError::sql("open"))?;
+        configure(&writer)?;
+        writer.pragma_update(None, "journal_mode", "WAL").map_err(MetaError::sql("enable WAL"))?;
+        schema::migrate(&mut writer)?;
+        Ok(Meta { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+    }
+
+    /// Run `f` on a read connection. Each statement sees the latest commit.
+    pub fn read<T, E: From<MetaError>>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, E>) -> Result<T, E> {
+        let pooled = self.readers.lock().pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => self.open_reader()?,
+        };
+        let result = f(&Db::new(&conn));
+        self.readers.lock().push(conn);
+        result
+    }
+
+    /// Run `f` in one write transaction; commit if it returns `Ok`, roll
+    /// back otherwise. With `durable`, the commit is fsynced to disk
+    /// (`synchronous=FULL` for this transaction); otherwise it survives a
+    /// process crash but may be lost with the machine's power.
+    pub fn write<T, E: From<MetaError>>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.writer.lock();
+        if durable {
+            set_synchronous(&conn, "FULL")?;
+        }
+        let result = run_transaction(&mut conn, f);
+        if durable {
+            set_synchronous(&conn, "NORMAL")?;
+        }
+        result
+    }
+
+    /// Like [`Meta::write`], then run `after` while still holding the
+    /// writer lock. Used to remove object files whose last reference the
+    /// transaction dropped: no concurrent commit can re-publish the same
+    /// object between the commit and the removal.
+    pub fn write_then<T, E: From<MetaError>>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+        after: impl FnOnce(&T),
+    ) -> Result<T, E> {
+        let mut conn = self.writer.lock();
+        if durable {
+            set_synchronous(&conn, "FULL")?;
+        }
+        let result = run_transaction(&mut conn, f);
+        if durable {
+            set_synchronous(&conn, "NORMAL")?;
+        }
+        if let Ok(value) = &result {
+            after(value);
+        }
+        result
+    }
+
+    /// Make every commit so far durable (fsync): a passive checkpoint
+    /// syncs the WAL before copying it into the database.
+    pub fn sync(&self) -> Result<(), MetaError> {
+        self.writer
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(MetaError::sql("sync"))
+    }
+
+    /// Move the WAL's contents into the main database file (on shutdown).
+    pub fn checkpoint(&self) -> Result<(), MetaError> {
+        self.writer
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(MetaError::sql("checkpoint"))
+    }
+
+    fn open_reader(&self) -> Result<Connection, MetaError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(MetaError::sql("open read connection"))?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+}
+
+fn run_transaction<T, E: From<MetaError>>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(MetaError::sql("begin transaction"))?;
+    let value = f(&Db::new(&tx))?;
+    tx.commit().map_err(MetaError::sql("commit"))?;
+    Ok(value)
+}
+
+fn configure(conn: &Connection) -> Result<(), MetaError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(MetaError::sql("set busy timeout"))?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(MetaError::sql("enable foreign keys"))?;
+    set_synchronous(conn, "NORMAL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn set_synchronous(conn: &Connection, level: &str) -> Result<(), MetaError> {
+    conn.pragma_update(None, "synchronous", level).map_err(MetaError::sql("set synchronous mode"))
+}

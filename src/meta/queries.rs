@@ -1,0 +1,483 @@
+//! Typed queries. Every SQL statement of tsmfs lives in this file.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{ChangeRecord, ContentRecord, DirRow, FileKind, Inode, MetaError, Totals};
+use crate::id::{ContentId, Ino};
+
+/// Columns of [`Inode`], in the order [`inode_from_row`] reads them.
+const INODE_COLUMNS: &str = "i.ino, i.kind, i.perm, i.uid, i.gid, i.size, i.atime_ns, \
+     i.mtime_ns, i.ctime_ns, i.btime_ns, i.nlink, i.rdev, i.generation, c.hi, c.lo";
+
+/// Query access to the database, inside a transaction or not.
+pub struct Db<'c> {
+    conn: &'c Connection,
+}
+
+/// Fields of a new inode; the number is assigned on insert.
+#[derive(Clone, Debug)]
+pub struct NewInode<'a> {
+    /// File type.
+    pub kind: FileKind,
+    /// Permission bits.
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// All four timestamps start at this time.
+    pub now_ns: i64,
+    /// Initial link count.
+    pub nlink: u32,
+    /// Device number.
+    pub rdev: u32,
+    /// Content of a regular file.
+    pub content: Option<ContentId>,
+    /// Target of a symlink.
+    pub symlink: Option<&'a [u8]>,
+}
+
+fn inode_from_row(row: &Row<'_>) -> rusqlite::Result<Inode> {
+    inode_at(row, 0)
+}
+
+/// Read the [`INODE_COLUMNS`] of a row, starting at column `base`.
+fn inode_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Inode> {
+    let col = |i: usize| base + i;
+    let kind_bits: u32 = row.get(col(1))?;
+    let kind = FileKind::from_mode(kind_bits).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            col(1),
+            rusqlite::types::Type::Integer,
+            format!("unknown file kind {kind_bits:o}").into(),
+        )
+    })?;
+    let hi: Option<i64> = row.get(col(13))?;
+    let lo: Option<[u8; 20]> = row.get(col(14))?;
+    Ok(Inode {
+        ino: Ino::from_sql(row.get(col(0))?),
+        kind,
+        perm: row.get(col(2))?,
+        uid: row.get(col(3))?,
+        gid: row.get(col(4))?,
+        size: row.get::<_, i64>(col(5))? as u64,
+        atime_ns: row.get(col(6))?,
+        mtime_ns: row.get(col(7))?,
+        ctime_ns: row.get(col(8))?,
+        btime_ns: row.get(col(9))?,
+        nlink: row.get(col(10))?,
+        rdev: row.get(col(11))?,
+        generation: row.get::<_, i64>(col(12))? as u64,
+        content: match (hi, lo) {
+            (Some(hi), Some(lo)) => Some(ContentId::new(hi as u64, lo)),
+            _ => None,
+        },
+    })
+}
+
+fn content_from_row(row: &Row<'_>) -> rusqlite::Result<ContentRecord> {
+    Ok(ContentRecord {
+        id: ContentId::new(row.get::<_, i64>(0)? as u64, row.get(1)?),
+        size: row.get::<_, i64>(2)? as u64,
+        blake3: row.get(3)?,
+        refcount: row.get::<_, i64>(4)? as u64,
+    })
+}
+
+impl<'c> Db<'c> {
+    pub(super) fn new(conn: &'c Connection) -> Self {
+        Db { conn }
+    }
+
+    // ---- Inodes ---------------------------------------------------------
+
+    /// The inode `ino`, if it exists.
+    pub fn inode(&self, ino: Ino) -> Result<Option<Inode>, MetaError> {
+        let sql = format!(
+            "SELECT {INODE_COLUMNS} FROM inodes i LEFT JOIN contents c ON c.id = i.content \
+             WHERE i.ino = ?1"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.query_row([ino.as_sql()], inode_from_row).optional())
+            .map_err(MetaError::sql("read inode"))
+    }
+
+    /// Insert an inode; returns its new number.
+    pub fn insert_inode(&self, new: &NewInode<'_>) -> Result<Ino, MetaError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO inodes (kind, perm, uid, gid, size, atime_ns, mtime_ns, ctime_ns, \
+                 btime_ns, nlink, rdev, content, symlink) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?6, ?7, ?8, \
+                 (SELECT id FROM contents WHERE lo = ?9 AND hi = ?10), ?11)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    new.kind.mode_bits(),
+                    new.perm,
+                    new.uid,
+                    new.gid,
+                    new.size as i64,
+                    new.now_ns,
+                    new.nlink,
+                    new.rdev,
+                    new.content.map(|c| c.lo),
+                    new.content.map(|c| c.hi as i64),
+                    new.symlink,
+                ])
+            })
+            .map_err(MetaError::sql("insert inode"))?;
+        Ok(Ino::from_sql(self.conn.last_insert_rowid()))
+    }
+
+    /// Store every mutable attribute of `inode` (not kind or btime).
+    pub fn update_inode(&self, inode: &Inode) -> Result<(), MetaError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE inodes SET perm = ?2, uid = ?3, gid = ?4, size = ?5, atime_ns = ?6, \
+                 mtime_ns = ?7, ctime_ns = ?8, nlink = ?9, rdev = ?10, \
+                 content = (SELECT id FROM contents WHERE lo = ?11 AND hi = ?12) \
+                 WHERE ino = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    inode.ino.as_sql(),
+                    inode.perm,
+                    inode.uid,
+                    inode.gid,
+                    inode.size as i64,
+                    inode.atime_ns,
+                    inode.mtime_ns,
+                    inode.ctime_ns,
+                    inode.nlink,
+                    inode.rdev,
+                    inode.content.map(|c| c.lo),
+                    inode.content.map(|c| c.hi as i64),
+                ])
+            })
+            .map_err(MetaError::sql("update inode"))?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(MetaError::Corrupt(format!("inode {} vanished during update", inode.ino)))
+        }
+    }
+
+    /// Set a directory's mtime and ctime (its entries changed).
+    pub fn touch_dir(&self, ino: Ino, now_ns: i64) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE ino = ?1")
+            .and_then(|mut st| st.execute(params![ino.as_sql(), now_ns]))
+            .map_err(MetaError::sql("update directory times"))?;
+        Ok(())
+    }
+
+    /// Add `delta` to an inode's link count and set its ctime.
+    pub fn add_links(&self, ino: Ino, delta: i64, now_ns: i64) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("UPDATE inodes SET nlink = nlink + ?2, ctime_ns = ?3 WHERE ino = ?1")
+            .and_then(|mut st| st.execute(params![ino.as_sql(), delta, now_ns]))
+            .map_err(MetaError::sql("update link count"))?;
+        Ok(())
+    }
+
+    /// Delete an inode row (its xattrs and dead properties go with it).
+    pub fn delete_inode(&self, ino: Ino) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("DELETE FROM inodes WHERE ino = ?1")
+            .and_then(|mut st| st.execute([ino.as_sql()]))
+            .map_err(MetaError::sql("delete inode"))?;
+        Ok(())
+    }
+
+    /// A symlink's target.
+    pub fn symlink_target(&self, ino: Ino) -> Result<Option<Vec<u8>>, MetaError> {
+        self.conn
+            .prepare_cached("SELECT symlink FROM inodes WHERE ino = ?1")
+            .and_then(|mut st| st.query_row([ino.as_sql()], |r| r.get(0)).optional())
+            .map(Option::flatten)
+            .map_err(MetaError::sql("read symlink"))
+    }
+
+    /// Inodes with no names left (open-unlinked at a crash).
+    pub fn orphaned_inodes(&self) -> Result<Vec<Inode>, MetaError> {
+        let sql = format!(
+            "SELECT {INODE_COLUMNS} FROM inodes i LEFT JOIN contents c ON c.id = i.content \
+             WHERE i.nlink = 0"
+        );
+        self.collect(&sql, [], inode_from_row, "list orphaned inodes")
+    }
+
+    // ---- Directory entries ----------------------------------------------
+
+    /// The child named `name` in `parent`, with its attributes.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Option<Inode>, MetaError> {
+        let sql = format!(
+            "SELECT {INODE_COLUMNS} FROM dirents d JOIN inodes i ON i.ino = d.child \
+             LEFT JOIN contents c ON c.id = i.content WHERE d.parent = ?1 AND d.name = ?2"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut st| st.query_row(params![parent.as_sql(), name], inode_from_row).optional())
+            .map_err(MetaError::sql("look up name"))
+    }
+
+    /// Up to `limit` entries of `dir` after cursor `after`, with their
+    /// children's attributes: one query, no per-child lookups.
+    pub fn list_dir(&self, dir: Ino, after: u64, limit: u32) -> Result<Vec<DirRow>, MetaError> {
+        let sql = format!(
+            "SELECT d.id, d.name, {INODE_COLUMNS} FROM dirents d JOIN inodes i ON i.ino = d.child \
+             LEFT JOIN contents c ON c.id = i.content \
+             WHERE d.parent = ?1 AND d.id > ?2 ORDER BY d.id LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(MetaError::sql("list directory"))?;
+        let rows = stmt
+            .query_map(params![dir.as_sql(), after as i64, limit], |row| {
+                Ok(DirRow {
+                    cursor: row.get::<_, i64>(0)? as u64,
+                    name: row.get(1)?,
+                    inode: inode_at(row, 2)?,
+                })
+            })
+            .map_err(MetaError::sql("list directory"))?;
+        rows.collect::<Result<_, _>>().map_err(MetaError::sql("list directory"))
+    }
+
+    /// Whether `dir` has any entry.
+    pub fn has_entries(&self, dir: Ino) -> Result<bool, MetaError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM dirents WHERE parent = ?1)")
+            .and_then(|mut st| st.query_row([dir.as_sql()], |r| r.get(0)))
+            .map_err(MetaError::sql("check directory entries"))
+    }
+
+    /// The directory holding directory `dir` and its name there (`None`
+    /// for the root).
+    pub fn parent_of_dir(&self, dir: Ino) -> Result<Option<(Ino, Vec<u8>)>, MetaError> {
+        self.conn
+            .prepare_cached("SELECT parent, name FROM dirents WHERE child = ?1 LIMIT 1")
+            .and_then(|mut st| {
+                st.query_row([dir.as_sql()], |r| Ok((Ino::from_sql(r.get(0)?), r.get(1)?))).optional()
+            })
+            .map_err(MetaError::sql("find parent directory"))
+    }
+
+    /// Add entry `name` in `parent` for `child`.
+    pub fn insert_dirent(&self, parent: Ino, name: &[u8], child: Ino) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("INSERT INTO dirents (parent, name, child) VALUES (?1, ?2, ?3)")
+            .and_then(|mut st| st.execute(params![parent.as_sql(), name, child.as_sql()]))
+            .map_err(MetaError::sql("insert directory entry"))?;
+        Ok(())
+    }
+
+    /// Remove entry `name` from `parent`.
+    pub fn delete_dirent(&self, parent: Ino, name: &[u8]) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("DELETE FROM dirents WHERE parent = ?1 AND name = ?2")
+            .and_then(|mut st| st.execute(params![parent.as_sql(), name]))
+            .map_err(MetaError::sql("delete directory entry"))?;
+        Ok(())
+    }
+
+    /// Move an entry to a new parent and name, keeping its cursor.
+    pub fn move_dirent(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+    ) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("UPDATE dirents SET parent = ?3, name = ?4 WHERE parent = ?1 AND name = ?2")
+            .and_then(|mut st| st.execute(params![parent.as_sql(), name, new_parent.as_sql(), new_name]))
+            .map_err(MetaError::sql("move directory entry"))?;
+        Ok(())
+    }
+
+    /// Point an existing entry at another child (RENAME_EXCHANGE).
+    pub fn retarget_dirent(&self, parent: Ino, name: &[u8], child: Ino) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("UPDATE dirents SET child = ?3 WHERE parent = ?1 AND name = ?2")
+            .and_then(|mut st| st.execute(params![parent.as_sql(), name, child.as_sql()]))
+            .map_err(MetaError::sql("retarget directory entry"))?;
+        Ok(())
+    }
+
+    // ---- Contents -------------------------------------------------------
+
+    /// Every stored content whose SHA-1 is `lo` (normally zero or one).
+    pub fn contents_with_sha1(&self, lo: &[u8; 20]) -> Result<Vec<ContentRecord>, MetaError> {
+        self.collect(
+            "SELECT hi, lo, size, blake3, refcount FROM contents WHERE lo = ?1 ORDER BY hi",
+            [lo.as_slice()],
+            content_from_row,
+            "find contents by SHA-1",
+        )
+    }
+
+    /// The record of content `id`.
+    pub fn content(&self, id: &ContentId) -> Result<Option<ContentRecord>, MetaError> {
+        self.conn
+            .prepare_cached("SELECT hi, lo, size, blake3, refcount FROM contents WHERE lo = ?1 AND hi = ?2")
+            .and_then(|mut st| st.query_row(params![id.lo, id.hi as i64], content_from_row).optional())
+            .map_err(MetaError::sql("read content"))
+    }
+
+    /// Record a newly published content with reference count 0.
+    pub fn insert_content(
+        &self,
+        id: &ContentId,
+        size: u64,
+        blake3: &[u8; 32],
+        now_ns: i64,
+    ) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO contents (lo, hi, size, blake3, refcount, created_ns) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![id.lo, id.hi as i64, size as i64, blake3, now_ns]))
+            .map_err(MetaError::sql("insert content"))?;
+        Ok(())
+    }
+
+    /// Add `delta` to a content's reference count; returns the new count.
+    pub fn add_content_refs(&self, id: &ContentId, delta: i64) -> Result<u64, MetaError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE contents SET refcount = refcount + ?3 WHERE lo = ?1 AND hi = ?2 RETURNING refcount",
+            )
+            .and_then(|mut st| st.query_row(params![id.lo, id.hi as i64, delta], |r| r.get::<_, i64>(0)))
+            .optional()
+            .map_err(MetaError::sql("update content reference count"))?
+            .map(|n| n as u64)
+            .ok_or_else(|| MetaError::Corrupt(format!("content {id} is referenced but not recorded")))
+    }
+
+    /// Delete a content record.
+    pub fn delete_content(&self, id: &ContentId) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("DELETE FROM contents WHERE lo = ?1 AND hi = ?2")
+            .and_then(|mut st| st.execute(params![id.lo, id.hi as i64]))
+            .map_err(MetaError::sql("delete content"))?;
+        Ok(())
+    }
+
+    // ---- Extended attributes --------------------------------------------
+
+    /// Value of xattr `name` on `ino`.
+    pub fn xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
+        self.conn
+            .prepare_cached("SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2")
+            .and_then(|mut st| st.query_row(params![ino.as_sql(), name], |r| r.get(0)).optional())
+            .map_err(MetaError::sql("read xattr"))
+    }
+
+    /// Names of all xattrs on `ino`.
+    pub fn xattr_names(&self, ino: Ino) -> Result<Vec<Vec<u8>>, MetaError> {
+        self.collect(
+            "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
+            [ino.as_sql()],
+            |r| r.get(0),
+            "list xattrs",
+        )
+    }
+
+    /// Set xattr `name` on `ino`.
+    pub fn set_xattr(&self, ino: Ino, name: &[u8], value: &[u8]) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)")
+            .and_then(|mut st| st.execute(params![ino.as_sql(), name, value]))
+            .map_err(MetaError::sql("write xattr"))?;
+        Ok(())
+    }
+
+    /// Remove xattr `name`; returns whether it existed.
+    pub fn remove_xattr(&self, ino: Ino, name: &[u8]) -> Result<bool, MetaError> {
+        self.conn
+            .prepare_cached("DELETE FROM xattrs WHERE ino = ?1 AND name = ?2")
+            .and_then(|mut st| st.execute(params![ino.as_sql(), name]))
+            .map(|n| n > 0)
+            .map_err(MetaError::sql("remove xattr"))
+    }
+
+    // ---- Change log and totals ------------------------------------------
+
+    /// Append to the change log; returns the sequence number.
+    pub fn log_change(&self, change: &ChangeRecord<'_>, now_ns: i64) -> Result<u64, MetaError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO changes (at_ns, origin, op, ino, parent, name, new_parent, new_name, content) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    now_ns,
+                    change.origin,
+                    change.op,
+                    change.ino.as_sql(),
+                    change.entry.map(|e| e.0.as_sql()),
+                    change.entry.map(|e| e.1),
+                    change.new_entry.map(|e| e.0.as_sql()),
+                    change.new_entry.map(|e| e.1),
+                    change.content.map(|c| c.to_string()),
+                ])
+            })
+            .map_err(MetaError::sql("append to change log"))?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// The newest change-log sequence number (0 when empty).
+    pub fn last_change(&self) -> Result<u64, MetaError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(MetaError::sql("read change log"))
+    }
+
+    /// Totals over the tree.
+    pub fn totals(&self) -> Result<Totals, MetaError> {
+        let q = |sql: &str| -> Result<u64, MetaError> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(MetaError::sql("compute totals"))
+        };
+        Ok(Totals {
+            files: q(&format!("SELECT COUNT(*) FROM inodes WHERE kind = {}", libc::S_IFREG))?,
+            dirs: q(&format!("SELECT COUNT(*) FROM inodes WHERE kind = {}", libc::S_IFDIR))?,
+            others: q(&format!(
+                "SELECT COUNT(*) FROM inodes WHERE kind NOT IN ({}, {})",
+                libc::S_IFREG,
+                libc::S_IFDIR
+            ))?,
+            logical_bytes: q(&format!(
+                "SELECT COALESCE(SUM(size), 0) FROM inodes WHERE kind = {}",
+                libc::S_IFREG
+            ))?,
+            logical_bytes_by_name: q(&format!(
+                "SELECT COALESCE(SUM(i.size), 0) FROM dirents d JOIN inodes i ON i.ino = d.child WHERE i.kind = {}",
+                libc::S_IFREG
+            ))?,
+            contents: q("SELECT COUNT(*) FROM contents")?,
+            content_bytes: q("SELECT COALESCE(SUM(size), 0) FROM contents")?,
+            changes: q("SELECT COUNT(*) FROM changes")?,
+        })
+    }
+
+    fn collect<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+        action: &'static str,
+    ) -> Result<Vec<T>, MetaError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(MetaError::sql(action))?;
+        let rows = stmt.query_map(params, map).map_err(MetaError::sql(action))?;
+        rows.collect::<Result<_, _>>().map_err(MetaError::sql(action))
+    }
+}

@@ -1,0 +1,237 @@
+//! The content store: immutable object files under `<data>/objects/`.
+//!
+//! Objects are named by [`ContentId`] and fanned out two levels deep by the
+//! SHA-1's first two bytes (`objects/8a/c6/<sha1>-<hi>`), so no directory
+//! grows past a few thousand entries even with hundreds of millions of
+//! objects. New content is written to a staging file under
+//! `<data>/staging/` (same filesystem), hashed while written, fsynced and
+//! then renamed into place: an object file is never rewritten once visible.
+//!
+//! The store knows nothing about SQLite. Deciding the collision index `hi`
+//! (which needs the contents table) is the fs core's job; the store only
+//! hashes, publishes, opens and removes.
+
+mod hash;
+mod staging;
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use hash::{ContentDigest, ContentHasher};
+pub use staging::Staging;
+
+use crate::id::ContentId;
+
+/// Errors of the content store. Each I/O failure names what was being done
+/// and to which path, so a message reads "could not <action> <path>".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O call failed.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, as a verb phrase.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// An object's bytes do not hash to its id.
+    #[error("object {id} is corrupt: {detail}")]
+    Corrupt {
+        /// The object.
+        id: ContentId,
+        /// What did not match.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { action, path, source }
+    }
+
+    /// The OS error number, when this is an I/O error that has one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error(),
+            StoreError::Corrupt { .. } => None,
+        }
+    }
+}
+
+/// How hard [`Store::publish`] works to make an object durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the object and its directory before returning.
+    Immediate,
+    /// The caller calls [`Store::sync_all`] before it commits metadata that
+    /// refers to the object (bulk import: one sync per batch).
+    Deferred,
+}
+
+/// Handle on one data directory's object and staging areas.
+#[derive(Debug)]
+pub struct Store {
+    objects: PathBuf,
+    staging: PathBuf,
+    next_staging: AtomicU64,
+}
+
+const OBJECTS_DIR: &str = "objects";
+const STAGING_DIR: &str = "staging";
+
+impl Store {
+    /// Open (creating if needed) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let objects = data_dir.join(OBJECTS_DIR);
+        let staging = data_dir.join(STAGING_DIR);
+        for dir in [&objects, &staging] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(StoreError::io("create directory", dir))?;
+        }
+        Ok(Store { objects, staging, next_staging: AtomicU64::new(0) })
+    }
+
+    /// Path of an object file. Private to the crate: frontends get open
+    /// files from the fs core, never paths.
+    pub(crate) fn object_path(&self, id: &ContentId) -> PathBuf {
+        let lo = id.lo_hex();
+        let mut path = self.objects.join(&lo[0..2]);
+        path.push(&lo[2..4]);
+        path.push(format!("{lo}-{:016x}", id.hi));
+        path
+    }
+
+    /// A new, empty staging file.
+    pub fn stage(&self) -> Result<Staging, StoreError> {
+        let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
+        let path = self.staging.join(format!("{}-{}-{n}", std::process::id(), unique_suffix()));
+        Staging::create(path)
+    }
+
+    /// A staging file holding a copy of object `id` (copy-on-write for a
+    /// partial overwrite of existing content).
+    pub fn stage_copy_of(&self, id: &ContentId) -> Result<Staging, StoreError> {
+        let mut staging = self.stage()?;
+        let mut source = self.open_object(id)?;
+        staging.fill_from(&mut source, &self.object_path(id))?;
+        Ok(staging)
+    }
+
+    /// Open an object for reading.
+    pub fn open_object(&self, id: &ContentId) -> Result<File, StoreError> {
+        let path = self.object_path(id);
+        File::open(&path).map_err(StoreError::io("open object", &path))
+    }
+
+    /// Whether the object file exists.
+    pub fn contains(&self, id: &ContentId) -> bool {
+        self.object_path(id).exists()
+    }
+
+    /// Move a finished staging file into place as object `id`. The staging
+    /// file has been fsynced by [`Staging::finish`]; with
+    /// [`Durability::Immediate`] the directory entry is fsynced as well.
+    pub fn publish(&self, staged: Staging, id: &ContentId, durability: Durability) -> Result<(), StoreError> {
+        let target = self.object_path(id);
+        let dir = target.parent().unwrap_or(&self.objects).to_path_buf();
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(StoreError::io("create directory", &dir))?;
+            if durability == Durability::Immediate {
+                // The fan-out directories themselves must survive a crash.
+                sync_dir(&self.objects)?;
+                if let Some(mid) = dir.parent() {
+                    sync_dir(mid)?;
+                }
+            }
+        }
+        let source = staged.into_path();
+        // Objects are read-only: nothing may rewrite published content.
+        fs::set_permissions(&source, fs::Permissions::from_mode(0o444))
+            .map_err(StoreError::io("set permissions on", &source))?;
+        fs::rename(&source, &target).map_err(StoreError::io("publish object", &target))?;
+        if durability == Durability::Immediate {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Remove an object file. A missing file is not an error (a crash may
+    /// have removed it already).
+    pub fn remove_object(&self, id: &ContentId) -> Result<(), StoreError> {
+        let path = self.object_path(id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove object", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Flush everything written to the store's filesystem (one `syncfs`),
+    /// for objects published with [`Durability::Deferred`].
+    pub fn sync_all(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.objects).map_err(StoreError::io("open", &self.objects))?;
+        syncfs(&dir).map_err(StoreError::io("sync filesystem of", &self.objects))
+    }
+
+    /// Bytes the store occupies on disk (objects only), by `st_blocks`.
+    pub fn disk_usage(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for entry in walkdir::WalkDir::new(&self.objects) {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(&self.objects).to_path_buf();
+                StoreError::Io { action: "walk", path, source: e.into() }
+            })?;
+            if entry.file_type().is_file() {
+                let meta = entry.metadata().map_err(|e| StoreError::io("stat", entry.path())(e.into()))?;
+                total += std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn unique_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(StoreError::io("sync directory", dir))
+}
+
+fn syncfs(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
+    let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+impl Store {
+    /// Remove every staging file (at open, by the only writer: whatever is
+    /// there belongs to writes that never committed).
+    pub fn clear_staging(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let entries = fs::read_dir(&self.staging).map_err(StoreError::io("list", &self.staging))?;
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io("list", &self.staging))?;
+            let path = entry.path();
+            fs::remove_file(&path).map_err(StoreError::io("remove staging file", &path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
