@@ -129,15 +129,17 @@ impl Fs {
         if flags.write || flags.truncate {
             self.check_writable()?;
         }
-        let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
-        if inode.kind == FileKind::Dir && (flags.write || flags.truncate) {
-            return Err(FsError::IsDir);
-        }
         let handle = Handle(self.open_files.next_handle.fetch_add(1, Ordering::Relaxed) + 1);
         let io = self.open_files.inodes.lock().entry(ino).or_default().clone();
         let mut guard = io.lock();
         guard.handles += 1;
-        let (view, backing) = match self.setup_handle(&mut guard, &inode, flags) {
+        let set_up = self.with_current_content(ino, |inode| {
+            if inode.kind == FileKind::Dir && (flags.write || flags.truncate) {
+                return Err(FsError::IsDir);
+            }
+            self.setup_handle(&mut guard, inode, flags).map(|v| (inode.clone(), v))
+        });
+        let (inode, (view, backing)) = match set_up {
             Ok(set_up) => set_up,
             Err(e) => {
                 guard.handles -= 1;
@@ -231,13 +233,35 @@ impl Fs {
     /// committed content.
     fn staging_for<'a>(&self, io: &'a mut InodeIo, ino: Ino) -> FsResult<&'a mut Staging> {
         if io.staging.is_none() {
-            let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
-            io.staging = Some(match inode.content {
-                Some(id) => self.store.stage_copy_of(&id)?,
-                None => self.store.stage()?,
-            });
+            let staging = self.with_current_content(ino, |inode| match inode.content {
+                Some(id) => Ok(self.store.stage_copy_of(&id)?),
+                None => Ok(self.store.stage()?),
+            })?;
+            io.staging = Some(staging);
         }
         io.staging.as_mut().ok_or(FsError::BadHandle)
+    }
+
+    /// Run `f` on the current attributes of `ino`. If `f` finds the object
+    /// missing because a concurrent commit replaced the content (and
+    /// removed the old object) between the read and the open, try again
+    /// with the new content.
+    fn with_current_content<T>(&self, ino: Ino, mut f: impl FnMut(&Attr) -> FsResult<T>) -> FsResult<T> {
+        const ATTEMPTS: usize = 16;
+        let mut attempt = 0;
+        loop {
+            let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+            match f(&inode) {
+                Err(FsError::Store(e)) if e.raw_os_error() == Some(libc::ENOENT) && attempt < ATTEMPTS => {
+                    let now = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+                    if now.content == inode.content {
+                        return Err(FsError::Store(e));
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Change the size of `ino`: through its staging file when it has one
@@ -334,8 +358,8 @@ impl Fs {
             io.staging = staged;
             return Err(e);
         }
-        let content = self.meta.read(|db| db.inode(ino))?.and_then(|i| i.content);
-        let view = self.view_of(&InodeIo::default(), content)?;
+        let view =
+            self.with_current_content(ino, |inode| self.view_of(&InodeIo::default(), inode.content))?;
         for v in io.views.values_mut() {
             *v = view.clone();
         }
@@ -357,14 +381,14 @@ impl Fs {
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             let old = inode.content;
             let new = tx.adopt(staged, digest, Durability::Immediate)?;
-            if let Some(old) = old {
-                tx.release_content(old)?;
-            }
             inode.content = new;
             inode.size = digest.size;
             inode.mtime_ns = mtime_ns;
             inode.ctime_ns = tx.now;
             tx.db.update_inode(&inode)?;
+            if let Some(old) = old {
+                tx.release_content(old)?;
+            }
             tx.log(ChangeOp::Write, ino, None, None, Some(new.unwrap_or(super::EMPTY_CONTENT)), vec![])
         })
     }
@@ -498,20 +522,23 @@ impl super::Tx<'_, '_> {
             return Err(FsError::NotDir);
         }
         let existing = self.db.lookup(parent, name)?;
+        if existing.as_ref().is_some_and(|inode| inode.kind != FileKind::File) {
+            return Err(FsError::IsDir);
+        }
         let digest = staged.digest;
         let new = self.adopt(&mut staged.staging, &digest, durability)?;
         let mtime = options.mtime_ns.unwrap_or(self.now);
         let ino = match existing {
-            Some(inode) if inode.kind != FileKind::File => return Err(FsError::IsDir),
             Some(mut inode) => {
-                if let Some(old) = inode.content {
-                    self.release_content(old)?;
-                }
+                let old = inode.content;
                 inode.content = new;
                 inode.size = digest.size;
                 inode.mtime_ns = mtime;
                 inode.ctime_ns = self.now;
                 self.db.update_inode(&inode)?;
+                if let Some(old) = old {
+                    self.release_content(old)?;
+                }
                 self.log(
                     ChangeOp::Write,
                     inode.ino,

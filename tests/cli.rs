@@ -1,0 +1,194 @@
+//! The `tsmfs` binary, run as a user would.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use crate::util::{stderr, stdout, tsmfs, tsmfs_stdin};
+
+fn init(dir: &Path) -> String {
+    let data = dir.join("data");
+    let out = tsmfs(&["init", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    data.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn put_get_ls_stat_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let src = tmp.path().join("src.txt");
+    std::fs::write(&src, b"hello\n").unwrap();
+    let out = tsmfs(&["put", &data, src.to_str().unwrap(), "/docs/hello.txt"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"f572d396fae9206628714fb2ce00f72e94f2258f\""));
+
+    let out = tsmfs(&["get", &data, "/docs/hello.txt"]);
+    assert_eq!(out.stdout, b"hello\n");
+    let dest = tmp.path().join("out.txt");
+    assert!(tsmfs(&["get", &data, "docs/hello.txt", dest.to_str().unwrap()]).status.success());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello\n");
+
+    assert_eq!(stdout(&tsmfs(&["ls", &data])), "docs/\n");
+    let long = stdout(&tsmfs(&["ls", "-l", &data, "/docs"]));
+    assert!(long.starts_with("-rw-r--r--"), "{long}");
+    assert!(long.contains("hello.txt"), "{long}");
+
+    let stat = stdout(&tsmfs(&["stat", &data, "/docs/hello.txt"]));
+    assert!(stat.contains("content: 0000000000000000/f572d396fae9206628714fb2ce00f72e94f2258f"), "{stat}");
+    assert!(stat.contains("etag:    \"f572d396fae9206628714fb2ce00f72e94f2258f\""), "{stat}");
+    assert!(stat.contains("size:    6"), "{stat}");
+}
+
+#[test]
+fn put_from_stdin_streams_in_constant_memory() {
+    use sha1::Digest;
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .args(["put", &data, "-", "/big.bin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 512 MiB generated on the fly; the test itself holds 1 MiB at a time.
+    let mut stdin = child.stdin.take().unwrap();
+    let mut hasher = sha1::Sha1::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    for i in 0..512u32 {
+        chunk.iter_mut().enumerate().for_each(|(j, b)| *b = (j as u32 ^ i).to_le_bytes()[0]);
+        hasher.update(&chunk);
+        stdin.write_all(&chunk).unwrap();
+    }
+    // All but one pipe buffer has been consumed: the peak so far is the
+    // peak of the whole put.
+    let peak_kib = vm_hwm_kib(child.id());
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(peak_kib < 64 * 1024, "tsmfs put of 512 MiB peaked at {peak_kib} KiB resident");
+    let etag = format!("\"{}\"", hex::encode(hasher.finalize()));
+    assert!(stdout(&out).contains(&etag), "{}", stdout(&out));
+
+    let mut get = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .args(["get", &data, "/big.bin"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut back = sha1::Sha1::new();
+    let mut reader = get.stdout.take().unwrap();
+    let mut total = 0usize;
+    loop {
+        let n = reader.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+        back.update(&chunk[..n]);
+    }
+    assert!(get.wait().unwrap().success());
+    assert_eq!(total, 512 << 20);
+    assert_eq!(format!("\"{}\"", hex::encode(back.finalize())), etag);
+}
+
+/// Peak resident set of a running process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn import_copies_a_tree_and_stats_shows_dedup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(host.join("a/b")).unwrap();
+    for i in 0..300 {
+        std::fs::write(host.join(format!("a/f{i}.txt")), format!("content {}\n", i % 100)).unwrap();
+    }
+    std::fs::write(host.join("a/b/big"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(host.join("a/b/big-copy"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(host.join("a/b/bytes-\u{e9}"), b"").unwrap();
+    symlink("../f1.txt", host.join("a/b/link")).unwrap();
+    let out = tsmfs(&["import", &data, host.to_str().unwrap(), "/imported"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("imported 303 files"), "{}", stdout(&out));
+
+    assert_eq!(tsmfs(&["get", &data, "/imported/a/f250.txt"]).stdout, b"content 50\n");
+    assert_eq!(tsmfs(&["get", &data, "/imported/a/b/big"]).stdout.len(), 3 << 20);
+    let stat = stdout(&tsmfs(&["stat", &data, "/imported/a/b/link"]));
+    assert!(stat.contains("target:  ../f1.txt"), "{stat}");
+
+    let stats = stdout(&tsmfs(&["stats", &data]));
+    assert!(stats.contains("files:            303"), "{stats}");
+    assert!(stats.contains("distinct contents: 101"), "{stats}");
+    let ratio: f64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("dedup ratio:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .expect("dedup ratio line");
+    assert!(ratio > 1.9, "{stats}");
+
+    // Importing again replaces in place and stores nothing new.
+    let again = tsmfs(&["import", &data, host.to_str().unwrap(), "/imported"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&tsmfs(&["stats", &data])).contains("distinct contents: 101"));
+}
+
+#[test]
+fn bad_arguments_and_data_dirs_get_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let out = tsmfs(&["ls", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("is not a tsmfs data directory"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"));
+
+    let data = init(tmp.path());
+    let again = tsmfs(&["init", &data]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already holds"), "{}", stderr(&again));
+
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("x"), b"").unwrap();
+    assert!(stderr(&tsmfs(&["init", busy.to_str().unwrap()])).contains("not empty"));
+
+    for args in [
+        vec!["get", &data, "/nope"],
+        vec!["stat", &data, "/nope/deeper"],
+        vec!["put", &data, "/no/such/host/file", "/x"],
+        vec!["put", &data, "-", "/"],
+        vec!["import", &data, "/no/such/host/dir"],
+    ] {
+        let out = tsmfs(&args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = stderr(&out);
+        assert!(err.starts_with("tsmfs: "), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let usage = tsmfs(&["frobnicate"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(stderr(&usage).contains("Usage"));
+}
+
+#[test]
+fn get_of_a_directory_is_refused_and_ls_of_a_file_lists_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let out = tsmfs_stdin(&["put", &data, "-", "/d/f"], b"x");
+    assert!(out.status.success());
+    let out = tsmfs(&["get", &data, "/d"]);
+    assert!(stderr(&out).contains("not a regular file"), "{}", stderr(&out));
+    assert_eq!(stdout(&tsmfs(&["ls", &data, "/d/f"])), "f\n");
+}

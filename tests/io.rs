@@ -1,0 +1,236 @@
+//! Open files: staging, commit on close, snapshots, open-unlinked files.
+
+use tsmfs::fs::{FsError, FsOptions, OpenFlags, Origin, SetAttr};
+use tsmfs::id::Ino;
+
+use crate::util::{TestFs, caller, rw, sha1_id};
+
+const O: Origin = Origin::Cli;
+
+fn read_handle(t: &TestFs, h: tsmfs::id::Handle) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let chunk = t.fs.read(h, out.len() as u64, 7).unwrap();
+        if chunk.is_empty() {
+            return out;
+        }
+        out.extend(chunk);
+    }
+}
+
+#[test]
+fn writes_commit_on_flush_and_hash_to_the_sha1() {
+    let t = TestFs::new();
+    let f = t.fs.mknod(Ino::ROOT, b"f", tsmfs::fs::FileKind::File, 0o644, 0, &caller()).unwrap();
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    let mut expected = Vec::new();
+    for i in 0..100u32 {
+        let chunk = format!("line {i}\n").into_bytes();
+        assert_eq!(t.fs.write(h, expected.len() as u64, &chunk).unwrap() as usize, chunk.len());
+        expected.extend(chunk);
+    }
+    // Pending: size shows, content id does not change yet.
+    let pending = t.fs.getattr(f.ino).unwrap();
+    assert_eq!(pending.size, expected.len() as u64);
+    assert_eq!(pending.content, None);
+    assert_eq!(read_handle(&t, h), expected, "the writer reads its own writes");
+    t.fs.flush(h, O).unwrap();
+    let committed = t.fs.getattr(f.ino).unwrap();
+    assert_eq!(committed.content_id(), Some(sha1_id(&expected)));
+    t.fs.release(h, O).unwrap();
+    assert_eq!(t.read_all(f.ino), expected);
+}
+
+#[test]
+fn a_partial_overwrite_copies_on_write_and_keeps_the_old_object_intact() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"0123456789");
+    let old = f.content_id().unwrap();
+    let reader = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap();
+    assert!(reader.backing.is_some(), "a read-only handle gets the immutable object");
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.write(h, 3, b"abc").unwrap();
+    t.fs.write(h, 12, b"Z").unwrap(); // leaves a hole of zeros
+    t.fs.release(h, O).unwrap();
+    assert_eq!(t.read_all(f.ino), b"012abc6789\0\0Z");
+    // The reader's handle moved to the new content (a commit through the
+    // mount is visible to every handle); the old object is gone.
+    assert_eq!(read_handle(&t, reader.handle), b"012abc6789\0\0Z");
+    assert_ne!(t.fs.getattr(f.ino).unwrap().content_id(), Some(old));
+    t.fs.release(reader.handle, O).unwrap();
+    assert_eq!(t.object_files(), 1);
+}
+
+#[test]
+fn a_handle_keeps_its_version_when_the_file_is_replaced_whole() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"version one");
+    let h = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+    t.put(Ino::ROOT, "f", b"version two, longer");
+    assert_eq!(read_handle(&t, h), b"version one", "snapshot of the opened version");
+    assert_eq!(t.read_all(f.ino), b"version two, longer", "new opens see the new version");
+    t.fs.release(h, O).unwrap();
+}
+
+#[test]
+fn o_trunc_empties_at_once_and_o_append_writes_at_the_end() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"old content");
+    let trunc = t.fs.open_file(f.ino, OpenFlags { truncate: true, ..rw() }).unwrap();
+    assert_eq!(trunc.attr.size, 0);
+    assert_eq!(t.fs.getattr(f.ino).unwrap().size, 0);
+    t.fs.write(trunc.handle, 0, b"new").unwrap();
+    t.fs.release(trunc.handle, O).unwrap();
+    let app = t.fs.open_file(f.ino, OpenFlags { append: true, ..rw() }).unwrap().handle;
+    t.fs.write(app, 0, b"+tail").unwrap();
+    t.fs.write(app, 0, b"+more").unwrap();
+    t.fs.release(app, O).unwrap();
+    assert_eq!(t.read_all(f.ino), b"new+tail+more");
+    let empty = t.fs.open_file(f.ino, OpenFlags { truncate: true, ..rw() }).unwrap().handle;
+    t.fs.release(empty, O).unwrap();
+    let attr = t.fs.getattr(f.ino).unwrap();
+    assert_eq!((attr.size, attr.content), (0, None));
+    assert_eq!(t.object_files(), 0);
+}
+
+#[test]
+fn an_unlinked_open_file_stays_readable_and_writable_until_closed() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"still here");
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.unlink(Ino::ROOT, b"f", &caller()).unwrap();
+    assert!(matches!(t.fs.lookup(Ino::ROOT, b"f"), Err(FsError::NotFound)));
+    assert_eq!(t.fs.getattr(f.ino).unwrap().nlink, 0);
+    assert_eq!(read_handle(&t, h), b"still here");
+    t.fs.write(h, 10, b"!").unwrap();
+    t.fs.flush(h, O).unwrap();
+    assert_eq!(read_handle(&t, h), b"still here!");
+    t.fs.release(h, O).unwrap();
+    assert!(matches!(t.fs.getattr(f.ino), Err(FsError::NotFound)));
+    assert_eq!(t.object_files(), 0);
+}
+
+#[test]
+fn an_unclean_stop_loses_uncommitted_writes_and_orphans_only() {
+    let t = TestFs::new();
+    let kept = t.put(Ino::ROOT, "kept", b"committed");
+    let orphan = t.put(Ino::ROOT, "orphan", b"unlinked while open");
+    let h1 = t.fs.open_file(kept.ino, rw()).unwrap().handle;
+    t.fs.write(h1, 0, b"UNCOMMITTED").unwrap();
+    let h2 = t.fs.open_file(orphan.ino, rw()).unwrap().handle;
+    t.fs.unlink(Ino::ROOT, b"orphan", &caller()).unwrap();
+    let _ = (h1, h2);
+    // Dropping the Fs without releasing is what a crash leaves behind.
+    let staging = t.data().join("staging");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1);
+    let t = t.reopen();
+    assert_eq!(t.read_all(kept.ino), b"committed");
+    assert!(matches!(t.fs.getattr(orphan.ino), Err(FsError::NotFound)));
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "staging leftovers removed");
+    assert_eq!(t.object_files(), 1);
+}
+
+#[test]
+fn truncate_without_a_handle_commits_and_with_one_stays_pending() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"0123456789");
+    let shrink = SetAttr { size: Some(4), ..Default::default() };
+    let a = t.fs.setattr(f.ino, &shrink, &caller()).unwrap();
+    assert_eq!(a.size, 4);
+    assert_eq!(a.content_id(), Some(sha1_id(b"0123")));
+    let grow = SetAttr { size: Some(6), ..Default::default() };
+    t.fs.setattr(f.ino, &grow, &caller()).unwrap();
+    assert_eq!(t.read_all(f.ino), b"0123\0\0");
+
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    let a = t.fs.setattr(f.ino, &SetAttr { size: Some(2), ..Default::default() }, &caller()).unwrap();
+    assert_eq!(a.size, 2);
+    assert_eq!(a.content_id(), Some(sha1_id(b"0123\0\0")), "pending until the handle commits");
+    t.fs.release(h, O).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"01")));
+    let d = t.fs.mkdir(Ino::ROOT, b"d", 0o755, &caller()).unwrap();
+    assert!(matches!(t.fs.setattr(d.ino, &shrink, &caller()), Err(FsError::IsDir)));
+}
+
+#[test]
+fn handles_enforce_their_access_mode() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"x");
+    let ro = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+    assert!(matches!(t.fs.write(ro, 0, b"y"), Err(FsError::BadHandle)));
+    let wo = t.fs.open_file(f.ino, OpenFlags { write: true, ..Default::default() }).unwrap().handle;
+    assert!(matches!(t.fs.read(wo, 0, 1), Err(FsError::BadHandle)));
+    t.fs.release(ro, O).unwrap();
+    t.fs.release(wo, O).unwrap();
+    assert!(matches!(t.fs.release(ro, O), Err(FsError::BadHandle)));
+    let d = t.fs.mkdir(Ino::ROOT, b"d", 0o755, &caller()).unwrap();
+    assert!(matches!(t.fs.open_file(d.ino, rw()), Err(FsError::IsDir)));
+}
+
+#[test]
+fn a_read_only_fs_refuses_every_change_but_reads() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"readable");
+    let ro = tsmfs::fs::Fs::open(&t.data(), FsOptions { read_only: true }).unwrap();
+    assert!(matches!(ro.mkdir(Ino::ROOT, b"d", 0o755, &caller()), Err(FsError::ReadOnly)));
+    assert!(matches!(ro.open_file(f.ino, rw()), Err(FsError::ReadOnly)));
+    assert!(matches!(ro.unlink(Ino::ROOT, b"f", &caller()), Err(FsError::ReadOnly)));
+    let h = ro.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+    assert_eq!(ro.read(h, 0, 100).unwrap(), b"readable");
+}
+
+#[test]
+fn a_second_writer_on_one_data_dir_is_refused() {
+    let t = TestFs::new();
+    let err = tsmfs::fs::Fs::open(&t.data(), FsOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[test]
+fn fsync_commits_durably() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"");
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.write(h, 0, b"durable").unwrap();
+    t.fs.fsync(h, O).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"durable")));
+    t.fs.fsync(h, O).unwrap(); // nothing pending: still fine
+    t.fs.release(h, O).unwrap();
+}
+
+#[test]
+fn concurrent_writers_and_readers_on_many_files() {
+    let t = TestFs::new();
+    let files: Vec<_> = (0..8).map(|i| t.put(Ino::ROOT, &format!("f{i}"), b"")).collect();
+    std::thread::scope(|s| {
+        for (i, f) in files.iter().enumerate() {
+            let t = &t;
+            s.spawn(move || {
+                for round in 0..20u32 {
+                    let body = format!("file {i} round {round} ").repeat(round as usize + 1);
+                    let h = t.fs.open_file(f.ino, OpenFlags { truncate: true, ..rw() }).unwrap().handle;
+                    t.fs.write(h, 0, body.as_bytes()).unwrap();
+                    t.fs.release(h, O).unwrap();
+                    let read = t.read_all(f.ino);
+                    let attr = t.fs.getattr(f.ino).unwrap();
+                    assert_eq!(read, body.as_bytes());
+                    assert_eq!(attr.content_id(), Some(sha1_id(&read)));
+                }
+            });
+        }
+        // A reader of the whole tree meanwhile: every file it sees is whole.
+        s.spawn(|| {
+            for _ in 0..50 {
+                for f in &files {
+                    let bytes = t.read_all(f.ino);
+                    let text = String::from_utf8(bytes).unwrap();
+                    if let Some(first) = text.split(' ').nth(3) {
+                        let unit = format!("file {} round {first} ", &text[5..6]);
+                        assert_eq!(text, unit.repeat(text.len() / unit.len()), "torn read");
+                    }
+                }
+            }
+        });
+    });
+    assert_eq!(t.object_files(), 8);
+}

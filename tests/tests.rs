@@ -1,0 +1,16 @@
+//! Integration tests, built as one binary. Each module is one topic.
+
+// The content store: dedupe, the real SHA-1 collision pair, object files.
+mod store;
+// Names: create, link, unlink, rename in every form, readdir cursors.
+mod namespace;
+// Open files: staging, commit, snapshots, open-unlinked, truncate.
+mod io;
+// Attributes, xattrs, change log and events.
+mod attrs;
+// Randomized operation sequences checked against a model.
+mod model;
+// The `tsmfs` binary: every subcommand and its errors.
+mod cli;
+
+mod util;
