@@ -82,8 +82,7 @@ fn objects_are_read_only_and_fanned_out_under_their_id() {
     let f = t.put(Ino::ROOT, "f", b"fan out");
     let id: ContentId = f.content_id().unwrap();
     let hex = id.lo_hex();
-    let path =
-        t.data().join("objects").join(&hex[0..2]).join(&hex[2..4]).join(format!("{hex}-0000000000000000"));
+    let path = t.data().join("objects").join(&hex[0..2]).join(format!("{hex}-0000000000000000"));
     let meta = std::fs::metadata(&path).expect("object at its fan-out path");
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o444);
     assert_eq!(std::fs::read(&path).unwrap(), b"fan out");
@@ -94,8 +93,7 @@ fn a_lost_object_is_restored_by_storing_its_bytes_again() {
     let t = TestFs::new();
     let f = t.put(Ino::ROOT, "f", b"precious");
     let hex = f.content_id().unwrap().lo_hex();
-    let path =
-        t.data().join("objects").join(&hex[0..2]).join(&hex[2..4]).join(format!("{hex}-0000000000000000"));
+    let path = t.data().join("objects").join(&hex[0..2]).join(format!("{hex}-0000000000000000"));
     std::fs::remove_file(&path).unwrap();
     t.put(Ino::ROOT, "g", b"precious");
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");

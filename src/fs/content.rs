@@ -5,6 +5,16 @@ use super::{EMPTY_SHA1, FsError, FsResult, Tx};
 use crate::id::ContentId;
 use crate::store::{ContentDigest, Durability, Staging};
 
+/// Bytes waiting to become a content: a staging file, or, for small
+/// contents, the bytes themselves (no file is made unless they are new).
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// A staging file.
+    File(Box<Staging>),
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+}
+
 impl Tx<'_, '_> {
     /// Make `staged` (hashed to `digest`) a stored content and take one
     /// reference to it. The staging file is taken out of `staged` only when
@@ -13,7 +23,7 @@ impl Tx<'_, '_> {
     /// so two commits of the same new bytes cannot both publish.
     pub(super) fn adopt(
         &mut self,
-        staged: &mut Option<Staging>,
+        staged: &mut Option<Body>,
         digest: &ContentDigest,
         durability: Durability,
     ) -> FsResult<Option<ContentId>> {
@@ -50,9 +60,10 @@ impl Tx<'_, '_> {
         Ok(Some(id))
     }
 
-    fn publish(&self, staged: &mut Option<Staging>, id: &ContentId, durability: Durability) -> FsResult<()> {
+    fn publish(&self, staged: &mut Option<Body>, id: &ContentId, durability: Durability) -> FsResult<()> {
         match staged.take() {
-            Some(staging) => Ok(self.store.publish(staging, id, durability)?),
+            Some(Body::File(staging)) => Ok(self.store.publish(*staging, id, durability)?),
+            Some(Body::Bytes(bytes)) => Ok(self.store.publish_bytes(&bytes, id, durability)?),
             // An earlier attempt of this same commit published it and then
             // rolled back; the object is in place.
             None if self.store.contains(id) => Ok(()),

@@ -24,9 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::content::Body;
 use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Origin, now_ns};
 use crate::id::{ContentId, Handle, Ino};
-use crate::store::{ContentDigest, Durability, Staging};
+use crate::store::{ContentDigest, Durability, Staging, StoreError};
+use std::io::Read;
 
 /// Largest file size: offsets must fit `i64` (SQLite, `off_t`).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -286,7 +288,7 @@ impl Fs {
         };
         staging.set_len(size)?;
         let digest = staging.finish(true)?;
-        let mut staged = Some(staging);
+        let mut staged = Some(Body::File(Box::new(staging)));
         self.commit_content(ino, &mut staged, &digest, now_ns(), origin, false)
     }
 
@@ -351,11 +353,13 @@ impl Fs {
                 return Err(e.into());
             }
         };
-        let mut staged = Some(staging);
+        let mut staged = Some(Body::File(Box::new(staging)));
         let result = self.commit_content(ino, &mut staged, &digest, io.mtime_ns, origin, durable);
         if let Err(e) = result {
             // Not published: keep the writes pending so a retry can succeed.
-            io.staging = staged;
+            if let Some(Body::File(staging)) = staged {
+                io.staging = Some(*staging);
+            }
             return Err(e);
         }
         let view =
@@ -371,7 +375,7 @@ impl Fs {
     fn commit_content(
         &self,
         ino: Ino,
-        staged: &mut Option<Staging>,
+        staged: &mut Option<Body>,
         digest: &ContentDigest,
         mtime_ns: i64,
         origin: Origin,
@@ -417,10 +421,18 @@ impl Fs {
     /// commit flushes them all with one `syncfs`.
     pub fn stage(&self, reader: &mut dyn std::io::Read, sync: bool) -> FsResult<Staged> {
         self.check_writable()?;
+        let source = std::path::Path::new("input");
+        let mut head = Vec::with_capacity(INLINE_MAX + 1);
+        reader.take(INLINE_MAX as u64 + 1).read_to_end(&mut head).map_err(StoreError::io("read", source))?;
+        if head.len() <= INLINE_MAX {
+            let digest = crate::store::ContentHasher::digest(&head);
+            return Ok(Staged { body: Some(Body::Bytes(head)), digest });
+        }
         let mut staging = self.store.stage()?;
-        staging.append_from(reader, std::path::Path::new("input"))?;
+        staging.append(&head)?;
+        staging.append_from(reader, source)?;
         let digest = staging.finish(sync)?;
-        Ok(Staged { staging: Some(staging), digest })
+        Ok(Staged { body: Some(Body::File(Box::new(staging))), digest })
     }
 
     /// Create or replace many files in one transaction with one filesystem
@@ -461,10 +473,14 @@ impl Fs {
     }
 }
 
-/// Bytes hashed into a staging file, not yet part of the tree.
+/// Contents up to this size are staged in memory: no staging file is made,
+/// and none at all when the bytes dedupe onto a stored content.
+const INLINE_MAX: usize = 64 * 1024;
+
+/// Bytes hashed and staged, not yet part of the tree.
 #[derive(Debug)]
 pub struct Staged {
-    staging: Option<Staging>,
+    body: Option<Body>,
     digest: ContentDigest,
 }
 
@@ -526,7 +542,7 @@ impl super::Tx<'_, '_> {
             return Err(FsError::IsDir);
         }
         let digest = staged.digest;
-        let new = self.adopt(&mut staged.staging, &digest, durability)?;
+        let new = self.adopt(&mut staged.body, &digest, durability)?;
         let mtime = options.mtime_ns.unwrap_or(self.now);
         let ino = match existing {
             Some(mut inode) => {

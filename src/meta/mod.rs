@@ -342,3 +342,53 @@ fn configure(conn: &Connection) -> Result<(), MetaError> {
 fn set_synchronous(conn: &Connection, level: &str) -> Result<(), MetaError> {
     conn.pragma_update(None, "synchronous", level).map_err(MetaError::sql("set synchronous mode"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_gets_the_current_schema_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(dir.path()).unwrap();
+        let conn = meta.writer.lock();
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_tsmfs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Meta::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        let err = Meta::open(dir.path()).unwrap_err();
+        assert!(matches!(err, MetaError::SchemaTooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer than this tsmfs"));
+    }
+
+    #[test]
+    fn a_failed_write_rolls_back_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(dir.path()).unwrap();
+        let result: Result<(), MetaError> = meta.write(false, |db| {
+            let change = ChangeRecord {
+                origin: "test",
+                op: "noop",
+                ino: Ino(1),
+                entry: None,
+                new_entry: None,
+                content: None,
+            };
+            assert_eq!(db.log_change(&change, 0)?, 1);
+            Err(MetaError::Corrupt("forced".into()))
+        });
+        assert!(result.is_err());
+        let count: i64 =
+            meta.writer.lock().query_row("SELECT COUNT(*) FROM changes", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 0);
+    }
+}

@@ -1,11 +1,12 @@
 //! The content store: immutable object files under `<data>/objects/`.
 //!
-//! Objects are named by [`ContentId`] and fanned out two levels deep by the
-//! SHA-1's first two bytes (`objects/8a/c6/<sha1>-<hi>`), so no directory
-//! grows past a few thousand entries even with hundreds of millions of
-//! objects. New content is written to a staging file under
+//! Objects are named by [`ContentId`] and fanned out by the SHA-1's first
+//! byte (`objects/8a/<sha1>-<hi>`), like git: 256 directories, made once at
+//! init, hold ten million objects at ~40,000 entries each, which ext4 and
+//! xfs index well; a second level would cost a directory per object for
+//! the first 65,536 objects. New content is written to a staging file in
 //! `<data>/staging/` (same filesystem), hashed while written, fsynced and
-//! then renamed into place: an object file is never rewritten once visible.
+//! then linked into place: an object file is never rewritten once visible.
 //!
 //! The store knows nothing about SQLite. Deciding the collision index `hi`
 //! (which needs the contents table) is the fs core's job; the store only
@@ -16,7 +17,7 @@ mod staging;
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -90,12 +91,19 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let objects = data_dir.join(OBJECTS_DIR);
         let staging = data_dir.join(STAGING_DIR);
+        let mut created = false;
         for dir in [&objects, &staging] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(StoreError::io("create directory", dir))?;
+            created |= make_dir(dir)?;
+        }
+        for byte in 0..=255u8 {
+            created |= make_dir(&objects.join(format!("{byte:02x}")))?;
+        }
+        if created {
+            // The layout itself must survive a crash before any object
+            // is published into it.
+            for dir in [&objects, data_dir] {
+                sync_dir(dir)?;
+            }
         }
         Ok(Store { objects, staging, next_staging: AtomicU64::new(0) })
     }
@@ -105,7 +113,6 @@ impl Store {
     pub(crate) fn object_path(&self, id: &ContentId) -> PathBuf {
         let lo = id.lo_hex();
         let mut path = self.objects.join(&lo[0..2]);
-        path.push(&lo[2..4]);
         path.push(format!("{lo}-{:016x}", id.hi));
         path
     }
@@ -113,8 +120,7 @@ impl Store {
     /// A new, empty staging file.
     pub fn stage(&self) -> Result<Staging, StoreError> {
         let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
-        let path = self.staging.join(format!("{}-{}-{n}", std::process::id(), unique_suffix()));
-        Staging::create(path)
+        Staging::create(&self.staging, &format!("{}-{}-{n}", std::process::id(), unique_suffix()))
     }
 
     /// A staging file holding a copy of object `id` (copy-on-write for a
@@ -142,30 +148,26 @@ impl Store {
     /// [`Durability::Immediate`] the directory entry is fsynced as well.
     pub fn publish(&self, staged: Staging, id: &ContentId, durability: Durability) -> Result<(), StoreError> {
         let target = self.object_path(id);
-        let dir = target.parent().unwrap_or(&self.objects).to_path_buf();
-        if !dir.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(StoreError::io("create directory", &dir))?;
-            if durability == Durability::Immediate {
-                // The fan-out directories themselves must survive a crash.
-                sync_dir(&self.objects)?;
-                if let Some(mid) = dir.parent() {
-                    sync_dir(mid)?;
-                }
-            }
-        }
-        let source = staged.into_path();
-        // Objects are read-only: nothing may rewrite published content.
-        fs::set_permissions(&source, fs::Permissions::from_mode(0o444))
-            .map_err(StoreError::io("set permissions on", &source))?;
-        fs::rename(&source, &target).map_err(StoreError::io("publish object", &target))?;
+        staged.link_as(&target)?;
         if durability == Durability::Immediate {
-            sync_dir(&dir)?;
+            sync_dir(target.parent().unwrap_or(&self.objects))?;
         }
         Ok(())
+    }
+
+    /// Publish `bytes` (already hashed to `id`) as an object.
+    pub fn publish_bytes(
+        &self,
+        bytes: &[u8],
+        id: &ContentId,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let mut staging = self.stage()?;
+        staging.append(bytes)?;
+        if durability == Durability::Immediate {
+            staging.sync()?;
+        }
+        self.publish(staging, id, durability)
     }
 
     /// Remove an object file. A missing file is not an error (a crash may
@@ -207,6 +209,15 @@ fn unique_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// Create `dir` if missing; returns whether it was created.
+fn make_dir(dir: &Path) -> Result<bool, StoreError> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) => Err(StoreError::io("create directory", dir)(e)),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {

@@ -7,23 +7,32 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{ContentDigest, ContentHasher, StoreError};
 
 /// Buffer size for streaming reads and copies.
 pub(crate) const IO_CHUNK: usize = 1024 * 1024;
+/// Chunks in flight between reader, writer and hasher.
+const PIPELINE_DEPTH: usize = 4;
 
-/// A file under `<data>/staging/` being filled with new content.
+/// A file in `<data>/staging/` being filled with new content.
+///
+/// Where the filesystem supports it the file is anonymous (`O_TMPFILE`):
+/// it has no name until it is linked into place as an object, creating it
+/// takes no directory lock, and a crash leaves nothing behind.
 #[derive(Debug)]
 pub struct Staging {
     file: File,
+    /// The file's name, or the staging directory for an anonymous file.
     path: PathBuf,
+    anonymous: bool,
     len: u64,
     /// Running hash of bytes `0..hasher.len()`, while writes are sequential.
     hasher: Option<ContentHasher>,
-    /// Whether the file was removed or handed over (no cleanup on drop).
+    /// Whether the file was handed over (no cleanup on drop).
     taken: bool,
 }
 
@@ -34,15 +43,27 @@ impl std::fmt::Debug for ContentHasher {
 }
 
 impl Staging {
-    pub(super) fn create(path: PathBuf) -> Result<Staging, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(StoreError::io("create staging file", &path))?;
-        Ok(Staging { file, path, len: 0, hasher: Some(ContentHasher::new()), taken: false })
+    /// An anonymous file in `dir`, or, where `O_TMPFILE` is not supported,
+    /// a new file named `fallback_name` there.
+    pub(super) fn create(dir: &Path, fallback_name: &str) -> Result<Staging, StoreError> {
+        let anonymous =
+            OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(dir);
+        let (file, path, anonymous) = match anonymous {
+            Ok(file) => (file, dir.to_path_buf(), true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
+                let path = dir.join(fallback_name);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(StoreError::io("create staging file", &path))?;
+                (file, path, false)
+            }
+            Err(e) => return Err(StoreError::io("create staging file in", dir)(e)),
+        };
+        Ok(Staging { file, path, anonymous, len: 0, hasher: Some(ContentHasher::new()), taken: false })
     }
 
     /// Copy all of `source` into this (empty) staging file. The running
@@ -82,20 +103,76 @@ impl Staging {
     }
 
     /// Stream all of `reader` onto the end of the file; returns the bytes
-    /// copied. Memory use is one buffer, whatever the size.
+    /// copied. Memory use is a few buffers, whatever the size.
+    ///
+    /// Past the first chunk, reading, writing and hashing overlap: this
+    /// thread reads, one worker writes (starting writeback as it goes, so
+    /// the final fsync has little left to do) and one hashes. A large put
+    /// then runs at the speed of the slowest of the three, not their sum.
     pub fn append_from(&mut self, reader: &mut dyn Read, source: &Path) -> Result<u64, StoreError> {
-        let mut buf = vec![0u8; IO_CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StoreError::io("read", source)(e)),
-            };
-            self.append(&buf[..n])?;
-            total += n as u64;
+        let mut first = vec![0u8; IO_CHUNK];
+        let n = read_chunk(reader, &mut first, source)?;
+        self.append(&first[..n])?;
+        if n < IO_CHUNK {
+            return Ok(n as u64);
         }
+        let hashing = self.hasher.take().filter(|h| h.len() == self.len);
+        let start = self.len;
+        let (file, path) = (&self.file, &self.path);
+        let (copied, hasher) =
+            std::thread::scope(|scope| -> Result<(u64, Option<ContentHasher>), StoreError> {
+                let (to_writer, for_writer) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(PIPELINE_DEPTH);
+                let (to_hasher, for_hasher) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(PIPELINE_DEPTH);
+                let (recycle, recycled) = std::sync::mpsc::channel::<Arc<Vec<u8>>>();
+                let writer = scope.spawn(move || -> Result<(), StoreError> {
+                    let mut offset = start;
+                    for chunk in for_writer {
+                        file.write_all_at(&chunk, offset)
+                            .map_err(StoreError::io("write staging file", path))?;
+                        start_writeback(file, offset, chunk.len());
+                        offset += chunk.len() as u64;
+                    }
+                    Ok(())
+                });
+                let hasher = scope.spawn(move || {
+                    let mut hasher = hashing;
+                    for chunk in for_hasher {
+                        if let Some(h) = &mut hasher {
+                            h.update(&chunk);
+                        }
+                        let _ = recycle.send(chunk);
+                    }
+                    hasher
+                });
+                let mut total = 0u64;
+                let mut buf = first;
+                let outcome = loop {
+                    let n = match read_chunk(reader, &mut buf, source) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => n,
+                        Err(e) => break Err(e),
+                    };
+                    buf.truncate(n);
+                    let chunk = Arc::new(std::mem::take(&mut buf));
+                    total += n as u64;
+                    if to_writer.send(chunk.clone()).is_err() || to_hasher.send(chunk).is_err() {
+                        break Ok(()); // the writer failed; its error is reported below
+                    }
+                    buf = recycled.try_iter().find_map(|c| Arc::try_unwrap(c).ok()).unwrap_or_default();
+                    buf.resize(IO_CHUNK, 0);
+                };
+                drop((to_writer, to_hasher));
+                let written = writer.join().unwrap_or_else(|_| {
+                    Err(StoreError::io("write staging file", path)(io::Error::other(
+                        "writer thread panicked",
+                    )))
+                });
+                let hasher = hasher.join().ok().flatten();
+                outcome.and(written).map(|()| (total, hasher))
+            })?;
+        self.len += copied;
+        self.hasher = hasher;
+        Ok(n as u64 + copied)
     }
 
     /// Read up to `buf.len()` bytes at `offset`; returns the count read.
@@ -127,13 +204,18 @@ impl Staging {
         Ok(())
     }
 
+    /// Flush the bytes written so far to disk.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(StoreError::io("sync staging file", &self.path))
+    }
+
     /// Compute the digests, re-reading the file only if the writes were not
     /// sequential. With `sync`, flush the bytes to disk first; without, the
     /// caller syncs before anything refers to the object
     /// ([`super::Store::sync_all`]).
     pub fn finish(&mut self, sync: bool) -> Result<ContentDigest, StoreError> {
         if sync {
-            self.file.sync_data().map_err(StoreError::io("sync staging file", &self.path))?;
+            self.sync()?;
         }
         match &self.hasher {
             Some(h) if h.len() == self.len => Ok(h.clone().finish()),
@@ -164,9 +246,29 @@ impl Staging {
         &self.file
     }
 
-    pub(super) fn into_path(mut self) -> PathBuf {
+    /// Give the file the name `target`, read-only. An existing file there
+    /// is replaced: the caller holds the writer lock and knows no metadata
+    /// refers to it (a leftover of a crash).
+    pub(super) fn link_as(mut self, target: &Path) -> Result<(), StoreError> {
+        // Objects are read-only: nothing may rewrite published content.
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(0o444))
+            .map_err(StoreError::io("set permissions on", &self.path))?;
+        if self.anonymous {
+            let link = || link_fd(&self.file, target);
+            match link() {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    std::fs::remove_file(target).map_err(StoreError::io("replace stale object", target))?;
+                    link()
+                }
+                other => other,
+            }
+            .map_err(StoreError::io("publish object", target))?;
+        } else {
+            std::fs::rename(&self.path, target).map_err(StoreError::io("publish object", target))?;
+        }
         self.taken = true;
-        std::mem::take(&mut self.path)
+        Ok(())
     }
 
     /// Write any buffered data (there is none: writes go straight to the
@@ -178,9 +280,112 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.taken {
+        if !self.taken && !self.anonymous {
             // Best effort: a leftover staging file is harmless and gc removes it.
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Fill `buf` from `reader` as far as it goes; a short count means EOF.
+fn read_chunk(reader: &mut dyn Read, buf: &mut [u8], source: &Path) -> Result<usize, StoreError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StoreError::io("read", source)(e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Ask the kernel to start writing a range back now, without waiting, so
+/// the fsync at commit finds most of a large file already on disk.
+fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a hint on a descriptor `file` keeps open; no memory involved.
+    // Failure only means the fsync does all the work.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Give the anonymous file `file` the name `target` (linkat through
+/// `/proc/self/fd`, which needs no privilege, unlike `AT_EMPTY_PATH`).
+fn link_fd(file: &File, target: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let source = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let target = CString::new(target.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+    use super::*;
+
+    fn digest_of(bytes: &[u8]) -> ContentDigest {
+        ContentHasher::digest(bytes)
+    }
+
+    #[test]
+    fn a_streamed_multi_chunk_append_hashes_like_one_shot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(3 * IO_CHUNK + 12345)).map(|i| (i % 253) as u8).collect();
+        let mut staging = store.stage().unwrap();
+        staging.append(b"prefix").unwrap();
+        let n = staging.append_from(&mut &data[..], Path::new("test")).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert!(staging.hasher.is_some(), "sequential appends keep the running hash");
+        let mut whole = b"prefix".to_vec();
+        whole.extend_from_slice(&data);
+        assert_eq!(staging.finish(false).unwrap(), digest_of(&whole));
+        let mut back = vec![0u8; whole.len()];
+        assert_eq!(staging.read_at(0, &mut back).unwrap(), whole.len());
+        assert_eq!(back, whole);
+    }
+
+    #[test]
+    fn out_of_order_writes_and_resizes_rehash_correctly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut staging = store.stage().unwrap();
+        staging.write_at(5, b"world").unwrap();
+        assert!(staging.hasher.is_none(), "a hole drops the running hash");
+        staging.write_at(0, b"hello").unwrap();
+        assert_eq!(staging.finish(false).unwrap(), digest_of(b"helloworld"));
+        staging.set_len(5).unwrap();
+        assert_eq!(staging.finish(false).unwrap(), digest_of(b"hello"), "shrink keeps the hashed prefix");
+        staging.set_len(7).unwrap();
+        assert_eq!(staging.finish(false).unwrap(), digest_of(b"hello\0\0"), "growth adds zeros");
+        staging.set_len(0).unwrap();
+        staging.append(b"fresh").unwrap();
+        assert!(staging.hasher.is_some(), "truncate to 0 restarts the running hash");
+        assert_eq!(staging.finish(true).unwrap(), digest_of(b"fresh"));
+    }
+
+    #[test]
+    fn dropping_an_unpublished_staging_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut staging = store.stage().unwrap();
+        staging.append(b"never published").unwrap();
+        drop(staging);
+        assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
     }
 }
