@@ -67,6 +67,29 @@ fn replacing_content_releases_the_old_object() {
 }
 
 #[test]
+fn a_released_object_is_removed_only_once_its_release_is_durable() {
+    // Removing the old object before the commit that released it is on
+    // disk would let a power loss bring back a reference to a missing file.
+    let t = TestFs::new();
+    t.put(Ino::ROOT, "f", b"version one");
+    t.put(Ino::ROOT, "f", b"version two");
+    assert_eq!(t.object_files_on_disk(), 2, "not yet durable: the old object stays");
+    t.fs.sync().unwrap();
+    assert_eq!(t.object_files_on_disk(), 1);
+    // A durable commit removes at once.
+    let durable = PutOptions { durable: true, ..PutOptions::default() };
+    t.fs.put(Ino::ROOT, b"f", &mut &b"version three"[..], durable, &caller()).unwrap();
+    assert_eq!(t.object_files_on_disk(), 1);
+    // Content released and then stored again before the durable point is
+    // kept.
+    t.put(Ino::ROOT, "f", b"version four");
+    t.put(Ino::ROOT, "f", b"version three");
+    t.fs.sync().unwrap();
+    assert_eq!(t.read_all(t.fs.resolve(b"f").unwrap().ino), b"version three");
+    assert_eq!(t.object_files_on_disk(), 1);
+}
+
+#[test]
 fn empty_files_store_no_object_but_have_the_empty_sha1_etag() {
     let t = TestFs::new();
     let f = t.put(Ino::ROOT, "empty", b"");

@@ -52,8 +52,15 @@ impl TestFs {
         out
     }
 
-    /// Number of object files in the store.
+    /// Number of object files in the store, once unreferenced ones are
+    /// removed (which waits for a durable point).
     pub fn object_files(&self) -> usize {
+        self.fs.sync().expect("sync");
+        self.object_files_on_disk()
+    }
+
+    /// Number of object files in the store right now.
+    pub fn object_files_on_disk(&self) -> usize {
         walkdir::WalkDir::new(self.data().join("objects"))
             .into_iter()
             .filter_map(Result::ok)

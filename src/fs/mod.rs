@@ -50,6 +50,10 @@ pub const EMPTY_SHA1: [u8; 20] = [
 /// The content id of an empty file.
 pub const EMPTY_CONTENT: ContentId = ContentId::new(0, EMPTY_SHA1);
 
+/// Unreferenced objects are removed after a durable commit, or once this
+/// many are waiting (costs one WAL fsync).
+const REMOVAL_BATCH: usize = 256;
+
 /// The file that marks a data directory and is locked by its writer.
 const LOCK_FILE: &str = "tsmfs.lock";
 
@@ -159,6 +163,9 @@ pub struct Fs {
     events: Events,
     open_files: io::OpenFiles,
     read_only: bool,
+    /// Objects whose last reference a commit dropped, to remove once that
+    /// commit is durable (see [`Fs::remove_unreferenced`]).
+    unreferenced: parking_lot::Mutex<Vec<ContentId>>,
     /// Held for the lifetime of a writable `Fs`: one writer per data dir.
     _lock: Option<File>,
 }
@@ -229,6 +236,7 @@ impl Fs {
             events: Events::default(),
             open_files: io::OpenFiles::default(),
             read_only: options.read_only,
+            unreferenced: parking_lot::Mutex::new(Vec::new()),
             _lock: lock,
         };
         if !options.read_only {
@@ -304,8 +312,18 @@ impl Fs {
         })
     }
 
-    /// Write the WAL back into the database file (clean shutdown).
+    /// Make every commit so far durable and remove the objects they left
+    /// unreferenced (what `fsync` does for one file, for the whole tree).
+    pub fn sync(&self) -> FsResult<()> {
+        self.meta.sync()?;
+        self.remove_unreferenced();
+        Ok(())
+    }
+
+    /// Clean shutdown: remove unreferenced objects and write the WAL back
+    /// into the database file.
     pub fn checkpoint(&self) -> FsResult<()> {
+        self.remove_unreferenced();
         Ok(self.meta.checkpoint()?)
     }
 
@@ -322,36 +340,65 @@ impl Fs {
         f: impl FnOnce(&mut Tx<'_, '_>) -> FsResult<T>,
     ) -> FsResult<T> {
         self.check_writable()?;
-        let (value, changes) = self
-            .meta
-            .write_then(
-                durable,
-                |db| {
-                    let mut tx = Tx {
-                        db,
-                        store: &self.store,
-                        origin,
-                        now: now_ns(),
-                        changes: Vec::new(),
-                        released: Vec::new(),
-                    };
-                    let value = f(&mut tx)?;
-                    Ok::<_, FsError>((value, tx.changes, tx.released))
-                },
-                |(_, _, released): &(T, Vec<Change>, Vec<ContentId>)| {
-                    for id in released {
-                        if let Err(e) = self.store.remove_object(id) {
-                            // Harmless: gc removes unreferenced objects later.
-                            tracing::warn!("{e}");
-                        }
-                    }
-                },
-            )
-            .map(|(value, changes, _)| (value, changes))?;
+        let (value, changes, released) = self.meta.write(durable, |db| {
+            let mut tx = Tx {
+                db,
+                store: &self.store,
+                origin,
+                now: now_ns(),
+                changes: Vec::new(),
+                released: Vec::new(),
+            };
+            let value = f(&mut tx)?;
+            Ok::<_, FsError>((value, tx.changes, tx.released))
+        })?;
+        let pending = {
+            let mut pending = self.unreferenced.lock();
+            pending.extend(released);
+            pending.len()
+        };
+        if pending > 0 && (durable || pending >= REMOVAL_BATCH) {
+            self.remove_unreferenced();
+        }
         for change in &changes {
             self.events.emit(change);
         }
         Ok(value)
+    }
+
+    /// Remove the objects whose last reference is gone, once that is
+    /// durable. Failures are logged, not returned: what is left is found
+    /// by gc.
+    fn remove_unreferenced(&self) {
+        let pending = std::mem::take(&mut *self.unreferenced.lock());
+        if pending.is_empty() {
+            return;
+        }
+        let removed = self.meta.at_durable_point(|db| {
+            for id in &pending {
+                // A later commit may have stored the same bytes again.
+                match db.content(id) {
+                    Ok(None) => {
+                        if let Err(e) = self.store.remove_object(id) {
+                            tracing::warn!("{e}");
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        });
+        if let Err(e) = removed {
+            tracing::warn!("objects not removed: {e}");
+        }
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        if !self.read_only {
+            self.remove_unreferenced();
+        }
     }
 }
 

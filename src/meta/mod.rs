@@ -42,6 +42,16 @@ pub enum MetaError {
         /// Newest version this build knows.
         known: u32,
     },
+    /// A file operation on the database files failed.
+    #[error("metadata database: could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A row holds a value no tsmfs writes (damaged database).
     #[error("metadata database is inconsistent: {0}")]
     Corrupt(String),
@@ -267,37 +277,33 @@ impl Meta {
         result
     }
 
-    /// Like [`Meta::write`], then run `after` while still holding the
-    /// writer lock. Used to remove object files whose last reference the
-    /// transaction dropped: no concurrent commit can re-publish the same
-    /// object between the commit and the removal.
-    pub fn write_then<T, E: From<MetaError>>(
-        &self,
-        durable: bool,
-        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
-        after: impl FnOnce(&T),
-    ) -> Result<T, E> {
-        let mut conn = self.writer.lock();
-        if durable {
-            set_synchronous(&conn, "FULL")?;
-        }
-        let result = run_transaction(&mut conn, f);
-        if durable {
-            set_synchronous(&conn, "NORMAL")?;
-        }
-        if let Ok(value) = &result {
-            after(value);
-        }
-        result
+    /// Make every commit so far durable: fsync the WAL, where commits made
+    /// with `synchronous=NORMAL` wait for their sync.
+    pub fn sync(&self) -> Result<(), MetaError> {
+        let _writer = self.writer.lock();
+        self.sync_wal()
     }
 
-    /// Make every commit so far durable (fsync): a passive checkpoint
-    /// syncs the WAL before copying it into the database.
-    pub fn sync(&self) -> Result<(), MetaError> {
-        self.writer
-            .lock()
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(MetaError::sql("sync"))
+    /// Make every commit so far durable, then run `f` while still holding
+    /// the writer lock, so no commit can happen in between. Used to remove
+    /// object files whose last reference is gone: only once that is
+    /// durable can no power loss bring the reference back.
+    pub fn at_durable_point<T>(&self, f: impl FnOnce(&Db<'_>) -> T) -> Result<T, MetaError> {
+        let conn = self.writer.lock();
+        self.sync_wal()?;
+        Ok(f(&Db::new(&conn)))
+    }
+
+    fn sync_wal(&self) -> Result<(), MetaError> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        match std::fs::File::open(&wal) {
+            Ok(file) => file.sync_all().map_err(|source| MetaError::Io { action: "sync", path: wal, source }),
+            // No WAL: everything is in the (synced) database file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(MetaError::Io { action: "open", path: wal, source }),
+        }
     }
 
     /// Move the WAL's contents into the main database file (on shutdown).
