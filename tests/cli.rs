@@ -192,3 +192,75 @@ fn get_of_a_directory_is_refused_and_ls_of_a_file_lists_it() {
     assert!(stderr(&out).contains("not a regular file"), "{}", stderr(&out));
     assert_eq!(stdout(&tsmfs(&["ls", &data, "/d/f"])), "f\n");
 }
+
+/// A `tsmfs import` killed with SIGKILL at any moment leaves a tree in
+/// which every file that is there reads back whole and hashes to its
+/// content id, and the data directory opens and imports again.
+#[test]
+fn an_import_killed_at_random_moments_leaves_a_consistent_tree() {
+    use std::process::{Command, Stdio};
+    use tsmfs::fs::{FileKind, Fs, FsOptions, Origin};
+    const FILES: u64 = 4001;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let host = tmp.path().join("host");
+    for d in 0..40 {
+        std::fs::create_dir_all(host.join(format!("d{d}"))).unwrap();
+        for f in 0..100 {
+            let body = format!("dir {d} file {f} ").repeat(f + 1);
+            std::fs::write(host.join(format!("d{d}/f{f}")), body).unwrap();
+        }
+    }
+    std::fs::write(host.join("big"), vec![42u8; 8 << 20]).unwrap();
+    let files_in_tree =
+        || Fs::open(Path::new(&data), FsOptions { read_only: true }).unwrap().totals().unwrap().files;
+    // Kill right away, and right after the first, second and third batch
+    // of files became visible (while the next one is being staged or
+    // committed).
+    let mut partial_runs = 0;
+    for (run, after_files) in [0u64, 1, 1025, 2049].into_iter().enumerate() {
+        let baseline = files_in_tree();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+            .args(["import", &data, host.to_str().unwrap(), &format!("/run{run}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while files_in_tree() < baseline + after_files && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let fs = Fs::open(Path::new(&data), FsOptions::default()).expect("reopens after a kill");
+        let Ok(root) = fs.resolve(format!("/run{run}").as_bytes()) else { continue };
+        let mut checked = 0;
+        let mut dirs = vec![(root.ino, host.clone())];
+        while let Some((dir, host_dir)) = dirs.pop() {
+            for row in fs.readdir(dir, 0, u32::MAX).unwrap() {
+                let name = String::from_utf8(row.name.clone()).unwrap();
+                if row.inode.kind == FileKind::Dir {
+                    dirs.push((row.inode.ino, host_dir.join(&name)));
+                    continue;
+                }
+                let want = std::fs::read(host_dir.join(&name)).unwrap();
+                let h = fs.open_file(row.inode.ino, crate::util::rw()).unwrap().handle;
+                let got = fs.read(h, 0, want.len() as u32 + 1).unwrap();
+                fs.release(h, Origin::Cli).unwrap();
+                assert_eq!(got, want, "{name} after kill {run}");
+                assert_eq!(row.inode.content_id(), Some(crate::util::sha1_id(&want)));
+                checked += 1;
+            }
+        }
+        drop(fs);
+        eprintln!("kill {run} (after {after_files} files appeared): {checked} files whole");
+        if checked > 0 && checked < FILES {
+            partial_runs += 1;
+        }
+    }
+    assert!(partial_runs > 0, "no kill landed in the middle of an import");
+    let out = tsmfs(&["import", &data, host.to_str().unwrap(), "/final"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("imported {FILES} files")), "{}", stdout(&out));
+    let stats = stdout(&tsmfs(&["stats", &data]));
+    assert!(stats.contains(&format!("distinct contents: {FILES}")), "nothing stored twice: {stats}");
+}
