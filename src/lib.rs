@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod fs;
+pub mod fuse;
 pub mod id;
 pub mod meta;
 pub mod store;

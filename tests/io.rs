@@ -144,12 +144,18 @@ fn truncate_without_a_handle_commits_and_with_one_stays_pending() {
     t.fs.setattr(f.ino, &grow, &caller()).unwrap();
     assert_eq!(t.read_all(f.ino), b"0123\0\0");
 
+    // Open but nothing pending: commits at once.
     let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    let a = t.fs.setattr(f.ino, &SetAttr { size: Some(5), ..Default::default() }, &caller()).unwrap();
+    assert_eq!(a.content_id(), Some(sha1_id(b"0123\0")));
+    assert_eq!(read_handle(&t, h), b"0123\0", "the handle follows");
+    // With writes pending: the truncate joins them.
+    t.fs.write(h, 0, b"ab").unwrap();
     let a = t.fs.setattr(f.ino, &SetAttr { size: Some(2), ..Default::default() }, &caller()).unwrap();
     assert_eq!(a.size, 2);
-    assert_eq!(a.content_id(), Some(sha1_id(b"0123\0\0")), "pending until the handle commits");
+    assert_eq!(a.content_id(), Some(sha1_id(b"0123\0")), "pending until the handle commits");
     t.fs.release(h, O).unwrap();
-    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"01")));
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"ab")));
     let d = t.fs.mkdir(Ino::ROOT, b"d", 0o755, &caller()).unwrap();
     assert!(matches!(t.fs.setattr(d.ino, &shrink, &caller()), Err(FsError::IsDir)));
 }

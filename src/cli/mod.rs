@@ -1,6 +1,7 @@
 //! Command-line interface: one function per subcommand.
 
 mod import;
+mod mount;
 mod show;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,31 @@ enum Command {
         #[arg(default_value = "/")]
         path: String,
     },
+    /// Mount the tree at MOUNTPOINT through FUSE.
+    ///
+    /// Runs in the background once mounted (logging to DATA/tsmfs.log)
+    /// unless --foreground. Stops cleanly on SIGINT, SIGTERM or
+    /// `umount MOUNTPOINT`: open files are committed, then the metadata is
+    /// checkpointed.
+    Mount {
+        /// Data directory.
+        data: PathBuf,
+        /// Empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Let every user use the mount, not only the one who mounted it
+        /// (FUSE allow_other; the kernel still checks permissions).
+        #[arg(long)]
+        allow_other: bool,
+        /// Refuse every change (EROFS).
+        #[arg(long)]
+        read_only: bool,
+        /// Stay in the foreground and log to stderr.
+        #[arg(short, long)]
+        foreground: bool,
+        /// Never use FUSE passthrough for reads (for comparisons).
+        #[arg(long)]
+        no_passthrough: bool,
+    },
     /// Totals: files, logical bytes, stored bytes, dedup ratio.
     Stats {
         /// Data directory.
@@ -94,6 +120,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
+        Command::Mount { data, mountpoint, allow_other, read_only, foreground, no_passthrough } => {
+            mount::mount(mount::MountArgs {
+                data,
+                mountpoint,
+                options: tsmfs::fuse::MountOptions { allow_other, read_only, no_passthrough },
+                foreground,
+            })
+        }
     }
 }
 

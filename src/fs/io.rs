@@ -231,6 +231,23 @@ impl Fs {
         Ok(data.len() as u32)
     }
 
+    /// `fallocate(2)` through a writable handle: applied to the staging
+    /// file, committed with the handle's other writes.
+    pub fn fallocate(&self, handle: Handle, mode: i32, offset: u64, len: u64) -> FsResult<()> {
+        let open = self.open_files.get(handle)?;
+        if !open.flags.write {
+            return Err(FsError::BadHandle);
+        }
+        self.check_writable()?;
+        if offset.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE) {
+            return Err(FsError::TooBig);
+        }
+        let mut io = open.io.lock();
+        self.staging_for(&mut io, open.ino)?.fallocate(mode, offset, len)?;
+        io.mtime_ns = now_ns();
+        Ok(())
+    }
+
     /// The inode's staging file, created on first use as a copy of the
     /// committed content.
     fn staging_for<'a>(&self, io: &'a mut InodeIo, ino: Ino) -> FsResult<&'a mut Staging> {
@@ -266,16 +283,22 @@ impl Fs {
         }
     }
 
-    /// Change the size of `ino`: through its staging file when it has one
-    /// open, else as a committed content change of its own.
+    /// Change the size of `ino`: with the pending writes of its handles if
+    /// it has some (committed with them), else as a commit of its own.
     pub(super) fn truncate(&self, ino: Ino, size: u64, origin: Origin) -> FsResult<()> {
         if size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
         if let Some(io) = self.open_files.io_of(ino) {
             let mut io = io.lock();
+            let pending = io.staging.is_some();
             self.staging_for(&mut io, ino)?.set_len(size)?;
             io.mtime_ns = now_ns();
+            if !pending {
+                // Nothing else pending: commit now, as a truncate of a
+                // closed file would, and move the handles to the result.
+                self.commit_io(ino, &mut io, origin, false)?;
+            }
             return Ok(());
         }
         let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
@@ -289,30 +312,33 @@ impl Fs {
         staging.set_len(size)?;
         let digest = staging.finish(true)?;
         let mut staged = Some(Body::File(Box::new(staging)));
-        self.commit_content(ino, &mut staged, &digest, now_ns(), origin, false)
+        self.commit_content(ino, &mut staged, &digest, now_ns(), origin, false).map(|_| ())
     }
 
-    /// Commit pending writes of the handle's inode (close).
-    pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<()> {
+    /// Commit pending writes of the handle's inode (close). Returns the
+    /// content committed, if anything was pending.
+    pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.get(handle)?;
         let mut io = open.io.lock();
         self.commit_io(open.ino, &mut io, origin, false)
     }
 
-    /// Commit pending writes and make them durable (fsync).
-    pub fn fsync(&self, handle: Handle, origin: Origin) -> FsResult<()> {
+    /// Commit pending writes and make them durable (fsync). Returns the
+    /// content committed, if anything was pending.
+    pub fn fsync(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.get(handle)?;
         let mut io = open.io.lock();
         if io.staging.is_none() {
             // Nothing pending; make earlier commits durable.
-            return Ok(self.meta.sync()?);
+            self.meta.sync()?;
+            return Ok(None);
         }
         self.commit_io(open.ino, &mut io, origin, true)
     }
 
     /// Close a handle: commit what is pending; the last close of an
-    /// unlinked inode deletes it.
-    pub fn release(&self, handle: Handle, origin: Origin) -> FsResult<()> {
+    /// unlinked inode deletes it. Returns the content committed, if any.
+    pub fn release(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.handles.lock().remove(&handle).ok_or(FsError::BadHandle)?;
         let mut io = open.io.lock();
         let committed = self.commit_io(open.ino, &mut io, origin, false);
@@ -342,9 +368,15 @@ impl Fs {
         })
     }
 
-    fn commit_io(&self, ino: Ino, io: &mut InodeIo, origin: Origin, durable: bool) -> FsResult<()> {
+    fn commit_io(
+        &self,
+        ino: Ino,
+        io: &mut InodeIo,
+        origin: Origin,
+        durable: bool,
+    ) -> FsResult<Option<ContentId>> {
         let Some(mut staging) = io.staging.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let digest = match staging.finish(true) {
             Ok(d) => d,
@@ -354,20 +386,22 @@ impl Fs {
             }
         };
         let mut staged = Some(Body::File(Box::new(staging)));
-        let result = self.commit_content(ino, &mut staged, &digest, io.mtime_ns, origin, durable);
-        if let Err(e) = result {
-            // Not published: keep the writes pending so a retry can succeed.
-            if let Some(Body::File(staging)) = staged {
-                io.staging = Some(*staging);
+        let committed = match self.commit_content(ino, &mut staged, &digest, io.mtime_ns, origin, durable) {
+            Ok(id) => id,
+            Err(e) => {
+                // Not published: keep the writes pending so a retry can succeed.
+                if let Some(Body::File(staging)) = staged {
+                    io.staging = Some(*staging);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let view =
             self.with_current_content(ino, |inode| self.view_of(&InodeIo::default(), inode.content))?;
         for v in io.views.values_mut() {
             *v = view.clone();
         }
-        Ok(())
+        Ok(Some(committed))
     }
 
     /// Switch `ino` to the content hashed as `digest`, publishing the
@@ -380,7 +414,7 @@ impl Fs {
         mtime_ns: i64,
         origin: Origin,
         durable: bool,
-    ) -> FsResult<()> {
+    ) -> FsResult<ContentId> {
         self.transact(origin, durable, |tx| {
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             let old = inode.content;
@@ -393,7 +427,9 @@ impl Fs {
             if let Some(old) = old {
                 tx.release_content(old)?;
             }
-            tx.log(ChangeOp::Write, ino, None, None, Some(new.unwrap_or(super::EMPTY_CONTENT)), vec![])
+            let id = new.unwrap_or(super::EMPTY_CONTENT);
+            tx.log(ChangeOp::Write, ino, None, None, Some(id), vec![])?;
+            Ok(id)
         })
     }
 

@@ -204,6 +204,20 @@ impl Staging {
         Ok(())
     }
 
+    /// `fallocate(2)` on the staging file (allocate, punch a hole, zero a
+    /// range), so the underlying filesystem does the work.
+    pub fn fallocate(&mut self, mode: i32, offset: u64, len: u64) -> Result<(), StoreError> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a descriptor `self.file` keeps open.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as i64, len as i64) };
+        if rc != 0 {
+            return Err(StoreError::io("allocate in staging file", &self.path)(io::Error::last_os_error()));
+        }
+        self.hasher = None;
+        self.len = self.file.metadata().map_err(StoreError::io("stat staging file", &self.path))?.len();
+        Ok(())
+    }
+
     /// Flush the bytes written so far to disk.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(StoreError::io("sync staging file", &self.path))

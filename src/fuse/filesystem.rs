@@ -1,0 +1,605 @@
+//! `fuser::Filesystem` for the fs core: each method translates its
+//! arguments, calls the core, and translates the answer back.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode,
+    RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::open_state::OpenState;
+use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos};
+use crate::fs::{
+    Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, RenameFlags, SetAttr, TimeSet, XattrMode,
+};
+use crate::id::{Handle, Ino};
+
+/// Directory entries fetched from the core per readdir request.
+const READDIR_BATCH: u32 = 256;
+/// readdir offsets: 1 and 2 are "." and "..", entries are cursor + 2.
+const FIRST_ENTRY_OFFSET: u64 = 2;
+
+/// The FUSE adapter around the fs core.
+pub(super) struct TsmFuse {
+    fs: Arc<Fs>,
+    read_only: bool,
+    opens: OpenState,
+    /// Whether to try passthrough; whether the kernel granted it.
+    want_passthrough: bool,
+    passthrough: bool,
+}
+
+impl TsmFuse {
+    pub(super) fn new(fs: Arc<Fs>, options: &super::MountOptions) -> TsmFuse {
+        TsmFuse {
+            fs,
+            read_only: options.read_only,
+            opens: OpenState::default(),
+            want_passthrough: !options.no_passthrough,
+            passthrough: false,
+        }
+    }
+
+    fn caller(req: &Request) -> Caller {
+        Caller { uid: req.uid(), gid: req.gid(), origin: Origin::Fuse }
+    }
+
+    fn writable(&self) -> Result<(), FsError> {
+        if self.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
+    }
+
+    fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
+        match result {
+            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open_flags(flags: i32) -> OpenFlags {
+        let access = match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => OpenAccMode::O_WRONLY,
+            libc::O_RDWR => OpenAccMode::O_RDWR,
+            _ => OpenAccMode::O_RDONLY,
+        };
+        OpenFlags {
+            read: access != OpenAccMode::O_WRONLY,
+            write: access != OpenAccMode::O_RDONLY,
+            truncate: flags & libc::O_TRUNC != 0,
+            // The kernel already places O_APPEND writes at the end of the
+            // file it knows; passing its offset through keeps one truth.
+            append: false,
+        }
+    }
+
+    /// Open `ino` and choose how the kernel does I/O on the handle.
+    fn open_handle(
+        &self,
+        ino: Ino,
+        flags: i32,
+        open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
+    ) -> Result<(Handle, FopenFlags, Option<Arc<fuser::BackingId>>, Attr), FsError> {
+        let flags = Self::open_flags(flags);
+        if flags.write || flags.truncate {
+            self.writable()?;
+        }
+        let opened = self.fs.open_file(ino, flags)?;
+        let backing = if self.passthrough { opened.backing.as_ref() } else { None };
+        let decision = self.opens.decide(ino, opened.handle, opened.content, backing, open_backing);
+        Ok((opened.handle, decision.flags, decision.backing, opened.attr))
+    }
+
+    fn read_dir_rows(&self, ino: INodeNo, offset: u64) -> Result<(Ino, Vec<crate::meta::DirRow>), FsError> {
+        let dir = Ino(ino.0);
+        let cursor = offset.saturating_sub(FIRST_ENTRY_OFFSET);
+        let rows = self.fs.readdir(dir, cursor, READDIR_BATCH)?;
+        Ok((dir, rows))
+    }
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(nanos(t)),
+    }
+}
+
+fn name_bytes(name: &OsStr) -> &[u8] {
+    name.as_bytes()
+}
+
+impl Filesystem for TsmFuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS;
+        for flag in wanted.iter() {
+            if config.add_capabilities(flag).is_err() {
+                tracing::debug!("kernel lacks FUSE capability {flag:?}");
+            }
+        }
+        // Passthrough needs kernel support and CAP_SYS_ADMIN; without it
+        // reads go through the page cache instead.
+        self.passthrough = self.want_passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok();
+        tracing::info!("FUSE passthrough {}", if self.passthrough { "on" } else { "off" });
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.fs.release_all(Origin::Fuse) {
+            tracing::error!("committing open files at unmount: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = Ino(parent.0);
+        let result = match name_bytes(name) {
+            b"." => self.fs.getattr(parent),
+            b".." => self.fs.parent_of(parent).and_then(|p| self.fs.getattr(p)),
+            name => self.fs.lookup(parent, name),
+        };
+        Self::reply_entry(reply, result);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(Ino(ino.0)) {
+            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = SetAttr {
+            perm: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_set),
+            mtime: mtime.map(time_set),
+            ctime: ctime.map(nanos),
+            btime: crtime.map(nanos),
+        };
+        let ino = Ino(ino.0);
+        match self.writable().and_then(|()| self.fs.setattr(ino, &change, &Self::caller(req))) {
+            Ok(attr) => {
+                if size.is_some() {
+                    self.opens.truncated(ino, attr.content_id());
+                }
+                reply.attr(&TTL, &file_attr(&attr))
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(Ino(ino.0)) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.writable().and_then(|()| {
+            let kind = FileKind::from_mode(mode).unwrap_or(FileKind::File);
+            self.fs.mknod(Ino(parent.0), name_bytes(name), kind, mode & 0o7777, rdev, &Self::caller(req))
+        });
+        Self::reply_entry(reply, result);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let result = self
+            .writable()
+            .and_then(|()| self.fs.mkdir(Ino(parent.0), name_bytes(name), mode & 0o7777, &Self::caller(req)));
+        Self::reply_entry(reply, result);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .writable()
+            .and_then(|()| self.fs.unlink(Ino(parent.0), name_bytes(name), &Self::caller(req)));
+        Self::reply_empty(reply, result);
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result =
+            self.writable().and_then(|()| self.fs.rmdir(Ino(parent.0), name_bytes(name), &Self::caller(req)));
+        Self::reply_empty(reply, result);
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let result = self.writable().and_then(|()| {
+            self.fs.symlink(
+                Ino(parent.0),
+                name_bytes(link_name),
+                target.as_os_str().as_bytes(),
+                &Self::caller(req),
+            )
+        });
+        Self::reply_entry(reply, result);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: FuseRenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.writable().and_then(|()| {
+            if flags.contains(FuseRenameFlags::RENAME_WHITEOUT) {
+                return Err(FsError::Unsupported("RENAME_WHITEOUT"));
+            }
+            let flags = RenameFlags {
+                no_replace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
+                exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
+            };
+            self.fs.rename(
+                Ino(parent.0),
+                name_bytes(name),
+                Ino(newparent.0),
+                name_bytes(newname),
+                flags,
+                &Self::caller(req),
+            )
+        });
+        Self::reply_empty(reply, result);
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let result = self.writable().and_then(|()| {
+            self.fs.link(Ino(ino.0), Ino(newparent.0), name_bytes(newname), &Self::caller(req))
+        });
+        Self::reply_entry(reply, result);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+        let opened = self.open_handle(Ino(ino.0), flags.0, |file| reply.open_backing(file));
+        match opened {
+            Ok((handle, flags, Some(backing), _)) => {
+                reply.opened_passthrough(FileHandle(handle.0), flags, &backing)
+            }
+            Ok((handle, flags, None, _)) => reply.opened(FileHandle(handle.0), flags),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = self.writable().and_then(|()| {
+            let attr = self.fs.mknod(
+                Ino(parent.0),
+                name_bytes(name),
+                FileKind::File,
+                mode & 0o7777,
+                0,
+                &Self::caller(req),
+            )?;
+            // A new file has no committed content: never passthrough.
+            self.open_handle(attr.ino, flags, |_| Err(std::io::Error::other("new file")))
+        });
+        match result {
+            Ok((handle, flags, _, attr)) => reply.created(
+                &TTL,
+                &file_attr(&attr),
+                Generation(attr.generation),
+                FileHandle(handle.0),
+                flags,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(Handle(fh.0), offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(Handle(fh.0), offset, data) {
+            Ok(written) => reply.written(written),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let handle = Handle(fh.0);
+        let result = self.fs.flush(handle, Origin::Fuse).map(|committed| {
+            if let Some(id) = committed {
+                self.opens.committed(handle, Ino(ino.0), id);
+            }
+        });
+        Self::reply_empty(reply, result);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let handle = Handle(fh.0);
+        let result = self.fs.release(handle, Origin::Fuse).map(|committed| {
+            if let Some(id) = committed {
+                self.opens.committed(handle, Ino(ino.0), id);
+            }
+        });
+        self.opens.released(handle);
+        Self::reply_empty(reply, result);
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let handle = Handle(fh.0);
+        let result = self.fs.fsync(handle, Origin::Fuse).map(|committed| {
+            if let Some(id) = committed {
+                self.opens.committed(handle, Ino(ino.0), id);
+            }
+        });
+        Self::reply_empty(reply, result);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        // Directory handles carry no state: readdir offsets are cursors.
+        match self.fs.getattr(Ino(ino.0)) {
+            Ok(attr) if attr.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(errno(&FsError::NotDir)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if offset < 1 && reply.add(ino, 1, fuser::FileType::Directory, ".") {
+            return reply.ok();
+        }
+        if offset < FIRST_ENTRY_OFFSET {
+            let parent = self.fs.parent_of(Ino(ino.0)).map_or(ino, |p| INodeNo(p.0));
+            if reply.add(parent, FIRST_ENTRY_OFFSET, fuser::FileType::Directory, "..") {
+                return reply.ok();
+            }
+        }
+        let mut offset = offset;
+        loop {
+            let (_, rows) = match self.read_dir_rows(ino, offset) {
+                Ok(rows) => rows,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let Some(last) = rows.last() else { return reply.ok() };
+            let next = last.cursor + FIRST_ENTRY_OFFSET;
+            for row in &rows {
+                let entry_offset = row.cursor + FIRST_ENTRY_OFFSET;
+                let name = OsStr::from_bytes(&row.name);
+                if reply.add(INodeNo(row.inode.ino.0), entry_offset, file_type(row.inode.kind), name) {
+                    return reply.ok();
+                }
+            }
+            offset = next;
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        if offset < FIRST_ENTRY_OFFSET {
+            let dir = match self.fs.getattr(Ino(ino.0)) {
+                Ok(attr) => attr,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            if offset < 1 && reply.add(ino, 1, ".", &TTL, &file_attr(&dir), Generation(dir.generation)) {
+                return reply.ok();
+            }
+            let parent = self.fs.parent_of(dir.ino).and_then(|p| self.fs.getattr(p)).unwrap_or(dir);
+            let generation = Generation(parent.generation);
+            if reply.add(
+                INodeNo(parent.ino.0),
+                FIRST_ENTRY_OFFSET,
+                "..",
+                &TTL,
+                &file_attr(&parent),
+                generation,
+            ) {
+                return reply.ok();
+            }
+        }
+        let mut offset = offset;
+        loop {
+            let (_, rows) = match self.read_dir_rows(ino, offset) {
+                Ok(rows) => rows,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let Some(last) = rows.last() else { return reply.ok() };
+            let next = last.cursor + FIRST_ENTRY_OFFSET;
+            for row in &rows {
+                let entry_offset = row.cursor + FIRST_ENTRY_OFFSET;
+                let name = OsStr::from_bytes(&row.name);
+                let attr = file_attr(&row.inode);
+                let generation = Generation(row.inode.generation);
+                if reply.add(INodeNo(row.inode.ino.0), entry_offset, name, &TTL, &attr, generation) {
+                    return reply.ok();
+                }
+            }
+            offset = next;
+        }
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        Self::reply_empty(reply, self.fs.sync());
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.blocks_free,
+                s.blocks_available,
+                s.files,
+                s.files_free,
+                s.block_size,
+                s.name_max,
+                s.block_size,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags & libc::XATTR_CREATE != 0 {
+            XattrMode::Create
+        } else if flags & libc::XATTR_REPLACE != 0 {
+            XattrMode::Replace
+        } else {
+            XattrMode::Upsert
+        };
+        let result = self
+            .writable()
+            .and_then(|()| self.fs.setxattr(Ino(ino.0), name_bytes(name), value, mode, &Self::caller(req)));
+        Self::reply_empty(reply, result);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(Ino(ino.0), name_bytes(name)) {
+            Ok(value) => reply_xattr(reply, &value, size),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(Ino(ino.0)) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for name in names {
+                    list.extend_from_slice(&name);
+                    list.push(0);
+                }
+                reply_xattr(reply, &list, size);
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .writable()
+            .and_then(|()| self.fs.removexattr(Ino(ino.0), name_bytes(name), &Self::caller(req)));
+        Self::reply_empty(reply, result);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.writable().and_then(|()| self.fs.fallocate(Handle(fh.0), mode, offset, length));
+        Self::reply_empty(reply, result);
+    }
+}
+
+/// Answer a getxattr/listxattr: the size when asked for it, ERANGE when
+/// the caller's buffer is too small.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(fuser::Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
+    }
+}

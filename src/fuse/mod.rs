@@ -1,0 +1,261 @@
+//! The FUSE frontend: the tree as a local directory (fuser 0.18).
+//!
+//! This module only translates: requests to fs core calls, core errors to
+//! errnos ([`errno`], the one place that maps them), attributes to
+//! `FileAttr`. The kernel checks permissions (`default_permissions`).
+//!
+//! Reads of committed content go straight from the kernel to the object
+//! file when the kernel supports FUSE passthrough (6.9+, as root): objects
+//! never change, so the kernel may read them without asking us. Otherwise
+//! the page cache is kept across opens (`FOPEN_KEEP_CACHE`) as long as the
+//! inode's content id is the one the kernel cached.
+
+mod filesystem;
+mod open_state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, FileType, INodeNo, MountOption, SessionACL};
+
+use crate::fs::{Attr, FileKind, Fs, FsError};
+
+/// How long the kernel may trust entries and attributes. Long: changes
+/// made through the mount update the kernel's caches, and changes from
+/// elsewhere are pushed as invalidations (`tsmfs serve`).
+const TTL: Duration = Duration::from_secs(3600);
+
+/// Largest write the kernel sends in one request.
+const MAX_WRITE: u32 = 1024 * 1024;
+
+/// `st_blksize`: the I/O size programs such as `cp` and `cat` use.
+const BLOCK_SIZE: u32 = 128 * 1024;
+
+/// FUSE worker threads.
+const THREADS: usize = 4;
+
+/// How to mount.
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    /// Let every user use the mount (`allow_other`); otherwise only the
+    /// user who mounted it (and root).
+    pub allow_other: bool,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Never use FUSE passthrough (for comparisons; it is used by default
+    /// when the kernel offers it).
+    pub no_passthrough: bool,
+}
+
+/// Why mounting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount point is unusable.
+    #[error("mount point {}: {reason}", path.display())]
+    MountPoint {
+        /// The mount point.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The kernel refused the mount.
+    #[error("could not mount FUSE at {}: {source}{hint}", path.display())]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+        /// What to try.
+        hint: &'static str,
+    },
+}
+
+/// A mounted tree. Unmount with [`Mounted::unmount`]; dropping it
+/// unmounts too but does not wait for the worker threads.
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+    mountpoint: PathBuf,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted").field("mountpoint", &self.mountpoint).finish()
+    }
+}
+
+impl Mounted {
+    /// Where the tree is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether the session ended (unmounted from outside, e.g. `umount`).
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
+    }
+
+    /// Unmount and wait for the worker threads to finish.
+    pub fn unmount(self) -> std::io::Result<()> {
+        self.session.umount_and_join()
+    }
+
+    /// Wait until the session ends by itself (unmounted from outside).
+    pub fn join(self) -> std::io::Result<()> {
+        self.session.join()
+    }
+}
+
+/// Mount `fs` at `mountpoint`.
+pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<Mounted, MountError> {
+    check_mountpoint(mountpoint)?;
+    if !Path::new("/dev/fuse").exists() {
+        return Err(MountError::Mount {
+            path: mountpoint.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            hint: " (/dev/fuse is missing: load the fuse module or run where FUSE is available)",
+        });
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("tsmfs".into()),
+        MountOption::Subtype("tsmfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        if options.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::RootAndOwner };
+    config.n_threads = Some(THREADS);
+    config.clone_fd = true;
+    let adapter = filesystem::TsmFuse::new(fs, options);
+    let session = fuser::spawn_mount(adapter, mountpoint, &config).map_err(|source| {
+        let hint = match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                " (mounting needs root, or fusermount3 from the fuse3 package and user_allow_other in /etc/fuse.conf for --allow-other)"
+            }
+            Some(libc::ENOENT) => " (is fusermount3 installed? apt-get install fuse3)",
+            _ => "",
+        };
+        MountError::Mount { path: mountpoint.to_path_buf(), source, hint }
+    })?;
+    Ok(Mounted { session, mountpoint: mountpoint.to_path_buf() })
+}
+
+fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let fail = |reason: String| MountError::MountPoint { path: path.to_path_buf(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(fail("not a directory".into()));
+    }
+    Ok(())
+}
+
+/// The errno for a core error: the one place FUSE errors are decided.
+pub fn errno(err: &FsError) -> Errno {
+    let code = match err {
+        FsError::NotFound => libc::ENOENT,
+        FsError::Exists => libc::EEXIST,
+        FsError::NotDir => libc::ENOTDIR,
+        FsError::IsDir => libc::EISDIR,
+        FsError::NotEmpty => libc::ENOTEMPTY,
+        FsError::NameTooLong => libc::ENAMETOOLONG,
+        FsError::Invalid(_) => libc::EINVAL,
+        FsError::NotPermitted(_) => libc::EPERM,
+        FsError::BadHandle => libc::EBADF,
+        FsError::NoAttr => libc::ENODATA,
+        FsError::Range => libc::ERANGE,
+        FsError::TooBig => libc::EFBIG,
+        FsError::Unsupported(_) => libc::EOPNOTSUPP,
+        FsError::ReadOnly => libc::EROFS,
+        FsError::Loop => libc::ELOOP,
+        FsError::Store(e) => {
+            let code = e.raw_os_error().unwrap_or(libc::EIO);
+            if code == libc::EIO {
+                tracing::error!("{err}");
+            }
+            code
+        }
+        FsError::Meta(e) if e.is_disk_full() => libc::ENOSPC,
+        FsError::Meta(e) if e.is_read_only() => libc::EROFS,
+        FsError::Meta(_) => {
+            tracing::error!("{err}");
+            libc::EIO
+        }
+    };
+    Errno::from_i32(code)
+}
+
+/// Nanoseconds since the epoch as a `SystemTime` (negative: before).
+pub(crate) fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// The inverse of [`system_time`], saturating at the i64 range.
+pub(crate) fn nanos(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+    }
+}
+
+pub(crate) fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+pub(crate) fn file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attr.ino.0),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: system_time(attr.atime_ns),
+        mtime: system_time(attr.mtime_ns),
+        ctime: system_time(attr.ctime_ns),
+        crtime: system_time(attr.btime_ns),
+        kind: file_type(attr.kind),
+        perm: (attr.perm & 0o7777) as u16,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: attr.rdev,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_including_before_the_epoch() {
+        for ns in [0i64, 1, 1_700_000_000_123_456_789, -1, -5_000_000_001, 4_102_444_800_000_000_000] {
+            assert_eq!(nanos(system_time(ns)), ns);
+        }
+    }
+
+    #[test]
+    fn every_error_has_an_errno() {
+        assert_eq!(errno(&FsError::NotFound).code(), libc::ENOENT);
+        assert_eq!(errno(&FsError::NotEmpty).code(), libc::ENOTEMPTY);
+        assert_eq!(errno(&FsError::NoAttr).code(), libc::ENODATA);
+        assert_eq!(errno(&FsError::ReadOnly).code(), libc::EROFS);
+        let full = crate::store::StoreError::Io {
+            action: "write",
+            path: "x".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(errno(&FsError::Store(full)).code(), libc::ENOSPC);
+    }
+}
