@@ -90,7 +90,7 @@ impl TsmFuse {
         ino: Ino,
         flags: i32,
         open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
-    ) -> Result<(Handle, FopenFlags, Option<Arc<fuser::BackingId>>, Attr), FsError> {
+    ) -> Result<FuseOpen, FsError> {
         let flags = Self::open_flags(flags);
         if flags.write || flags.truncate {
             self.writable()?;
@@ -98,7 +98,12 @@ impl TsmFuse {
         let opened = self.fs.open_file(ino, flags)?;
         let backing = if self.passthrough { opened.backing.as_ref() } else { None };
         let decision = self.opens.decide(ino, opened.handle, opened.content, backing, open_backing);
-        Ok((opened.handle, decision.flags, decision.backing, opened.attr))
+        Ok(FuseOpen {
+            handle: opened.handle,
+            flags: decision.flags,
+            backing: decision.backing,
+            attr: opened.attr,
+        })
     }
 
     fn read_dir_rows(&self, ino: INodeNo, offset: u64) -> Result<(Ino, Vec<crate::meta::DirRow>), FsError> {
@@ -107,6 +112,14 @@ impl TsmFuse {
         let rows = self.fs.readdir(dir, cursor, READDIR_BATCH)?;
         Ok((dir, rows))
     }
+}
+
+/// A handle opened for the kernel, with how it does I/O.
+struct FuseOpen {
+    handle: Handle,
+    flags: FopenFlags,
+    backing: Option<Arc<fuser::BackingId>>,
+    attr: Attr,
 }
 
 fn time_set(t: TimeOrNow) -> TimeSet {
@@ -301,10 +314,10 @@ impl Filesystem for TsmFuse {
     fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
         let opened = self.open_handle(Ino(ino.0), flags.0, |file| reply.open_backing(file));
         match opened {
-            Ok((handle, flags, Some(backing), _)) => {
+            Ok(FuseOpen { handle, flags, backing: Some(backing), .. }) => {
                 reply.opened_passthrough(FileHandle(handle.0), flags, &backing)
             }
-            Ok((handle, flags, None, _)) => reply.opened(FileHandle(handle.0), flags),
+            Ok(FuseOpen { handle, flags, .. }) => reply.opened(FileHandle(handle.0), flags),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -332,7 +345,7 @@ impl Filesystem for TsmFuse {
             self.open_handle(attr.ino, flags, |_| Err(std::io::Error::other("new file")))
         });
         match result {
-            Ok((handle, flags, _, attr)) => reply.created(
+            Ok(FuseOpen { handle, flags, attr, .. }) => reply.created(
                 &TTL,
                 &file_attr(&attr),
                 Generation(attr.generation),
