@@ -12,5 +12,7 @@ mod attrs;
 mod model;
 // The `tsmfs` binary: every subcommand and its errors.
 mod cli;
+// The FUSE mount, through ordinary system calls (root, /dev/fuse).
+mod fuse;
 
 mod util;

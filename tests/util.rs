@@ -118,3 +118,144 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A data directory mounted through FUSE in this process, unmounted on
+/// drop. Needs root and /dev/fuse; fails (never skips) without them.
+pub struct TestMount {
+    pub fs: std::sync::Arc<Fs>,
+    pub mnt: PathBuf,
+    mounted: Option<tsmfs::fuse::Mounted>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestMount {
+    pub fn new() -> TestMount {
+        Self::with(tsmfs::fuse::MountOptions { allow_other: true, ..Default::default() })
+    }
+
+    pub fn with(options: tsmfs::fuse::MountOptions) -> TestMount {
+        require_fuse();
+        init_logging();
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let data = dir.path().join("data");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        // Others must reach the mount point for tests that switch users.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Fs::init(&data, Caller { uid: 0, gid: 0, origin: Origin::Cli }).expect("init");
+        let fs = std::sync::Arc::new(
+            Fs::open(&data, FsOptions { read_only: options.read_only }).expect("open data dir"),
+        );
+        let mounted = tsmfs::fuse::mount(fs.clone(), &mnt, &options).expect("mount");
+        // The first request waits for the kernel's INIT handshake.
+        std::fs::metadata(&mnt).expect("stat the mount");
+        TestMount { fs, mnt, mounted: Some(mounted), dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn passthrough(&self) -> bool {
+        self.mounted.as_ref().is_some_and(|m| m.passthrough())
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if let Some(mounted) = self.mounted.take() {
+            if let Err(e) = mounted.unmount() {
+                eprintln!("unmount {}: {e}", self.mnt.display());
+            }
+        }
+    }
+}
+
+/// Fail with the reason when FUSE cannot be mounted here.
+pub fn require_fuse() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "FUSE tests mount for real and must run as root");
+    assert!(Path::new("/dev/fuse").exists(), "FUSE tests need /dev/fuse (modprobe fuse)");
+}
+
+/// The errno of the last failed libc call.
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn cpath(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).unwrap()
+}
+
+/// getxattr(2): the value or the errno.
+pub fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let (p, n) = (cpath(path), std::ffi::CString::new(name).unwrap());
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(errno());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+/// setxattr(2) with `flags`.
+pub fn setxattr(path: &Path, name: &str, value: &[u8], flags: i32) -> Result<(), i32> {
+    let (p, n) = (cpath(path), std::ffi::CString::new(name).unwrap());
+    // SAFETY: valid C strings and a value buffer of the given length.
+    let rc = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), flags) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// listxattr(2) as a list of names.
+pub fn listxattr(path: &Path) -> Result<Vec<String>, i32> {
+    let p = cpath(path);
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: a valid C string and a buffer of the given length.
+    let len = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(errno());
+    }
+    buf.truncate(len as usize);
+    Ok(buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect())
+}
+
+/// renameat2(2) with `flags`.
+pub fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), i32> {
+    let (f, t) = (cpath(from), cpath(to));
+    // SAFETY: valid C strings.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), flags) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Run `script` with `sh -c` as user and group 65534 (nobody); returns
+/// its exit code.
+pub fn sh_as_nobody(script: &str) -> i32 {
+    use std::os::unix::process::CommandExt;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .expect("run sh")
+        .code()
+        .unwrap_or(-1)
+}
+
+/// Log to the test output (captured per test) at TSMFS_LOG or warn.
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = std::env::var("TSMFS_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}

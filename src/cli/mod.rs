@@ -94,9 +94,11 @@ enum Command {
         /// Stay in the foreground and log to stderr.
         #[arg(short, long)]
         foreground: bool,
-        /// Never use FUSE passthrough for reads (for comparisons).
+        /// Let the kernel read file contents straight from the object files
+        /// (kernel 6.9+, root). Faster cold reads, but while a file is open
+        /// this way, opening it for writing fails with ETXTBSY.
         #[arg(long)]
-        no_passthrough: bool,
+        passthrough: bool,
     },
     /// Totals: files, logical bytes, stored bytes, dedup ratio.
     Stats {
@@ -120,11 +122,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
-        Command::Mount { data, mountpoint, allow_other, read_only, foreground, no_passthrough } => {
+        Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
             mount::mount(mount::MountArgs {
                 data,
                 mountpoint,
-                options: tsmfs::fuse::MountOptions { allow_other, read_only, no_passthrough },
+                options: tsmfs::fuse::MountOptions { allow_other, read_only, passthrough },
                 foreground,
             })
         }

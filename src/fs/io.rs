@@ -95,20 +95,6 @@ struct View {
 }
 
 impl OpenFiles {
-    /// `inode` with pending writes applied (size, mtime).
-    pub(crate) fn overlay(&self, mut inode: Attr) -> Attr {
-        let io = self.inodes.lock().get(&inode.ino).cloned();
-        if let Some(io) = io {
-            let io = io.lock();
-            if let Some(staging) = &io.staging {
-                inode.size = staging.len();
-                inode.mtime_ns = io.mtime_ns;
-                inode.ctime_ns = inode.ctime_ns.max(io.mtime_ns);
-            }
-        }
-        inode
-    }
-
     /// Whether `ino` has open handles.
     pub(crate) fn is_open(&self, ino: Ino) -> bool {
         self.inodes.lock().contains_key(&ino)
@@ -125,6 +111,22 @@ impl OpenFiles {
 }
 
 impl Fs {
+    /// The attributes to report for `inode`, just read from the database:
+    /// for an open inode, re-read under its I/O lock (a commit may have
+    /// happened since; reporting the older size would make the kernel
+    /// shrink the file it knows) and with pending writes applied.
+    pub(super) fn current(&self, inode: Attr) -> FsResult<Attr> {
+        let Some(io) = self.open_files.io_of(inode.ino) else { return Ok(inode) };
+        let io = io.lock();
+        let Some(mut fresh) = self.meta.read(|db| db.inode(inode.ino))? else { return Ok(inode) };
+        if let Some(staging) = &io.staging {
+            fresh.size = staging.len();
+            fresh.mtime_ns = io.mtime_ns;
+            fresh.ctime_ns = fresh.ctime_ns.max(io.mtime_ns);
+        }
+        Ok(fresh)
+    }
+
     /// Open `ino`. With `flags.truncate` (and write) the file reads as
     /// empty at once; the truncation commits with the handle's writes.
     pub fn open_file(&self, ino: Ino, flags: OpenFlags) -> FsResult<Opened> {
@@ -152,7 +154,7 @@ impl Fs {
         guard.views.insert(handle, view.clone());
         drop(guard);
         self.open_files.handles.lock().insert(handle, Arc::new(OpenFile { ino, flags, io }));
-        Ok(Opened { handle, attr: self.open_files.overlay(inode), content: view.content, backing })
+        Ok(Opened { handle, attr: self.current(inode)?, content: view.content, backing })
     }
 
     fn setup_handle(
@@ -208,6 +210,8 @@ impl Fs {
             }
         };
         buf.truncate(n);
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(buf)
     }
 
@@ -228,6 +232,7 @@ impl Fs {
         }
         staging.write_at(offset, data)?;
         io.mtime_ns = now_ns();
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(data.len() as u32)
     }
 
@@ -429,6 +434,7 @@ impl Fs {
             }
             let id = new.unwrap_or(super::EMPTY_CONTENT);
             tx.log(ChangeOp::Write, ino, None, None, Some(id), vec![])?;
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
             Ok(id)
         })
     }

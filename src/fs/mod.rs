@@ -54,6 +54,10 @@ pub const EMPTY_CONTENT: ContentId = ContentId::new(0, EMPTY_SHA1);
 /// many are waiting (costs one WAL fsync).
 const REMOVAL_BATCH: usize = 256;
 
+/// How often and how long to retry a held data-directory lock.
+const LOCK_ATTEMPTS: usize = 25;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The file that marks a data directory and is locked by its writer.
 const LOCK_FILE: &str = "tsmfs.lock";
 
@@ -155,6 +159,26 @@ pub enum OpenError {
     Recovery(#[from] FsError),
 }
 
+/// Counters of the I/O the core served (for tests and monitoring).
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    /// Read calls served.
+    pub reads: std::sync::atomic::AtomicU64,
+    /// Bytes returned by reads.
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    /// Write calls served.
+    pub writes: std::sync::atomic::AtomicU64,
+    /// Commits of new content.
+    pub commits: std::sync::atomic::AtomicU64,
+}
+
+impl IoCounters {
+    /// Read calls served so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// An open data directory.
 pub struct Fs {
     data_dir: PathBuf,
@@ -163,6 +187,7 @@ pub struct Fs {
     events: Events,
     open_files: io::OpenFiles,
     read_only: bool,
+    counters: IoCounters,
     /// Objects whose last reference a commit dropped, to remove once that
     /// commit is durable (see [`Fs::remove_unreferenced`]).
     unreferenced: parking_lot::Mutex<Vec<ContentId>>,
@@ -237,6 +262,7 @@ impl Fs {
             open_files: io::OpenFiles::default(),
             read_only: options.read_only,
             unreferenced: parking_lot::Mutex::new(Vec::new()),
+            counters: IoCounters::default(),
             _lock: lock,
         };
         if !options.read_only {
@@ -266,6 +292,11 @@ impl Fs {
         &self.data_dir
     }
 
+    /// What I/O the core has served.
+    pub fn counters(&self) -> &IoCounters {
+        &self.counters
+    }
+
     /// Whether changes are refused.
     pub fn is_read_only(&self) -> bool {
         self.read_only
@@ -279,7 +310,7 @@ impl Fs {
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
-        Ok(self.open_files.overlay(inode))
+        self.current(inode)
     }
 
     /// Totals for `tsmfs stats`.
@@ -481,9 +512,16 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
         .write(true)
         .open(&path)
         .map_err(|source| OpenError::Io { action: "open", path: path.clone(), source })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked(data_dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Io { action: "lock", path, source }),
+    // Retry briefly: a child forked by another thread of this process may
+    // hold a copy of a just-closed lock descriptor until it execs.
+    for _ in 0..LOCK_ATTEMPTS {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(LOCK_RETRY),
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(OpenError::Io { action: "lock", path, source });
+            }
+        }
     }
+    Err(OpenError::Locked(data_dir.to_path_buf()))
 }

@@ -34,7 +34,7 @@ impl Fs {
             }
             Ok::<_, FsError>(found.ok_or(FsError::NotFound))
         })??;
-        Ok(self.open_files.overlay(found))
+        self.current(found)
     }
 
     /// Resolve a `/`-separated path from the root, without following
@@ -192,7 +192,7 @@ impl Fs {
             tx.log(ChangeOp::Link, ino, Some((new_parent, new_name)), None, None, vec![new_parent])?;
             tx.db.inode(ino)?.ok_or(FsError::NotFound)
         })?;
-        Ok(self.open_files.overlay(attr))
+        self.current(attr)
     }
 
     /// Remove the non-directory entry `parent/name`. The inode lives on
@@ -371,13 +371,12 @@ impl Fs {
             }
             Ok(rows)
         })?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|mut row| {
-                row.inode = self.open_files.overlay(row.inode);
-                row
+                row.inode = self.current(row.inode)?;
+                Ok(row)
             })
-            .collect())
+            .collect()
     }
 
     /// The parent of directory `dir` (the root is its own parent).

@@ -14,7 +14,7 @@ use fuser::{
 };
 
 use super::open_state::OpenState;
-use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos};
+use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, RenameFlags, SetAttr, TimeSet, XattrMode,
 };
@@ -33,16 +33,23 @@ pub(super) struct TsmFuse {
     /// Whether to try passthrough; whether the kernel granted it.
     want_passthrough: bool,
     passthrough: bool,
+    /// Tells the `Mounted` handle what the kernel granted.
+    granted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TsmFuse {
-    pub(super) fn new(fs: Arc<Fs>, options: &super::MountOptions) -> TsmFuse {
+    pub(super) fn new(
+        fs: Arc<Fs>,
+        options: &super::MountOptions,
+        granted: Arc<std::sync::atomic::AtomicBool>,
+    ) -> TsmFuse {
         TsmFuse {
             fs,
             read_only: options.read_only,
             opens: OpenState::default(),
-            want_passthrough: !options.no_passthrough,
+            want_passthrough: options.passthrough,
             passthrough: false,
+            granted,
         }
     }
 
@@ -90,20 +97,27 @@ impl TsmFuse {
         ino: Ino,
         flags: i32,
         open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
-    ) -> Result<FuseOpen, FsError> {
+    ) -> Result<FuseOpen, FuseOpenError> {
         let flags = Self::open_flags(flags);
         if flags.write || flags.truncate {
             self.writable()?;
         }
         let opened = self.fs.open_file(ino, flags)?;
         let backing = if self.passthrough { opened.backing.as_ref() } else { None };
-        let decision = self.opens.decide(ino, opened.handle, opened.content, backing, open_backing);
-        Ok(FuseOpen {
-            handle: opened.handle,
-            flags: decision.flags,
-            backing: decision.backing,
-            attr: opened.attr,
-        })
+        let writable = flags.write || flags.truncate;
+        match self.opens.decide(ino, opened.handle, writable, opened.content, backing, open_backing) {
+            Ok(decision) => Ok(FuseOpen {
+                handle: opened.handle,
+                flags: decision.flags,
+                backing: decision.backing,
+                attr: opened.attr,
+            }),
+            Err(errno) => {
+                // Undo the core open; the kernel never learns of the handle.
+                let _ = self.fs.release(opened.handle, Origin::Fuse);
+                Err(FuseOpenError::Errno(errno))
+            }
+        }
     }
 
     fn read_dir_rows(&self, ino: INodeNo, offset: u64) -> Result<(Ino, Vec<crate::meta::DirRow>), FsError> {
@@ -111,6 +125,27 @@ impl TsmFuse {
         let cursor = offset.saturating_sub(FIRST_ENTRY_OFFSET);
         let rows = self.fs.readdir(dir, cursor, READDIR_BATCH)?;
         Ok((dir, rows))
+    }
+}
+
+/// Why an open failed: a core error, or the kernel's I/O-mode rules.
+enum FuseOpenError {
+    Fs(FsError),
+    Errno(fuser::Errno),
+}
+
+impl From<FsError> for FuseOpenError {
+    fn from(e: FsError) -> Self {
+        FuseOpenError::Fs(e)
+    }
+}
+
+impl FuseOpenError {
+    fn errno(&self) -> fuser::Errno {
+        match self {
+            FuseOpenError::Fs(e) => errno(e),
+            FuseOpenError::Errno(e) => *e,
+        }
     }
 }
 
@@ -125,7 +160,7 @@ struct FuseOpen {
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(nanos(t)),
+        TimeOrNow::SpecificTime(t) => TimeSet::At(nanos_from_kernel(t)),
     }
 }
 
@@ -151,6 +186,7 @@ impl Filesystem for TsmFuse {
         self.passthrough = self.want_passthrough
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
+        self.granted.store(self.passthrough, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("FUSE passthrough {}", if self.passthrough { "on" } else { "off" });
         Ok(())
     }
@@ -203,8 +239,8 @@ impl Filesystem for TsmFuse {
             size,
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
-            ctime: ctime.map(nanos),
-            btime: crtime.map(nanos),
+            ctime: ctime.map(nanos_from_kernel),
+            btime: crtime.map(nanos_from_kernel),
         };
         let ino = Ino(ino.0);
         match self.writable().and_then(|()| self.fs.setattr(ino, &change, &Self::caller(req))) {
@@ -318,7 +354,7 @@ impl Filesystem for TsmFuse {
                 reply.opened_passthrough(FileHandle(handle.0), flags, &backing)
             }
             Ok(FuseOpen { handle, flags, .. }) => reply.opened(FileHandle(handle.0), flags),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e.errno()),
         }
     }
 
@@ -332,7 +368,8 @@ impl Filesystem for TsmFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = self.writable().and_then(|()| {
+        let result = (|| {
+            self.writable()?;
             let attr = self.fs.mknod(
                 Ino(parent.0),
                 name_bytes(name),
@@ -343,7 +380,7 @@ impl Filesystem for TsmFuse {
             )?;
             // A new file has no committed content: never passthrough.
             self.open_handle(attr.ino, flags, |_| Err(std::io::Error::other("new file")))
-        });
+        })();
         match result {
             Ok(FuseOpen { handle, flags, attr, .. }) => reply.created(
                 &TTL,
@@ -352,7 +389,7 @@ impl Filesystem for TsmFuse {
                 FileHandle(handle.0),
                 flags,
             ),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e.errno()),
         }
     }
 
@@ -395,7 +432,7 @@ impl Filesystem for TsmFuse {
         let handle = Handle(fh.0);
         let result = self.fs.flush(handle, Origin::Fuse).map(|committed| {
             if let Some(id) = committed {
-                self.opens.committed(handle, Ino(ino.0), id);
+                self.opens.committed(Ino(ino.0), id);
             }
         });
         Self::reply_empty(reply, result);
@@ -414,7 +451,7 @@ impl Filesystem for TsmFuse {
         let handle = Handle(fh.0);
         let result = self.fs.release(handle, Origin::Fuse).map(|committed| {
             if let Some(id) = committed {
-                self.opens.committed(handle, Ino(ino.0), id);
+                self.opens.committed(Ino(ino.0), id);
             }
         });
         self.opens.released(handle);
@@ -425,7 +462,7 @@ impl Filesystem for TsmFuse {
         let handle = Handle(fh.0);
         let result = self.fs.fsync(handle, Origin::Fuse).map(|committed| {
             if let Some(id) = committed {
-                self.opens.committed(handle, Ino(ino.0), id);
+                self.opens.committed(Ino(ino.0), id);
             }
         });
         Self::reply_empty(reply, result);

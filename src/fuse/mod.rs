@@ -4,11 +4,11 @@
 //! errnos ([`errno`], the one place that maps them), attributes to
 //! `FileAttr`. The kernel checks permissions (`default_permissions`).
 //!
-//! Reads of committed content go straight from the kernel to the object
-//! file when the kernel supports FUSE passthrough (6.9+, as root): objects
-//! never change, so the kernel may read them without asking us. Otherwise
-//! the page cache is kept across opens (`FOPEN_KEEP_CACHE`) as long as the
-//! inode's content id is the one the kernel cached.
+//! Reads go through the kernel page cache, which is kept across opens
+//! (`FOPEN_KEEP_CACHE`) as long as the inode's content id is the one the
+//! kernel cached. With `--passthrough` (kernel 6.9+, root), reads of
+//! committed content go straight from the kernel to the immutable object
+//! file instead; see [`MountOptions::passthrough`] for its limits.
 
 mod filesystem;
 mod open_state;
@@ -43,9 +43,12 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Refuse every change with EROFS.
     pub read_only: bool,
-    /// Never use FUSE passthrough (for comparisons; it is used by default
-    /// when the kernel offers it).
-    pub no_passthrough: bool,
+    /// Let the kernel read committed content straight from object files
+    /// (FUSE passthrough, kernel 6.9+, root). Faster cold reads, with two
+    /// limits the kernel imposes: while a file is open through passthrough,
+    /// opening it for writing fails with ETXTBSY, and new readers of a file
+    /// replaced meanwhile read the older version until those opens close.
+    pub passthrough: bool,
 }
 
 /// Why mounting failed.
@@ -76,6 +79,7 @@ pub enum MountError {
 pub struct Mounted {
     session: fuser::BackgroundSession,
     mountpoint: PathBuf,
+    passthrough: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -88,6 +92,11 @@ impl Mounted {
     /// Where the tree is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Whether the kernel granted FUSE passthrough for reads.
+    pub fn passthrough(&self) -> bool {
+        self.passthrough.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the session ended (unmounted from outside, e.g. `umount`).
@@ -127,7 +136,8 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
     config.acl = if options.allow_other { SessionACL::All } else { SessionACL::RootAndOwner };
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
-    let adapter = filesystem::TsmFuse::new(fs, options);
+    let passthrough = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let adapter = filesystem::TsmFuse::new(fs, options, passthrough.clone());
     let session = fuser::spawn_mount(adapter, mountpoint, &config).map_err(|source| {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -138,7 +148,7 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
         };
         MountError::Mount { path: mountpoint.to_path_buf(), source, hint }
     })?;
-    Ok(Mounted { session, mountpoint: mountpoint.to_path_buf() })
+    Ok(Mounted { session, mountpoint: mountpoint.to_path_buf(), passthrough })
 }
 
 fn check_mountpoint(path: &Path) -> Result<(), MountError> {
@@ -234,6 +244,23 @@ pub(crate) fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+/// Nanoseconds of a time the kernel sent, as fuser 0.18 decodes it.
+///
+/// fuser turns the kernel's `(secs, nsecs)` into `EPOCH - (|secs|, nsecs)`
+/// for negative `secs`, which is off by up to two seconds: -86400 s + 123 ns
+/// arrives as -86400.000000123 s. This undoes exactly that; the FUSE test
+/// of times before 1970 fails if fuser changes.
+pub(crate) fn nanos_from_kernel(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(_) => nanos(time),
+        Err(before) => {
+            let d = before.duration();
+            let secs = i64::try_from(d.as_secs()).map_or(i64::MIN, |s| -s);
+            secs.saturating_mul(1_000_000_000).saturating_add(i64::from(d.subsec_nanos()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +270,14 @@ mod tests {
         for ns in [0i64, 1, 1_700_000_000_123_456_789, -1, -5_000_000_001, 4_102_444_800_000_000_000] {
             assert_eq!(nanos(system_time(ns)), ns);
         }
+    }
+
+    #[test]
+    fn kernel_times_before_the_epoch_are_decoded_as_sent() {
+        // What fuser hands us for the kernel's (-86400, 123).
+        let decoded = UNIX_EPOCH - Duration::new(86_400, 123);
+        assert_eq!(nanos_from_kernel(decoded), -86_400 * 1_000_000_000 + 123);
+        assert_eq!(nanos_from_kernel(UNIX_EPOCH + Duration::new(5, 7)), 5_000_000_007);
     }
 
     #[test]

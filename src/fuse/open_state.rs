@@ -1,18 +1,24 @@
 //! How each open file talks to the kernel: passthrough, page cache, or
 //! direct I/O, and when the page cache may be kept across opens.
 //!
-//! The kernel puts an inode either in *cached* mode (reads and writes go
-//! through its page cache) or in *uncached* mode (passthrough to a backing
-//! file, or direct I/O), never both at once, and all passthrough opens of
-//! an inode must share one backing file. So:
+//! The kernel (6.9+) puts an inode either in *cached* mode (I/O through
+//! its page cache) or in *passthrough* mode, never both at once: while an
+//! inode has passthrough opens, every new open must be passthrough with the
+//! same backing file (anything else fails with EIO), and while it has
+//! cached opens, passthrough opens fail. Objects are read-only, so a
+//! writer can never be passthrough. Hence, with passthrough enabled:
 //!
-//! - a read-only open of committed content uses passthrough, reusing the
-//!   inode's backing file when it holds the same content, and only when
-//!   no cached open exists;
-//! - any other open is cached, unless passthrough opens exist, in which
-//!   case it is direct (uncached, compatible with them);
-//! - a cached open keeps the page cache (`FOPEN_KEEP_CACHE`) when the
-//!   kernel cached the same content id before.
+//! - a read-only open of committed content uses passthrough if the inode
+//!   has no cached opens, sharing the inode's backing file;
+//! - a read-only open while passthrough opens of an *older* content exist
+//!   shares their backing and reads that older version until they close;
+//! - an open for writing while passthrough opens exist fails with
+//!   ETXTBSY (the kernel would fail it with EIO);
+//! - everything else is cached.
+//!
+//! These limits are why passthrough is opt-in (`--passthrough`). A cached
+//! open keeps the page cache (`FOPEN_KEEP_CACHE`) when the kernel cached
+//! the same content id before.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,8 +36,6 @@ pub(super) enum IoMode {
     Passthrough,
     /// Through the kernel page cache.
     Cached,
-    /// Every read and write comes to us.
-    Direct,
 }
 
 /// What [`OpenState::decide`] chose.
@@ -58,39 +62,44 @@ pub(super) struct OpenState {
 
 impl OpenState {
     /// Choose the I/O mode of a new handle. `backing` is the object file of
-    /// a read-only handle with nothing pending (see `Opened::backing`);
-    /// `open_backing` registers a file with the kernel for passthrough.
+    /// a read-only handle with nothing pending (see `Opened::backing`),
+    /// given only when passthrough is enabled; `open_backing` registers a
+    /// file with the kernel. Fails with ETXTBSY for a writer while
+    /// passthrough readers hold the inode.
     pub(super) fn decide(
         &self,
         ino: Ino,
         handle: Handle,
+        writable: bool,
         content: Option<ContentId>,
         backing: Option<&Arc<File>>,
         open_backing: impl FnOnce(&File) -> std::io::Result<BackingId>,
-    ) -> Decision {
+    ) -> Result<Decision, fuser::Errno> {
         let mut inodes = self.inodes.lock();
         let opens = inodes.entry(ino).or_default();
         let mut decision = Decision { mode: IoMode::Cached, flags: FopenFlags::empty(), backing: None };
-        if let Some(file) = backing {
-            match &opens.passthrough {
-                Some((shared, id)) if *shared == content => decision.backing = Some(id.clone()),
-                None if opens.cached_opens == 0 => match open_backing(file) {
-                    Ok(id) => {
-                        let id = Arc::new(id);
-                        opens.passthrough = Some((content, id.clone()));
-                        decision.backing = Some(id);
-                    }
-                    Err(e) => tracing::debug!("passthrough unavailable for inode {ino}: {e}"),
-                },
-                _ => {}
+        if let Some((shared, id)) = &opens.passthrough {
+            if writable {
+                tracing::info!("inode {ino} is open for passthrough reads: refusing a writer (ETXTBSY)");
+                return Err(fuser::Errno::from_i32(libc::ETXTBSY));
+            }
+            if *shared != content {
+                tracing::debug!("inode {ino}: new reader shares the passthrough file of an older version");
+            }
+            decision.backing = Some(id.clone());
+        } else if let Some(file) = backing.filter(|_| opens.cached_opens == 0) {
+            match open_backing(file) {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    opens.passthrough = Some((content, id.clone()));
+                    decision.backing = Some(id);
+                }
+                Err(e) => tracing::debug!("passthrough unavailable for inode {ino}: {e}"),
             }
         }
         if decision.backing.is_some() {
             decision.mode = IoMode::Passthrough;
             opens.passthrough_opens += 1;
-        } else if opens.passthrough_opens > 0 {
-            decision.mode = IoMode::Direct;
-            decision.flags = FopenFlags::FOPEN_DIRECT_IO;
         } else {
             opens.cached_opens += 1;
             let mut cached = self.cached_content.lock();
@@ -101,28 +110,13 @@ impl OpenState {
             cached.insert(ino, current);
         }
         self.handles.lock().insert(handle, (ino, decision.mode));
-        decision
+        Ok(decision)
     }
 
-    /// The I/O mode of an open handle.
-    pub(super) fn mode(&self, handle: Handle) -> Option<IoMode> {
-        self.handles.lock().get(&handle).map(|(_, mode)| *mode)
-    }
-
-    /// A commit through `handle` produced `content`: a cached handle's
-    /// writes went through the page cache, so it now holds that content;
-    /// a direct handle's did not, so the page cache is stale.
-    pub(super) fn committed(&self, handle: Handle, ino: Ino, content: ContentId) {
-        let mode = self.mode(handle);
-        let mut cached = self.cached_content.lock();
-        match mode {
-            Some(IoMode::Cached) => {
-                cached.insert(ino, content);
-            }
-            _ => {
-                cached.remove(&ino);
-            }
-        }
+    /// A commit through the mount produced `content`: the writes went
+    /// through the page cache, so it now holds that content.
+    pub(super) fn committed(&self, ino: Ino, content: ContentId) {
+        self.cached_content.lock().insert(ino, content);
     }
 
     /// The kernel changed the size itself (truncate through the mount):
@@ -149,7 +143,6 @@ impl OpenState {
                 }
             }
             IoMode::Cached => opens.cached_opens -= 1,
-            IoMode::Direct => {}
         }
         if opens.passthrough_opens == 0 && opens.cached_opens == 0 {
             inodes.remove(&ino);
