@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink};
 
 use tsmfs::fuse::MountOptions;
 
@@ -339,7 +339,7 @@ fn the_page_cache_is_kept_while_the_content_is_unchanged() {
     assert_eq!(fs::read(m.path("f")).unwrap(), body);
     assert_eq!(m.fs.counters().reads(), before, "second open reads from the kept page cache");
     // A change through the mount is seen, and cached again.
-    let mut f = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    let f = OpenOptions::new().write(true).open(m.path("f")).unwrap();
     f.write_all_at(b"new", 0).unwrap();
     drop(f);
     let mut want = body.clone();

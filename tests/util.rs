@@ -125,7 +125,7 @@ pub struct TestMount {
     pub fs: std::sync::Arc<Fs>,
     pub mnt: PathBuf,
     mounted: Option<tsmfs::fuse::Mounted>,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl TestMount {
@@ -149,7 +149,7 @@ impl TestMount {
         let mounted = tsmfs::fuse::mount(fs.clone(), &mnt, &options).expect("mount");
         // The first request waits for the kernel's INIT handshake.
         std::fs::metadata(&mnt).expect("stat the mount");
-        TestMount { fs, mnt, mounted: Some(mounted), dir }
+        TestMount { fs, mnt, mounted: Some(mounted), _dir: dir }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
