@@ -163,10 +163,8 @@ impl TestMount {
 
 impl Drop for TestMount {
     fn drop(&mut self) {
-        if let Some(mounted) = self.mounted.take() {
-            if let Err(e) = mounted.unmount() {
-                eprintln!("unmount {}: {e}", self.mnt.display());
-            }
+        if let Some(Err(e)) = self.mounted.take().map(|m| m.unmount()) {
+            eprintln!("unmount {}: {e}", self.mnt.display());
         }
     }
 }
