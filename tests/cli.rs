@@ -264,3 +264,57 @@ fn an_import_killed_at_random_moments_leaves_a_consistent_tree() {
     let stats = stdout(&tsmfs(&["stats", &data]));
     assert!(stats.contains(&format!("distinct contents: {FILES}")), "nothing stored twice: {stats}");
 }
+
+/// `tsmfs mount` as users run it: in the background until `umount`, and in
+/// the foreground until SIGTERM; both leave nothing mounted and the data
+/// committed.
+#[test]
+fn mount_runs_in_the_background_and_stops_cleanly() {
+    crate::util::require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt_s = mnt.to_str().unwrap();
+    let is_mounted = || std::fs::read_to_string("/proc/mounts").unwrap().contains(&format!(" {mnt_s} fuse"));
+
+    // Background: returns once mounted.
+    let out = tsmfs(&["mount", &data, mnt_s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(is_mounted());
+    std::fs::write(mnt.join("bg.txt"), b"written in the background").unwrap();
+    let umount = std::process::Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(umount.success());
+    // The daemon notices, commits, checkpoints and exits, releasing the
+    // data directory for the next writer.
+    let probe = || tsmfs_stdin(&["put", &data, "-", "/probe"], b"p").status.success();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !probe() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(probe(), "daemon still holds the data dir");
+    assert_eq!(tsmfs(&["get", &data, "/bg.txt"]).stdout, b"written in the background");
+
+    // Foreground: SIGTERM unmounts and exits 0.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .args(["mount", "--foreground", &data, mnt_s])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !is_mounted() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(is_mounted(), "foreground mount came up");
+    assert_eq!(std::fs::read(mnt.join("bg.txt")).unwrap(), b"written in the background");
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!is_mounted(), "unmounted on SIGTERM");
+
+    // Mount errors are one clear line.
+    let out = tsmfs(&["mount", &data, "/no/such/dir"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("mount point /no/such/dir"), "{}", stderr(&out));
+}

@@ -14,5 +14,7 @@ mod model;
 mod cli;
 // The FUSE mount, through ordinary system calls (root, /dev/fuse).
 mod fuse;
+// Random operation sequences on the mount and on a native directory.
+mod fuse_model;
 
 mod util;
