@@ -188,31 +188,41 @@ impl Fs {
             Some(id) => Some(Arc::new(self.store.open_object(&id)?)),
             None => None,
         };
+        if let Some(file) = &file {
+            advise_sequential(file);
+        }
         Ok(View { content, file })
     }
 
     /// Read up to `size` bytes at `offset`.
     pub fn read(&self, handle: Handle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let mut buf = vec![0u8; size as usize];
+        let n = self.read_into(handle, offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Read into `buf` at `offset`; returns the bytes read (short at end
+    /// of file). Lets a frontend reuse one buffer for every request.
+    pub fn read_into(&self, handle: Handle, offset: u64, buf: &mut [u8]) -> FsResult<usize> {
         let open = self.open_files.get(handle)?;
         if !open.flags.read {
             return Err(FsError::BadHandle);
         }
         let io = open.io.lock();
-        let mut buf = vec![0u8; size as usize];
         let n = if let Some(staging) = &io.staging {
-            staging.read_at(offset, &mut buf)?
+            staging.read_at(offset, buf)?
         } else {
             let view = io.views.get(&handle).cloned().ok_or(FsError::BadHandle)?;
             drop(io);
             match &view.file {
-                Some(file) => read_full_at(file, offset, &mut buf, view.content)?,
+                Some(file) => read_full_at(file, offset, buf, view.content)?,
                 None => 0,
             }
         };
-        buf.truncate(n);
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(buf)
+        Ok(n)
     }
 
     /// Write `data` at `offset` (at the end for O_APPEND handles); returns
@@ -659,4 +669,14 @@ fn read_full_at(file: &File, offset: u64, buf: &mut [u8], content: Option<Conten
         }
     }
     Ok(done)
+}
+
+/// Most reads of a file run front to back: ask for a larger readahead
+/// window on the object. Only a hint; failure changes nothing.
+fn advise_sequential(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an advisory call on a descriptor `file` keeps open.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
 }

@@ -20,6 +20,11 @@ use crate::fs::{
 };
 use crate::id::{Handle, Ino};
 
+thread_local! {
+    /// Per worker thread: the buffer read requests are served from.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Directory entries fetched from the core per readdir request.
 const READDIR_BATCH: u32 = 256;
 /// readdir offsets: 1 and 2 are "." and "..", entries are cursor + 2.
@@ -404,10 +409,17 @@ impl Filesystem for TsmFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(Handle(fh.0), offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
-        }
+        READ_BUFFER.with_borrow_mut(|buf| {
+            // One buffer per worker thread, grown once: no allocation and
+            // no page faults per request.
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            match self.fs.read_into(Handle(fh.0), offset, &mut buf[..size as usize]) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn write(

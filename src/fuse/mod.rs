@@ -32,6 +32,9 @@ const MAX_WRITE: u32 = 1024 * 1024;
 /// `st_blksize`: the I/O size programs such as `cp` and `cat` use.
 const BLOCK_SIZE: u32 = 128 * 1024;
 
+/// Kernel readahead on the mount, in KiB.
+const READ_AHEAD_KB: u32 = 1024;
+
 /// FUSE worker threads.
 const THREADS: usize = 4;
 
@@ -148,7 +151,25 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
         };
         MountError::Mount { path: mountpoint.to_path_buf(), source, hint }
     })?;
+    raise_readahead(mountpoint);
     Ok(Mounted { session, mountpoint: mountpoint.to_path_buf(), passthrough })
+}
+
+/// Let the kernel read ahead further than its FUSE default of 128 KiB, so
+/// sequential reads arrive as fewer, larger requests (1 MiB, the most one
+/// request carries). Best effort: needs root and sysfs.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    // The first request on the mount waits for INIT, which would otherwise
+    // lower the setting again.
+    let dev = match std::fs::metadata(mountpoint) {
+        Ok(meta) => meta.dev(),
+        Err(e) => return tracing::debug!("stat {}: {e}", mountpoint.display()),
+    };
+    let bdi = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    if let Err(e) = std::fs::write(&bdi, READ_AHEAD_KB.to_string()) {
+        tracing::debug!("could not raise readahead ({bdi}): {e}");
+    }
 }
 
 fn check_mountpoint(path: &Path) -> Result<(), MountError> {

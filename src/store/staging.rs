@@ -15,6 +15,9 @@ use super::{ContentDigest, ContentHasher, StoreError};
 
 /// Buffer size for streaming reads and copies.
 pub(crate) const IO_CHUNK: usize = 1024 * 1024;
+/// Writes at least this large start their writeback at once, so a commit's
+/// fsync finds most of a big file already on disk.
+const WRITEBACK_MIN: usize = 256 * 1024;
 /// Chunks in flight between reader, writer and hasher.
 const PIPELINE_DEPTH: usize = 4;
 
@@ -89,6 +92,9 @@ impl Staging {
     /// Write `bytes` at `offset`, extending the file as needed.
     pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
         self.file.write_all_at(bytes, offset).map_err(StoreError::io("write staging file", &self.path))?;
+        if bytes.len() >= WRITEBACK_MIN {
+            start_writeback(&self.file, offset, bytes.len());
+        }
         match &mut self.hasher {
             Some(h) if h.len() == offset && offset == self.len => h.update(bytes),
             _ => self.hasher = None,
