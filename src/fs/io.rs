@@ -377,6 +377,11 @@ impl Fs {
         if self.read_only {
             return Ok(());
         }
+        // The common case, a file with names, needs no write transaction.
+        let linked = self.meta.read(|db| db.inode(ino))?.is_some_and(|inode| inode.nlink > 0);
+        if linked {
+            return Ok(());
+        }
         self.transact(Origin::Internal, false, |tx| match tx.db.inode(ino)? {
             Some(inode) if inode.nlink == 0 && !self.open_files.is_open(ino) => tx.delete_inode(&inode),
             _ => Ok(()),
