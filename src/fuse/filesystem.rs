@@ -125,11 +125,25 @@ impl TsmFuse {
         }
     }
 
-    fn read_dir_rows(&self, ino: INodeNo, offset: u64) -> Result<(Ino, Vec<crate::meta::DirRow>), FsError> {
-        let dir = Ino(ino.0);
-        let cursor = offset.saturating_sub(FIRST_ENTRY_OFFSET);
-        let rows = self.fs.readdir(dir, cursor, READDIR_BATCH)?;
-        Ok((dir, rows))
+    /// Hand directory entries after `offset` to `add` (with the offset of
+    /// the entry after each) until it reports the reply buffer full.
+    fn fill_entries(
+        &self,
+        dir: INodeNo,
+        mut offset: u64,
+        mut add: impl FnMut(&crate::meta::DirRow, u64) -> bool,
+    ) -> Result<(), FsError> {
+        loop {
+            let cursor = offset.saturating_sub(FIRST_ENTRY_OFFSET);
+            let rows = self.fs.readdir(Ino(dir.0), cursor, READDIR_BATCH)?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            offset = last.cursor + FIRST_ENTRY_OFFSET;
+            for row in &rows {
+                if add(row, row.cursor + FIRST_ENTRY_OFFSET) {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 
@@ -499,22 +513,13 @@ impl Filesystem for TsmFuse {
                 return reply.ok();
             }
         }
-        let mut offset = offset;
-        loop {
-            let (_, rows) = match self.read_dir_rows(ino, offset) {
-                Ok(rows) => rows,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            let Some(last) = rows.last() else { return reply.ok() };
-            let next = last.cursor + FIRST_ENTRY_OFFSET;
-            for row in &rows {
-                let entry_offset = row.cursor + FIRST_ENTRY_OFFSET;
-                let name = OsStr::from_bytes(&row.name);
-                if reply.add(INodeNo(row.inode.ino.0), entry_offset, file_type(row.inode.kind), name) {
-                    return reply.ok();
-                }
-            }
-            offset = next;
+        let filled = self.fill_entries(ino, offset, |row, entry_offset| {
+            let name = OsStr::from_bytes(&row.name);
+            reply.add(INodeNo(row.inode.ino.0), entry_offset, file_type(row.inode.kind), name)
+        });
+        match filled {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -547,24 +552,14 @@ impl Filesystem for TsmFuse {
                 return reply.ok();
             }
         }
-        let mut offset = offset;
-        loop {
-            let (_, rows) = match self.read_dir_rows(ino, offset) {
-                Ok(rows) => rows,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            let Some(last) = rows.last() else { return reply.ok() };
-            let next = last.cursor + FIRST_ENTRY_OFFSET;
-            for row in &rows {
-                let entry_offset = row.cursor + FIRST_ENTRY_OFFSET;
-                let name = OsStr::from_bytes(&row.name);
-                let attr = file_attr(&row.inode);
-                let generation = Generation(row.inode.generation);
-                if reply.add(INodeNo(row.inode.ino.0), entry_offset, name, &TTL, &attr, generation) {
-                    return reply.ok();
-                }
-            }
-            offset = next;
+        let filled = self.fill_entries(ino, offset, |row, entry_offset| {
+            let name = OsStr::from_bytes(&row.name);
+            let generation = Generation(row.inode.generation);
+            reply.add(INodeNo(row.inode.ino.0), entry_offset, name, &TTL, &file_attr(&row.inode), generation)
+        });
+        match filled {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
