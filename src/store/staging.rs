@@ -18,6 +18,8 @@ pub(crate) const IO_CHUNK: usize = 1024 * 1024;
 /// Writes at least this large start their writeback at once, so a commit's
 /// fsync finds most of a big file already on disk.
 const WRITEBACK_MIN: usize = 256 * 1024;
+/// Sequential writes at least this large are hashed by a follower thread.
+const FOLLOW_MIN: usize = 64 * 1024;
 /// Chunks in flight between reader, writer and hasher.
 const PIPELINE_DEPTH: usize = 4;
 
@@ -35,6 +37,9 @@ pub struct Staging {
     len: u64,
     /// Running hash of bytes `0..hasher.len()`, while writes are sequential.
     hasher: Option<ContentHasher>,
+    /// While large sequential writes arrive: a thread that hashes them
+    /// behind the writer (it holds the running hash meanwhile).
+    follower: Option<Follower>,
     /// Whether the file was handed over (no cleanup on drop).
     taken: bool,
 }
@@ -66,13 +71,22 @@ impl Staging {
             }
             Err(e) => return Err(StoreError::io("create staging file in", dir)(e)),
         };
-        Ok(Staging { file, path, anonymous, len: 0, hasher: Some(ContentHasher::new()), taken: false })
+        Ok(Staging {
+            file,
+            path,
+            anonymous,
+            len: 0,
+            hasher: Some(ContentHasher::new()),
+            follower: None,
+            taken: false,
+        })
     }
 
     /// Copy all of `source` into this (empty) staging file. The running
     /// hash is dropped: the copy goes kernel-side (`copy_file_range`), and
     /// a copy-on-write file is rarely rewritten front to back.
     pub(super) fn fill_from(&mut self, source: &mut File, source_path: &Path) -> Result<(), StoreError> {
+        self.settle();
         let copied = io::copy(source, &mut self.file).map_err(StoreError::io("copy object", source_path))?;
         self.len = copied;
         self.hasher = None;
@@ -95,12 +109,39 @@ impl Staging {
         if bytes.len() >= WRITEBACK_MIN {
             start_writeback(&self.file, offset, bytes.len());
         }
-        match &mut self.hasher {
-            Some(h) if h.len() == offset && offset == self.len => h.update(bytes),
-            _ => self.hasher = None,
+        let sequential = offset == self.len;
+        if let Some(follower) = &mut self.follower {
+            if !sequential || !follower.follow(offset, bytes.len()) {
+                self.settle();
+                self.hasher = None;
+            }
+        } else {
+            match &mut self.hasher {
+                Some(h) if sequential && h.len() == offset => {
+                    if bytes.len() >= FOLLOW_MIN {
+                        // Large writes: hash on another thread, so the
+                        // writer (a FUSE request) does not wait for it.
+                        let hasher = self.hasher.take().unwrap_or_default();
+                        self.follower = Follower::start(&self.file, hasher, offset, bytes.len());
+                        if self.follower.is_none() {
+                            self.hasher = None;
+                        }
+                    } else {
+                        h.update(bytes);
+                    }
+                }
+                _ => self.hasher = None,
+            }
         }
         self.len = self.len.max(offset + bytes.len() as u64);
         Ok(())
+    }
+
+    /// Take the running hash back from the follower thread, if one runs.
+    fn settle(&mut self) {
+        if let Some(follower) = self.follower.take() {
+            self.hasher = follower.finish();
+        }
     }
 
     /// Append `bytes` at the end.
@@ -122,6 +163,7 @@ impl Staging {
         if n < IO_CHUNK {
             return Ok(n as u64);
         }
+        self.settle();
         let hashing = self.hasher.take().filter(|h| h.len() == self.len);
         let start = self.len;
         let (file, path) = (&self.file, &self.path);
@@ -198,6 +240,7 @@ impl Staging {
     /// Change the length (truncate or extend with zeros).
     pub fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
         self.file.set_len(len).map_err(StoreError::io("resize staging file", &self.path))?;
+        self.settle();
         self.hasher = match self.hasher.take() {
             _ if len == 0 => Some(ContentHasher::new()),
             // Bytes below a shrink point are unchanged, so their hash holds.
@@ -219,6 +262,7 @@ impl Staging {
         if rc != 0 {
             return Err(StoreError::io("allocate in staging file", &self.path)(io::Error::last_os_error()));
         }
+        self.settle();
         self.hasher = None;
         self.len = self.file.metadata().map_err(StoreError::io("stat staging file", &self.path))?.len();
         Ok(())
@@ -237,6 +281,7 @@ impl Staging {
         if sync {
             self.sync()?;
         }
+        self.settle();
         match &self.hasher {
             Some(h) if h.len() == self.len => Ok(h.clone().finish()),
             _ => self.rehash(),
@@ -304,6 +349,69 @@ impl Drop for Staging {
             // Best effort: a leftover staging file is harmless and gc removes it.
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// A thread hashing a staging file just behind its writer: the writer
+/// sends the ranges it wrote, in order; the thread reads them back from the
+/// page cache and hashes them.
+struct Follower {
+    ranges: std::sync::mpsc::SyncSender<(u64, usize)>,
+    thread: std::thread::JoinHandle<Option<ContentHasher>>,
+    /// End of the last range sent.
+    sent: u64,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Follower(sent {})", self.sent)
+    }
+}
+
+/// Ranges queued for a follower before the writer waits.
+const FOLLOW_QUEUE: usize = 64;
+
+impl Follower {
+    /// Start hashing after `hasher` (which covers `0..offset`), beginning
+    /// with `len` bytes at `offset`. `None` if no thread could be made.
+    fn start(file: &File, hasher: ContentHasher, offset: u64, len: usize) -> Option<Follower> {
+        let file = file.try_clone().ok()?;
+        let (ranges, queue) = std::sync::mpsc::sync_channel::<(u64, usize)>(FOLLOW_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("tsmfs-hash".into())
+            .spawn(move || {
+                let mut hasher = hasher;
+                let mut buf = vec![0u8; IO_CHUNK];
+                for (mut offset, mut len) in queue {
+                    while len > 0 {
+                        let want = len.min(IO_CHUNK);
+                        file.read_exact_at(&mut buf[..want], offset).ok()?;
+                        hasher.update(&buf[..want]);
+                        offset += want as u64;
+                        len -= want;
+                    }
+                }
+                Some(hasher)
+            })
+            .ok()?;
+        let mut follower = Follower { ranges, thread, sent: offset };
+        follower.follow(offset, len).then_some(follower)
+    }
+
+    /// Queue the next range; false if it does not continue the last one
+    /// or the thread is gone.
+    fn follow(&mut self, offset: u64, len: usize) -> bool {
+        if offset != self.sent || self.ranges.send((offset, len)).is_err() {
+            return false;
+        }
+        self.sent += len as u64;
+        true
+    }
+
+    /// Wait for the thread to hash everything queued; its running hash.
+    fn finish(self) -> Option<ContentHasher> {
+        drop(self.ranges);
+        self.thread.join().ok().flatten()
     }
 }
 
@@ -397,6 +505,27 @@ mod tests {
         staging.append(b"fresh").unwrap();
         assert!(staging.hasher.is_some(), "truncate to 0 restarts the running hash");
         assert_eq!(staging.finish(true).unwrap(), digest_of(b"fresh"));
+    }
+
+    #[test]
+    fn large_sequential_writes_are_hashed_by_the_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(5 * IO_CHUNK + 777)).map(|i| (i % 241) as u8).collect();
+        let mut staging = store.stage().unwrap();
+        staging.append(&data[..100]).unwrap();
+        for chunk in data[100..].chunks(300_000) {
+            staging.append(chunk).unwrap();
+        }
+        assert!(staging.follower.is_some(), "large appends go to the follower");
+        assert_eq!(staging.finish(false).unwrap(), digest_of(&data));
+        // After a rewrite in the middle, the result is still right.
+        staging.write_at(10, &[0xAA; 70_000]).unwrap();
+        let mut changed = data.clone();
+        changed[10..70_010].fill(0xAA);
+        assert_eq!(staging.finish(false).unwrap(), digest_of(&changed));
+        staging.set_len(12).unwrap();
+        assert_eq!(staging.finish(true).unwrap(), digest_of(&changed[..12]));
     }
 
     #[test]
