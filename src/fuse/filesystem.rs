@@ -18,7 +18,7 @@ use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, RenameFlags, SetAttr, TimeSet, XattrMode,
 };
-use crate::id::{Handle, Ino};
+use crate::id::{ContentId, Handle, Ino};
 
 thread_local! {
     /// Per worker thread: the buffer read requests are served from.
@@ -71,6 +71,15 @@ impl TsmFuse {
             Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// A flush/fsync/release through the mount committed `result`: the
+    /// page cache now holds that content.
+    fn note_commit(&self, ino: INodeNo, result: Result<Option<ContentId>, FsError>) -> Result<(), FsError> {
+        if let Ok(Some(id)) = &result {
+            self.opens.committed(Ino(ino.0), *id);
+        }
+        result.map(|_| ())
     }
 
     fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
@@ -455,13 +464,8 @@ impl Filesystem for TsmFuse {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let handle = Handle(fh.0);
-        let result = self.fs.flush(handle, Origin::Fuse).map(|committed| {
-            if let Some(id) = committed {
-                self.opens.committed(Ino(ino.0), id);
-            }
-        });
-        Self::reply_empty(reply, result);
+        let result = self.fs.flush(Handle(fh.0), Origin::Fuse);
+        Self::reply_empty(reply, self.note_commit(ino, result));
     }
 
     fn release(
@@ -475,23 +479,14 @@ impl Filesystem for TsmFuse {
         reply: ReplyEmpty,
     ) {
         let handle = Handle(fh.0);
-        let result = self.fs.release(handle, Origin::Fuse).map(|committed| {
-            if let Some(id) = committed {
-                self.opens.committed(Ino(ino.0), id);
-            }
-        });
+        let result = self.fs.release(handle, Origin::Fuse);
         self.opens.released(handle);
-        Self::reply_empty(reply, result);
+        Self::reply_empty(reply, self.note_commit(ino, result));
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let handle = Handle(fh.0);
-        let result = self.fs.fsync(handle, Origin::Fuse).map(|committed| {
-            if let Some(id) = committed {
-                self.opens.committed(Ino(ino.0), id);
-            }
-        });
-        Self::reply_empty(reply, result);
+        let result = self.fs.fsync(Handle(fh.0), Origin::Fuse);
+        Self::reply_empty(reply, self.note_commit(ino, result));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
