@@ -324,7 +324,13 @@ fn committed_reads_bypass_the_daemon_with_passthrough() {
     let reader = File::open(m.path("f")).unwrap();
     assert_eq!(err(OpenOptions::new().write(true).open(m.path("f"))), libc::ETXTBSY);
     drop(reader);
-    std::thread::sleep(std::time::Duration::from_millis(100)); // RELEASE is asynchronous
+    // RELEASE reaches the daemon shortly after close returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while err(OpenOptions::new().write(true).open(m.path("f"))) == libc::ETXTBSY
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     fs::write(m.path("f"), b"writable again").unwrap();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"writable again");
 }
