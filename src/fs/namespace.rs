@@ -149,7 +149,7 @@ impl Fs {
                     perm |= libc::S_ISGID;
                 }
             }
-            let ino = tx.db.insert_inode(&NewInode {
+            let new = NewInode {
                 kind,
                 perm,
                 uid: caller.uid,
@@ -160,14 +160,15 @@ impl Fs {
                 rdev,
                 content: None,
                 symlink,
-            })?;
+            };
+            let ino = tx.db.insert_inode(&new)?;
             tx.db.insert_dirent(parent, name, ino)?;
             tx.db.touch_dir(parent, tx.now)?;
             if kind == FileKind::Dir {
                 tx.db.add_links(parent, 1, tx.now)?;
             }
             tx.log(op, ino, Some((parent, name)), None, None, vec![parent])?;
-            tx.db.inode(ino)?.ok_or(FsError::NotFound)
+            Ok(new.attr(ino))
         })
     }
 

@@ -129,6 +129,28 @@ pub struct NewInode<'a> {
     pub symlink: Option<&'a [u8]>,
 }
 
+impl NewInode<'_> {
+    /// The attributes the inode has once inserted as `ino`.
+    pub fn attr(&self, ino: Ino) -> Inode {
+        Inode {
+            ino,
+            kind: self.kind,
+            perm: self.perm,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            atime_ns: self.now_ns,
+            mtime_ns: self.now_ns,
+            ctime_ns: self.now_ns,
+            btime_ns: self.now_ns,
+            nlink: self.nlink,
+            rdev: self.rdev,
+            generation: 1,
+            content: self.content,
+        }
+    }
+}
+
 fn inode_from_row(row: &Row<'_>) -> rusqlite::Result<Inode> {
     inode_at(row, 0)
 }
