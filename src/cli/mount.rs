@@ -14,6 +14,8 @@ use tsmfs::fuse::{MountOptions, Mounted};
 
 /// How often the main thread checks whether the mount went away.
 const POLL: Duration = Duration::from_millis(200);
+/// What the background child sends its parent once the mount is up.
+const READY: &str = "ready";
 /// Log file of a background mount, inside the data directory.
 const LOG_FILE: &str = "tsmfs.log";
 
@@ -107,7 +109,7 @@ struct Ready(File);
 impl Ready {
     fn report(mut self, outcome: Result<(), String>) {
         let message = match outcome {
-            Ok(()) => String::new(),
+            Ok(()) => READY.to_string(),
             Err(e) => e,
         };
         let _ = self.0.write_all(message.as_bytes());
@@ -149,8 +151,14 @@ fn daemonize(data: &Path) -> Result<Ready> {
             drop(writer);
             let mut message = String::new();
             let _ = reader.read_to_string(&mut message);
-            if message.is_empty() {
+            if message == READY {
                 std::process::exit(0);
+            }
+            if message.is_empty() {
+                message = format!(
+                    "the mount process died before the mount came up (see {})",
+                    data.join(LOG_FILE).display()
+                );
             }
             eprintln!("tsmfs: {message}");
             std::process::exit(1);
