@@ -246,6 +246,104 @@ impl Fs {
         Ok(data.len() as u32)
     }
 
+    /// Copy `len` bytes from one handle to another (copy_file_range).
+    /// Copying a whole committed file over a file no longer than it is
+    /// metadata-only: the target takes the source's content id, and no
+    /// byte moves. Anything else copies through the target's staging
+    /// file. Returns the bytes copied (short at the source's end).
+    pub fn copy_range(
+        &self,
+        from: Handle,
+        from_offset: u64,
+        to: Handle,
+        to_offset: u64,
+        len: u64,
+        origin: Origin,
+    ) -> FsResult<CopyOutcome> {
+        let source = self.open_files.get(from)?;
+        let target = self.open_files.get(to)?;
+        if !source.flags.read || !target.flags.write {
+            return Err(FsError::BadHandle);
+        }
+        self.check_writable()?;
+        let whole = from_offset == 0 && to_offset == 0 && source.ino != target.ino;
+        if whole && let Some(outcome) = self.copy_whole(&source, from, &target, len, origin)? {
+            return Ok(outcome);
+        }
+        let mut buf = vec![0u8; IO_CHUNK_COPY];
+        let mut copied = 0u64;
+        while copied < len {
+            let want = (len - copied).min(buf.len() as u64) as usize;
+            let n = self.read_into(from, from_offset + copied, &mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            self.write(to, to_offset + copied, &buf[..n])?;
+            copied += n as u64;
+        }
+        Ok(CopyOutcome { copied, content: None })
+    }
+
+    /// The metadata-only case of [`Fs::copy_range`], or `None` when the
+    /// copy is not a whole committed file over a shorter one.
+    fn copy_whole(
+        &self,
+        source: &OpenFile,
+        from: Handle,
+        target: &OpenFile,
+        len: u64,
+        origin: Origin,
+    ) -> FsResult<Option<CopyOutcome>> {
+        let content = {
+            let io = source.io.lock();
+            if io.staging.is_some() {
+                return Ok(None);
+            }
+            match io.views.get(&from).and_then(|v| v.content) {
+                Some(id) => id,
+                None => return Ok(None),
+            }
+        };
+        let Some(record) = self.meta.read(|db| db.content(&content))? else { return Ok(None) };
+        if len < record.size {
+            return Ok(None);
+        }
+        let mut io = target.io.lock();
+        let committed = self.meta.read(|db| db.inode(target.ino))?.ok_or(FsError::NotFound)?;
+        let target_size = io.staging.as_ref().map_or(committed.size, Staging::len);
+        if target_size > record.size {
+            return Ok(None);
+        }
+        let moved = self.transact(origin, false, |tx| {
+            if tx.db.content(&content)?.is_none() {
+                // Its last reference went meanwhile: copy the bytes instead.
+                return Ok(false);
+            }
+            let mut inode = tx.db.inode(target.ino)?.ok_or(FsError::NotFound)?;
+            tx.db.add_content_refs(&content, 1)?;
+            let old = inode.content.replace(content);
+            inode.size = record.size;
+            inode.mtime_ns = tx.now;
+            inode.ctime_ns = tx.now;
+            tx.db.update_inode(&inode)?;
+            if let Some(old) = old {
+                tx.release_content(old)?;
+            }
+            tx.log(ChangeOp::Write, target.ino, None, None, Some(content), vec![])?;
+            Ok(true)
+        })?;
+        if !moved {
+            return Ok(None);
+        }
+        // Every pending byte of the target lay inside the copied range.
+        io.staging = None;
+        let view = self.view_of(&InodeIo::default(), Some(content))?;
+        for v in io.views.values_mut() {
+            *v = view.clone();
+        }
+        Ok(Some(CopyOutcome { copied: record.size, content: Some(content) }))
+    }
+
     /// `fallocate(2)` through a writable handle: applied to the staging
     /// file, committed with the handle's other writes.
     pub fn fallocate(&self, handle: Handle, mode: i32, offset: u64, len: u64) -> FsResult<()> {
@@ -560,6 +658,18 @@ pub struct StagedPut {
     /// Mode and time.
     pub options: PutOptions,
 }
+
+/// What [`Fs::copy_range`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyOutcome {
+    /// Bytes copied.
+    pub copied: u64,
+    /// The target's new content, when the copy only moved a content id.
+    pub content: Option<ContentId>,
+}
+
+/// Buffer of a byte-by-byte copy.
+const IO_CHUNK_COPY: usize = 1024 * 1024;
 
 /// Options of [`Fs::put`].
 #[derive(Clone, Copy, Debug)]

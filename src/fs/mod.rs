@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::{FsError, FsResult};
 pub use events::{Change, ChangeOp, Origin};
-pub use io::{OpenFlags, Opened};
+pub use io::{CopyOutcome, OpenFlags, Opened};
 pub use io::{PutOptions, Staged, StagedPut};
 pub use namespace::RenameFlags;
 pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};

@@ -629,6 +629,37 @@ impl Filesystem for TsmFuse {
         Self::reply_empty(reply, result);
     }
 
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The reply carries a u32; the kernel asks again for the rest.
+        let len = len.min(u64::from(u32::MAX));
+        let result = self.writable().and_then(|()| {
+            self.fs.copy_range(Handle(fh_in.0), offset_in, Handle(fh_out.0), offset_out, len, Origin::Fuse)
+        });
+        match result {
+            Ok(outcome) => {
+                if let Some(id) = outcome.content {
+                    // The kernel drops the target's cached pages of the
+                    // range; what it caches next is this content.
+                    self.opens.committed(Ino(ino_out.0), id);
+                }
+                reply.written(outcome.copied as u32)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn fallocate(
         &self,
         _req: &Request,
