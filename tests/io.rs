@@ -242,3 +242,36 @@ fn concurrent_writers_and_readers_on_many_files() {
     });
     assert_eq!(t.object_files(), 8);
 }
+
+/// Opens and releases churning on a file while it is rewritten: every
+/// read after a commit sees that commit. (The race this guards, an open
+/// registering in an I/O state that the last release had just dropped, was
+/// caught through FUSE by `fuse::concurrent_writers_and_readers`; its
+/// window is too narrow to hit reliably here.)
+#[test]
+fn opens_racing_the_last_release_share_one_state() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"v0");
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                for _ in 0..3000 {
+                    let h =
+                        t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+                    t.fs.release(h, O).unwrap();
+                }
+            });
+        }
+        s.spawn(|| {
+            for round in 0..1000u32 {
+                let body = format!("version {round}");
+                let h = t.fs.open_file(f.ino, OpenFlags { truncate: true, ..rw() }).unwrap().handle;
+                t.fs.write(h, 0, body.as_bytes()).unwrap();
+                t.fs.release(h, O).unwrap();
+                let r = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+                assert_eq!(read_handle(&t, r), body.as_bytes(), "round {round}");
+                t.fs.release(r, O).unwrap();
+            }
+        });
+    });
+}

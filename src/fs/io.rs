@@ -95,6 +95,23 @@ struct View {
 }
 
 impl OpenFiles {
+    /// The I/O state of `ino`, with one more handle counted. The state
+    /// found in the table may be dropped by the last release while we wait
+    /// for its lock; then it is no longer in the table and we try again,
+    /// so every handle of an inode shares one state.
+    fn register_handle(&self, ino: Ino) -> Arc<Mutex<InodeIo>> {
+        loop {
+            let io = self.inodes.lock().entry(ino).or_default().clone();
+            let mut guard = io.lock();
+            let current = self.inodes.lock().get(&ino).is_some_and(|found| Arc::ptr_eq(found, &io));
+            if current {
+                guard.handles += 1;
+                drop(guard);
+                return io;
+            }
+        }
+    }
+
     /// Whether `ino` has open handles.
     pub(crate) fn is_open(&self, ino: Ino) -> bool {
         self.inodes.lock().contains_key(&ino)
@@ -134,9 +151,8 @@ impl Fs {
             self.check_writable()?;
         }
         let handle = Handle(self.open_files.next_handle.fetch_add(1, Ordering::Relaxed) + 1);
-        let io = self.open_files.inodes.lock().entry(ino).or_default().clone();
+        let io = self.open_files.register_handle(ino);
         let mut guard = io.lock();
-        guard.handles += 1;
         let set_up = self.with_current_content(ino, |inode| {
             if inode.kind == FileKind::Dir && (flags.write || flags.truncate) {
                 return Err(FsError::IsDir);
