@@ -25,10 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::content::Body;
-use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Origin, now_ns};
+use super::{Attr, ChangeOp, FileKind, Fs, FsError, FsResult, Origin, now_ns};
 use crate::id::{ContentId, Handle, Ino};
-use crate::store::{ContentDigest, Durability, Staging, StoreError};
-use std::io::Read;
+use crate::store::{ContentDigest, Durability, Staging};
 
 /// Largest file size: offsets must fit `i64` (SQLite, `off_t`).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -568,69 +567,6 @@ impl Fs {
         })
     }
 
-    /// Create or replace the regular file `parent/name` with all bytes of
-    /// `reader`, atomically: readers see the old or the new file, never a
-    /// mix. Memory use is one buffer whatever the size.
-    pub fn put(
-        &self,
-        parent: Ino,
-        name: &[u8],
-        reader: &mut dyn std::io::Read,
-        options: PutOptions,
-        caller: &Caller,
-    ) -> FsResult<Attr> {
-        super::check_name(name)?;
-        let mut staged = Some(self.stage(reader, true)?);
-        self.transact(caller.origin, options.durable, |tx| {
-            let staged = staged.as_mut().ok_or(FsError::BadHandle)?;
-            tx.put_staged(parent, name, staged, &options, caller, Durability::Immediate)
-        })
-    }
-
-    /// Hash `reader` into a new staging file, for [`Fs::put_batch`]. With
-    /// `sync`, the bytes are flushed to disk now; otherwise the batch
-    /// commit flushes them all with one `syncfs`.
-    pub fn stage(&self, reader: &mut dyn std::io::Read, sync: bool) -> FsResult<Staged> {
-        self.check_writable()?;
-        let source = std::path::Path::new("input");
-        let mut head = Vec::with_capacity(INLINE_MAX + 1);
-        reader.take(INLINE_MAX as u64 + 1).read_to_end(&mut head).map_err(StoreError::io("read", source))?;
-        if head.len() <= INLINE_MAX {
-            let digest = crate::store::ContentHasher::digest(&head);
-            return Ok(Staged { body: Some(Body::Bytes(head)), digest });
-        }
-        let mut staging = self.store.stage()?;
-        staging.append(&head)?;
-        staging.append_from(reader, source)?;
-        let digest = staging.finish(sync)?;
-        Ok(Staged { body: Some(Body::File(Box::new(staging))), digest })
-    }
-
-    /// Create or replace many files in one transaction with one filesystem
-    /// sync: the fast path for bulk import. All or nothing.
-    pub fn put_batch(&self, batch: &mut [StagedPut], caller: &Caller) -> FsResult<Vec<Attr>> {
-        for item in batch.iter() {
-            super::check_name(&item.name)?;
-        }
-        self.transact(caller.origin, false, |tx| {
-            let mut attrs = Vec::with_capacity(batch.len());
-            for item in batch.iter_mut() {
-                attrs.push(tx.put_staged(
-                    item.parent,
-                    &item.name,
-                    &mut item.staged,
-                    &item.options,
-                    caller,
-                    Durability::Deferred,
-                )?);
-            }
-            // Objects (data and renames) reach the disk before the
-            // metadata that names them commits.
-            tx.store.sync_all()?;
-            Ok(attrs)
-        })
-    }
-
     /// Close every handle (shutdown), committing pending writes.
     pub fn release_all(&self, origin: Origin) -> FsResult<()> {
         let handles: Vec<Handle> = self.open_files.handles.lock().keys().copied().collect();
@@ -644,37 +580,6 @@ impl Fs {
     }
 }
 
-/// Contents up to this size are staged in memory: no staging file is made,
-/// and none at all when the bytes dedupe onto a stored content.
-const INLINE_MAX: usize = 64 * 1024;
-
-/// Bytes hashed and staged, not yet part of the tree.
-#[derive(Debug)]
-pub struct Staged {
-    body: Option<Body>,
-    digest: ContentDigest,
-}
-
-impl Staged {
-    /// Length in bytes.
-    pub fn size(&self) -> u64 {
-        self.digest.size
-    }
-}
-
-/// One file of a [`Fs::put_batch`].
-#[derive(Debug)]
-pub struct StagedPut {
-    /// Directory to put it in.
-    pub parent: Ino,
-    /// Its name there.
-    pub name: Vec<u8>,
-    /// Its bytes.
-    pub staged: Staged,
-    /// Mode and time.
-    pub options: PutOptions,
-}
-
 /// What [`Fs::copy_range`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyOutcome {
@@ -686,96 +591,6 @@ pub struct CopyOutcome {
 
 /// Buffer of a byte-by-byte copy.
 const IO_CHUNK_COPY: usize = 1024 * 1024;
-
-/// Options of [`Fs::put`].
-#[derive(Clone, Copy, Debug)]
-pub struct PutOptions {
-    /// Permission bits of a new file.
-    pub perm: u32,
-    /// Modification time to record (default: now).
-    pub mtime_ns: Option<i64>,
-    /// fsync the metadata commit too.
-    pub durable: bool,
-}
-
-impl Default for PutOptions {
-    fn default() -> Self {
-        PutOptions { perm: 0o644, mtime_ns: None, durable: false }
-    }
-}
-
-impl super::Tx<'_, '_> {
-    /// The body of a put: create `parent/name` or replace its content.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn put_staged(
-        &mut self,
-        parent: Ino,
-        name: &[u8],
-        staged: &mut Staged,
-        options: &PutOptions,
-        caller: &Caller,
-        durability: Durability,
-    ) -> FsResult<Attr> {
-        let dir = self.db.inode(parent)?.ok_or(FsError::NotFound)?;
-        if dir.kind != FileKind::Dir {
-            return Err(FsError::NotDir);
-        }
-        let existing = self.db.lookup(parent, name)?;
-        if existing.as_ref().is_some_and(|inode| inode.kind != FileKind::File) {
-            return Err(FsError::IsDir);
-        }
-        let digest = staged.digest;
-        let new = self.adopt(&mut staged.body, &digest, durability)?;
-        let mtime = options.mtime_ns.unwrap_or(self.now);
-        let ino = match existing {
-            Some(mut inode) => {
-                let old = inode.content;
-                inode.content = new;
-                inode.size = digest.size;
-                inode.mtime_ns = mtime;
-                inode.ctime_ns = self.now;
-                self.db.update_inode(&inode)?;
-                if let Some(old) = old {
-                    self.release_content(old)?;
-                }
-                self.log(
-                    ChangeOp::Write,
-                    inode.ino,
-                    None,
-                    None,
-                    Some(new.unwrap_or(super::EMPTY_CONTENT)),
-                    vec![],
-                )?;
-                inode.ino
-            }
-            None => {
-                let gid = if dir.perm & libc::S_ISGID != 0 { dir.gid } else { caller.gid };
-                let ino = self.db.insert_inode(&crate::meta::NewInode {
-                    kind: FileKind::File,
-                    perm: options.perm & 0o7777,
-                    uid: caller.uid,
-                    gid,
-                    size: digest.size,
-                    now_ns: self.now,
-                    nlink: 1,
-                    rdev: 0,
-                    content: new,
-                    symlink: None,
-                })?;
-                if options.mtime_ns.is_some() {
-                    let mut inode = self.db.inode(ino)?.ok_or(FsError::NotFound)?;
-                    inode.mtime_ns = mtime;
-                    self.db.update_inode(&inode)?;
-                }
-                self.db.insert_dirent(parent, name, ino)?;
-                self.db.touch_dir(parent, self.now)?;
-                self.log(ChangeOp::Create, ino, Some((parent, name)), None, new, vec![parent])?;
-                ino
-            }
-        };
-        self.db.inode(ino)?.ok_or(FsError::NotFound)
-    }
-}
 
 fn drop_if_unused(files: &OpenFiles, ino: Ino, io: &InodeIo) {
     if io.handles == 0 {

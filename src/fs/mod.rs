@@ -16,6 +16,7 @@ mod error;
 mod events;
 mod io;
 mod namespace;
+mod put;
 mod setattr;
 
 use std::fs::File;
@@ -27,7 +28,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use error::{FsError, FsResult};
 pub use events::{Change, ChangeOp, Origin};
 pub use io::{CopyOutcome, OpenFlags, Opened};
-pub use io::{PutOptions, Staged, StagedPut};
+pub use put::{PutOptions, Staged, StagedPut};
+
 pub use namespace::RenameFlags;
 pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};
 
