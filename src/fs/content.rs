@@ -1,7 +1,7 @@
 //! Turning staged bytes into a stored content: dedupe on (SHA-1, blake3),
 //! a new collision index on a genuine SHA-1 collision.
 
-use super::{EMPTY_SHA1, FsError, FsResult, Tx};
+use super::{Attr, ChangeOp, EMPTY_SHA1, FsError, FsResult, Tx};
 use crate::id::ContentId;
 use crate::store::{ContentDigest, Durability, Staging};
 
@@ -69,5 +69,28 @@ impl Tx<'_, '_> {
             None if self.store.contains(id) => Ok(()),
             None => Err(FsError::Invalid("staged content was lost before commit")),
         }
+    }
+
+    /// Make `new` (already referenced once for it) the content of `inode`
+    /// with the given size and mtime, drop the reference to its old
+    /// content, and log the write. Returns the id (the empty id for empty).
+    pub(super) fn switch_content(
+        &mut self,
+        inode: &mut Attr,
+        new: Option<ContentId>,
+        size: u64,
+        mtime_ns: i64,
+    ) -> FsResult<ContentId> {
+        let old = std::mem::replace(&mut inode.content, new);
+        inode.size = size;
+        inode.mtime_ns = mtime_ns;
+        inode.ctime_ns = self.now;
+        self.db.update_inode(inode)?;
+        if let Some(old) = old {
+            self.release_content(old)?;
+        }
+        let id = new.unwrap_or(super::EMPTY_CONTENT);
+        self.log(ChangeOp::Write, inode.ino, None, None, Some(id), vec![])?;
+        Ok(id)
     }
 }

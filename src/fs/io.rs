@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::content::Body;
-use super::{Attr, ChangeOp, FileKind, Fs, FsError, FsResult, Origin, now_ns};
+use super::{Attr, FileKind, Fs, FsError, FsResult, Origin, now_ns};
 use crate::id::{ContentId, Handle, Ino};
 use crate::store::{ContentDigest, Durability, Staging};
 
@@ -336,15 +336,7 @@ impl Fs {
             }
             let mut inode = tx.db.inode(target.ino)?.ok_or(FsError::NotFound)?;
             tx.db.add_content_refs(&content, 1)?;
-            let old = inode.content.replace(content);
-            inode.size = record.size;
-            inode.mtime_ns = tx.now;
-            inode.ctime_ns = tx.now;
-            tx.db.update_inode(&inode)?;
-            if let Some(old) = old {
-                tx.release_content(old)?;
-            }
-            tx.log(ChangeOp::Write, target.ino, None, None, Some(content), vec![])?;
+            tx.switch_content(&mut inode, Some(content), record.size, tx.now)?;
             Ok(true)
         })?;
         if !moved {
@@ -550,18 +542,8 @@ impl Fs {
     ) -> FsResult<ContentId> {
         self.transact(origin, durable, |tx| {
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
-            let old = inode.content;
             let new = tx.adopt(staged, digest, Durability::Immediate)?;
-            inode.content = new;
-            inode.size = digest.size;
-            inode.mtime_ns = mtime_ns;
-            inode.ctime_ns = tx.now;
-            tx.db.update_inode(&inode)?;
-            if let Some(old) = old {
-                tx.release_content(old)?;
-            }
-            let id = new.unwrap_or(super::EMPTY_CONTENT);
-            tx.log(ChangeOp::Write, ino, None, None, Some(id), vec![])?;
+            let id = tx.switch_content(&mut inode, new, digest.size, mtime_ns)?;
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
             Ok(id)
         })

@@ -147,23 +147,7 @@ impl super::Tx<'_, '_> {
         let mtime = options.mtime_ns.unwrap_or(self.now);
         let ino = match existing {
             Some(mut inode) => {
-                let old = inode.content;
-                inode.content = new;
-                inode.size = digest.size;
-                inode.mtime_ns = mtime;
-                inode.ctime_ns = self.now;
-                self.db.update_inode(&inode)?;
-                if let Some(old) = old {
-                    self.release_content(old)?;
-                }
-                self.log(
-                    ChangeOp::Write,
-                    inode.ino,
-                    None,
-                    None,
-                    Some(new.unwrap_or(super::EMPTY_CONTENT)),
-                    vec![],
-                )?;
+                self.switch_content(&mut inode, new, digest.size, mtime)?;
                 inode.ino
             }
             None => {
