@@ -164,7 +164,12 @@ impl TestMount {
 impl Drop for TestMount {
     fn drop(&mut self) {
         if let Some(Err(e)) = self.mounted.take().map(|m| m.unmount()) {
-            eprintln!("unmount {}: {e}", self.mnt.display());
+            // Never leave a mount behind (it would outlive this process as a
+            // dead "transport endpoint"): detach it lazily.
+            eprintln!("unmount {}: {e}; detaching", self.mnt.display());
+            let path = std::ffi::CString::new(self.mnt.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C string.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }

@@ -58,7 +58,7 @@ pub fn import(fs: &Fs, hostdir: &Path, dest: &str) -> Result<ExitCode> {
     };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(256);
     let (staged_tx, staged_rx) = crossbeam_channel::bounded::<(StagedPut, PathBuf)>(256);
-    let mut files_done = 0u64;
+    let files_done = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..STAGING_WORKERS {
             let (job_rx, staged_tx) = (job_rx.clone(), staged_tx.clone());
@@ -77,11 +77,19 @@ pub fn import(fs: &Fs, hostdir: &Path, dest: &str) -> Result<ExitCode> {
             });
         }
         drop(staged_tx);
+        // The committer owns the receiving end: if it dies, the workers'
+        // sends fail, they stop, and the walk's sends fail in turn, instead
+        // of everyone waiting forever on a full channel.
+        let (caller, progress, report, done) = (&caller, &progress, &report, &files_done);
         let committer =
-            scope.spawn(|| commit_batches(fs, &staged_rx, &caller, &progress, total_files, &report));
-        walk(fs, hostdir, dest_ino, &caller, &job_tx, &report);
+            scope.spawn(move || commit_batches(fs, staged_rx, caller, progress, total_files, report, done));
+        walk(fs, hostdir, dest_ino, caller, &job_tx, report);
         drop(job_tx);
-        files_done = committer.join().unwrap_or(0);
+        if committer.join().is_err() {
+            report(
+                "the committing thread failed; files staged after its last batch were not imported".into(),
+            );
+        }
     });
     progress.finish_and_clear();
     let errors = errors.into_inner().unwrap_or_default();
@@ -90,7 +98,8 @@ pub fn import(fs: &Fs, hostdir: &Path, dest: &str) -> Result<ExitCode> {
         eprintln!("tsmfs: import: {e}");
     }
     println!(
-        "imported {files_done} files ({}) from {} into {dest} in {:.2?}",
+        "imported {} files ({}) from {} into {dest} in {:.2?}",
+        files_done.into_inner(),
         HumanBytes(total_bytes),
         hostdir.display(),
         elapsed
@@ -235,39 +244,44 @@ fn stage_file(fs: &Fs, job: &FileJob) -> Result<StagedPut> {
     Ok(StagedPut { parent: job.parent, name: job.name.clone(), staged, options: job.options })
 }
 
-/// Commit staged files in batches; returns how many were committed.
+/// Commit staged files in batches, counting them in `done`.
 fn commit_batches(
     fs: &Fs,
-    staged: &crossbeam_channel::Receiver<(StagedPut, PathBuf)>,
+    staged: crossbeam_channel::Receiver<(StagedPut, PathBuf)>,
     caller: &Caller,
     progress: &ProgressBar,
     total_files: u64,
     report: &(dyn Fn(String) + Sync),
-) -> u64 {
-    let mut done = 0u64;
+    done: &std::sync::atomic::AtomicU64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut batch: Vec<StagedPut> = Vec::with_capacity(BATCH_FILES);
     let mut paths: Vec<PathBuf> = Vec::with_capacity(BATCH_FILES);
     let mut batch_bytes = 0u64;
-    let mut flush = |batch: &mut Vec<StagedPut>, paths: &mut Vec<PathBuf>, bytes: &mut u64| {
+    let flush = |batch: &mut Vec<StagedPut>, paths: &mut Vec<PathBuf>, bytes: &mut u64| {
         if batch.is_empty() {
             return;
         }
         match fs.put_batch(batch, caller) {
-            Ok(_) => done += batch.len() as u64,
+            Ok(_) => {
+                done.fetch_add(batch.len() as u64, Relaxed);
+            }
             Err(batch_error) => {
                 // Find the culprit(s): commit one by one (all or nothing per
                 // file), reporting each failure with its path.
                 tracing::debug!("batch failed ({batch_error}); retrying file by file");
                 for (item, path) in batch.iter_mut().zip(paths.iter()) {
                     match fs.put_batch(std::slice::from_mut(item), caller) {
-                        Ok(_) => done += 1,
+                        Ok(_) => {
+                            done.fetch_add(1, Relaxed);
+                        }
                         Err(e) => report(format!("{}: {e}", path.display())),
                     }
                 }
             }
         }
         progress.inc(*bytes);
-        progress.set_message(format!("{done}/{total_files} files"));
+        progress.set_message(format!("{}/{total_files} files", done.load(Relaxed)));
         batch.clear();
         paths.clear();
         *bytes = 0;
@@ -281,5 +295,4 @@ fn commit_batches(
         }
     }
     flush(&mut batch, &mut paths, &mut batch_bytes);
-    done
 }
