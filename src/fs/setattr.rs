@@ -105,17 +105,27 @@ impl Fs {
     }
 
     /// Value of xattr `name`.
+    ///
+    /// One query in the common case: the kernel asks for
+    /// `security.capability` before writes, and it is rarely set.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
-        let inode = self.getattr(ino)?;
-        if name == ETAG_XATTR {
-            return inode.content_id().map(|id| id.etag().into_bytes()).ok_or(FsError::NoAttr);
-        }
-        self.meta.read(|db| db.xattr(ino, name))?.ok_or(FsError::NoAttr)
+        self.meta.read(|db| {
+            if name == ETAG_XATTR {
+                let inode = db.inode(ino)?.ok_or(FsError::NotFound)?;
+                return inode.content_id().map(|id| id.etag().into_bytes()).ok_or(FsError::NoAttr);
+            }
+            match db.xattr(ino, name)? {
+                Some(value) => Ok(value),
+                // Tell "no such attribute" from "no such file".
+                None if db.inode(ino)?.is_some() => Err(FsError::NoAttr),
+                None => Err(FsError::NotFound),
+            }
+        })
     }
 
     /// Names of the xattrs of `ino` (the ETag xattr first, for files).
     pub fn listxattr(&self, ino: Ino) -> FsResult<Vec<Vec<u8>>> {
-        let inode = self.getattr(ino)?;
+        let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
         let mut names = Vec::new();
         if inode.kind == FileKind::File {
             names.push(ETAG_XATTR.to_vec());
