@@ -344,10 +344,7 @@ impl Fs {
         }
         // Every pending byte of the target lay inside the copied range.
         io.staging = None;
-        let view = self.view_of(&InodeIo::default(), Some(content))?;
-        for v in io.views.values_mut() {
-            *v = view.clone();
-        }
+        self.move_views(&mut io, target.ino, content)?;
         Ok(Some(CopyOutcome { copied: record.size, content: Some(content) }))
     }
 
@@ -521,12 +518,25 @@ impl Fs {
                 return Err(e);
             }
         };
-        let view =
-            self.with_current_content(ino, |inode| self.view_of(&InodeIo::default(), inode.content))?;
+        self.move_views(io, ino, committed)?;
+        Ok(Some(committed))
+    }
+
+    /// A commit through the open files made `content` the inode's: every
+    /// handle now reads it. Opens the object once, for all of them; if a
+    /// later replacement already removed it, they read the newest version.
+    fn move_views(&self, io: &mut InodeIo, ino: Ino, content: ContentId) -> FsResult<()> {
+        let stored = (content != super::EMPTY_CONTENT).then_some(content);
+        let view = match self.view_of(&InodeIo::default(), stored) {
+            Ok(view) => view,
+            Err(_) => {
+                self.with_current_content(ino, |inode| self.view_of(&InodeIo::default(), inode.content))?
+            }
+        };
         for v in io.views.values_mut() {
             *v = view.clone();
         }
-        Ok(Some(committed))
+        Ok(())
     }
 
     /// Switch `ino` to the content hashed as `digest`, publishing the
