@@ -35,7 +35,7 @@ pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};
 
 use crate::id::{ContentId, Ino};
 use crate::meta::{ChangeRecord, Db, Meta, MetaError};
-pub use crate::meta::{FileKind, Inode as Attr, Totals};
+pub use crate::meta::{DirRow, FileKind, Inode as Attr, Totals};
 use crate::store::{Store, StoreError};
 use events::Events;
 

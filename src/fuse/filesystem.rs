@@ -140,7 +140,7 @@ impl TsmFuse {
         &self,
         dir: INodeNo,
         mut offset: u64,
-        mut add: impl FnMut(&crate::meta::DirRow, u64) -> bool,
+        mut add: impl FnMut(&crate::fs::DirRow, u64) -> bool,
     ) -> Result<(), FsError> {
         loop {
             let cursor = offset.saturating_sub(FIRST_ENTRY_OFFSET);
