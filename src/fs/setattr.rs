@@ -1,7 +1,18 @@
 //! Attribute changes: setattr (mode, owner, size, times) and xattrs.
 
-use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult};
+use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Origin};
 use crate::id::Ino;
+
+/// The setid bits a write clears from `perm`: setuid always, setgid only
+/// with group execute (without it, setgid marks mandatory locking).
+fn setid_bits_to_clear(perm: u32) -> u32 {
+    let setgid_exec = libc::S_ISGID | libc::S_IXGRP;
+    let mut bits = perm & libc::S_ISUID;
+    if perm & setgid_exec == setgid_exec {
+        bits |= libc::S_ISGID;
+    }
+    bits
+}
 
 /// A time to set: the current time or an explicit one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +113,26 @@ impl Fs {
             })?;
         }
         self.getattr(ino)
+    }
+
+    /// Clear setuid, and setgid on group-executable files, as a write by
+    /// an unprivileged caller must (Linux's rule). Returns the new
+    /// attributes when bits were cleared; a read only when none are set.
+    pub fn drop_setid_bits(&self, ino: Ino, origin: Origin) -> FsResult<Option<Attr>> {
+        let attr = self.getattr(ino)?;
+        let cleared = setid_bits_to_clear(attr.perm);
+        if cleared == 0 {
+            return Ok(None);
+        }
+        self.check_writable()?;
+        self.transact(origin, false, |tx| {
+            let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            inode.perm &= !setid_bits_to_clear(inode.perm);
+            inode.ctime_ns = tx.now;
+            tx.db.update_inode(&inode)?;
+            tx.log(ChangeOp::SetAttr, ino, None, None, None, vec![])
+        })?;
+        self.getattr(ino).map(Some)
     }
 
     /// Value of xattr `name`.

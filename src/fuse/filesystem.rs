@@ -13,7 +13,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::open_state::OpenState;
+use super::open_state::{Access, IoMode, OpenState};
 use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, RenameFlags, SetAttr, TimeSet, XattrMode,
@@ -75,9 +75,14 @@ impl TsmFuse {
 
     /// A flush/fsync/release through the mount committed `result`: the
     /// page cache now holds that content.
-    fn note_commit(&self, ino: INodeNo, result: Result<Option<ContentId>, FsError>) -> Result<(), FsError> {
+    fn note_commit(
+        &self,
+        ino: INodeNo,
+        mode: Option<IoMode>,
+        result: Result<Option<ContentId>, FsError>,
+    ) -> Result<(), FsError> {
         if let Ok(Some(id)) = &result {
-            self.opens.committed(Ino(ino.0), *id);
+            self.opens.committed(Ino(ino.0), *id, mode);
         }
         result.map(|_| ())
     }
@@ -118,8 +123,12 @@ impl TsmFuse {
         }
         let opened = self.fs.open_file(ino, flags)?;
         let backing = if self.passthrough { opened.backing.as_ref() } else { None };
-        let writable = flags.write || flags.truncate;
-        match self.opens.decide(ino, opened.handle, writable, opened.content, backing, open_backing) {
+        let access = match (flags.read, flags.write || flags.truncate) {
+            (_, false) => Access::Read,
+            (true, true) => Access::ReadWrite,
+            (false, true) => Access::WriteOnly,
+        };
+        match self.opens.decide(ino, opened.handle, access, opened.content, backing, open_backing) {
             Ok(decision) => Ok(FuseOpen {
                 handle: opened.handle,
                 flags: decision.flags,
@@ -233,6 +242,12 @@ impl Filesystem for TsmFuse {
             name => self.fs.lookup(parent, name),
         };
         Self::reply_entry(reply, result);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        // The kernel sends a forget only as it evicts the inode (with every
+        // lookup it counted), so its page cache is gone too.
+        self.opens.forgotten(Ino(ino.0));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -448,15 +463,22 @@ impl Filesystem for TsmFuse {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: fuser::OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // Direct writes skip the kernel's own setid clearing; it asks us.
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && let Err(e) = self.fs.drop_setid_bits(Ino(ino.0), Origin::Fuse)
+        {
+            reply.error(errno(&e));
+            return;
+        }
         match self.fs.write(Handle(fh.0), offset, data) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(errno(&e)),
@@ -464,8 +486,9 @@ impl Filesystem for TsmFuse {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let result = self.fs.flush(Handle(fh.0), Origin::Fuse);
-        Self::reply_empty(reply, self.note_commit(ino, result));
+        let handle = Handle(fh.0);
+        let result = self.fs.flush(handle, Origin::Fuse);
+        Self::reply_empty(reply, self.note_commit(ino, self.opens.mode(handle), result));
     }
 
     fn release(
@@ -480,13 +503,14 @@ impl Filesystem for TsmFuse {
     ) {
         let handle = Handle(fh.0);
         let result = self.fs.release(handle, Origin::Fuse);
-        self.opens.released(handle);
-        Self::reply_empty(reply, self.note_commit(ino, result));
+        let mode = self.opens.released(handle);
+        Self::reply_empty(reply, self.note_commit(ino, mode, result));
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let result = self.fs.fsync(Handle(fh.0), Origin::Fuse);
-        Self::reply_empty(reply, self.note_commit(ino, result));
+        let handle = Handle(fh.0);
+        let result = self.fs.fsync(handle, Origin::Fuse);
+        Self::reply_empty(reply, self.note_commit(ino, self.opens.mode(handle), result));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
@@ -652,7 +676,7 @@ impl Filesystem for TsmFuse {
                 if let Some(id) = outcome.content {
                     // The kernel drops the target's cached pages of the
                     // range; what it caches next is this content.
-                    self.opens.committed(Ino(ino_out.0), id);
+                    self.opens.committed(Ino(ino_out.0), id, None);
                 }
                 reply.written(outcome.copied as u32)
             }
