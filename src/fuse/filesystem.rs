@@ -421,7 +421,10 @@ impl Filesystem for TsmFuse {
                 0,
                 &Self::caller(req),
             )?;
-            // A new file has no committed content: never passthrough.
+            // A new file has no committed content: never passthrough. It is
+            // empty, so O_TRUNC has nothing to do (it would stage an empty
+            // content and commit it at close).
+            let flags = flags & !libc::O_TRUNC;
             self.open_handle(attr.ino, flags, |_| Err(std::io::Error::other("new file")))
         })();
         match result {
