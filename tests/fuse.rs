@@ -350,6 +350,32 @@ fn the_page_cache_is_kept_while_the_content_is_unchanged() {
     drop(f);
     let mut want = body.clone();
     want[..3].copy_from_slice(b"new");
+    let before = m.fs.counters().reads();
+    assert_eq!(fs::read(m.path("f")).unwrap(), want);
+    assert!(m.fs.counters().reads() > before, "a write-only (direct I/O) commit drops the cached pages");
+    let before = m.fs.counters().reads();
+    assert_eq!(fs::read(m.path("f")).unwrap(), want);
+    assert_eq!(m.fs.counters().reads(), before, "and the new content is cached again");
+}
+
+#[test]
+fn a_direct_write_under_an_open_cached_reader_is_seen_by_the_next_open() {
+    let m = TestMount::new();
+    let old = vec![1u8; 256 << 10];
+    fs::write(m.path("f"), &old).unwrap();
+    let reader = File::open(m.path("f")).unwrap();
+    let mut buf = vec![0u8; old.len()];
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, old);
+    // A write-only handle (direct I/O) rewrites part of the file while the
+    // reader, and its cached pages, stay open.
+    let writer = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    writer.write_all_at(&[2u8; 4096], 8192).unwrap();
+    drop(writer);
+    let mut want = old.clone();
+    want[8192..8192 + 4096].fill(2);
+    assert_eq!(fs::read(m.path("f")).unwrap(), want, "a new open sees the committed bytes");
+    drop(reader);
     assert_eq!(fs::read(m.path("f")).unwrap(), want);
 }
 
