@@ -5,6 +5,7 @@
 //! - [`store`]: immutable object files keyed by content id.
 //! - [`meta`]: inodes, names, contents, xattrs, locks and the change log in
 //!   SQLite.
+//! - [`http`]: the WebDAV server.
 //! - [`fs`]: the core API every frontend calls; it keeps store and
 //!   metadata consistent and emits change events.
 
@@ -12,6 +13,7 @@
 
 pub mod fs;
 pub mod fuse;
+pub mod http;
 pub mod id;
 pub mod meta;
 pub mod store;

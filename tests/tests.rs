@@ -18,3 +18,6 @@ mod fuse;
 mod fuse_model;
 
 mod util;
+
+// The WebDAV server over HTTP, with curl and litmus.
+mod webdav;

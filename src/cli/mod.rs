@@ -3,6 +3,7 @@
 mod import;
 mod mount;
 mod show;
+mod webdav;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -100,6 +101,20 @@ enum Command {
         #[arg(long)]
         passthrough: bool,
     },
+    /// Serve the tree over WebDAV (HTTP) until SIGINT or SIGTERM.
+    ///
+    /// Listens on loopback unless told otherwise; port 0 picks a free
+    /// port. The address is printed on stderr.
+    Webdav {
+        /// Data directory.
+        data: PathBuf,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Refuse every change (403).
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Totals: files, logical bytes, stored bytes, dedup ratio.
     Stats {
         /// Data directory.
@@ -122,6 +137,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
+        Command::Webdav { data, listen, read_only } => webdav::webdav(&data, listen, read_only),
         Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
             mount::mount(mount::MountArgs {
                 data,

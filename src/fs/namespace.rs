@@ -387,7 +387,7 @@ impl Fs {
 }
 
 impl Tx<'_, '_> {
-    fn existing_dir(&self, ino: Ino) -> FsResult<Attr> {
+    pub(super) fn existing_dir(&self, ino: Ino) -> FsResult<Attr> {
         let inode = self.db.inode(ino)?.ok_or(FsError::NotFound)?;
         if inode.kind != FileKind::Dir {
             return Err(FsError::NotDir);

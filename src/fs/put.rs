@@ -178,3 +178,51 @@ impl super::Tx<'_, '_> {
         self.db.inode(ino)?.ok_or(FsError::NotFound)
     }
 }
+
+impl Fs {
+    /// Create or replace the regular file `parent/name` with the committed
+    /// content and dead properties of file `source`. Metadata only: the new name shares the
+    /// content id, and no byte is copied.
+    pub fn copy_file(&self, source: Ino, parent: Ino, name: &[u8], caller: &Caller) -> FsResult<Attr> {
+        super::check_name(name)?;
+        self.transact(caller.origin, false, |tx| {
+            let from = tx.db.inode(source)?.ok_or(FsError::NotFound)?;
+            if from.kind != FileKind::File {
+                return Err(FsError::IsDir);
+            }
+            let dir = tx.existing_dir(parent)?;
+            let mut target = match tx.db.lookup(parent, name)? {
+                Some(existing) if existing.kind != FileKind::File => return Err(FsError::IsDir),
+                Some(existing) if existing.ino == from.ino => return Ok(existing),
+                Some(existing) => existing,
+                None => {
+                    let gid = if dir.perm & libc::S_ISGID != 0 { dir.gid } else { caller.gid };
+                    let new = crate::meta::NewInode {
+                        kind: FileKind::File,
+                        perm: from.perm & 0o777,
+                        uid: caller.uid,
+                        gid,
+                        size: 0,
+                        now_ns: tx.now,
+                        nlink: 1,
+                        rdev: 0,
+                        content: None,
+                        symlink: None,
+                    };
+                    let ino = tx.db.insert_inode(&new)?;
+                    tx.db.insert_dirent(parent, name, ino)?;
+                    tx.db.touch_dir(parent, tx.now)?;
+                    tx.log(ChangeOp::Create, ino, Some((parent, name)), None, None, vec![parent])?;
+                    new.attr(ino)
+                }
+            };
+            if let Some(id) = from.content {
+                tx.db.add_content_refs(&id, 1)?;
+            }
+            tx.switch_content(&mut target, from.content, from.size, tx.now)?;
+            // COPY carries the dead properties along (RFC 4918, 9.8.2).
+            tx.db.copy_dead_props(from.ino, target.ino)?;
+            Ok(target)
+        })
+    }
+}

@@ -135,6 +135,36 @@ impl Fs {
         self.getattr(ino).map(Some)
     }
 
+    /// WebDAV dead properties of `ino`: (Clark-notation name, raw XML).
+    pub fn dead_props(&self, ino: Ino) -> FsResult<Vec<(String, Vec<u8>)>> {
+        Ok(self.meta.read(|db| db.dead_props(ino))?)
+    }
+
+    /// Whether `ino` has any dead property.
+    pub fn has_dead_props(&self, ino: Ino) -> FsResult<bool> {
+        Ok(self.meta.read(|db| db.has_dead_props(ino))?)
+    }
+
+    /// Apply a PROPPATCH: set (`Some(xml)`) or remove (`None`) each named
+    /// dead property, all in one transaction.
+    pub fn patch_dead_props(
+        &self,
+        ino: Ino,
+        changes: &[(String, Option<Vec<u8>>)],
+        caller: &Caller,
+    ) -> FsResult<()> {
+        self.transact(caller.origin, false, |tx| {
+            tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            for (name, value) in changes {
+                match value {
+                    Some(xml) => tx.db.set_dead_prop(ino, name, xml)?,
+                    None => tx.db.remove_dead_prop(ino, name)?,
+                }
+            }
+            tx.log(ChangeOp::Xattr, ino, None, None, None, vec![])
+        })
+    }
+
     /// Value of xattr `name`.
     ///
     /// One query in the common case: the kernel asks for

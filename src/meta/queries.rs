@@ -66,6 +66,11 @@ const XATTR: &str = "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2";
 const XATTR_NAMES: &str = "SELECT name FROM xattrs WHERE ino = +?1 ORDER BY name";
 const SET_XATTR: &str = "INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)";
 const REMOVE_XATTR: &str = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2";
+const DEAD_PROPS: &str = "SELECT name, value FROM dead_props WHERE ino = +?1 ORDER BY name";
+const HAS_DEAD_PROPS: &str = "SELECT EXISTS (SELECT 1 FROM dead_props WHERE ino = +?1)";
+const SET_DEAD_PROP: &str = "INSERT OR REPLACE INTO dead_props (ino, name, value) VALUES (?1, ?2, ?3)";
+const REMOVE_DEAD_PROP: &str = "DELETE FROM dead_props WHERE ino = ?1 AND name = ?2";
+const COPY_DEAD_PROPS: &str = "INSERT OR REPLACE INTO dead_props (ino, name, value) SELECT ?2, name, value FROM dead_props WHERE ino = +?1";
 const LOG_CHANGE: &str = "INSERT INTO changes (at_ns, origin, op, ino, parent, name, new_parent, new_name, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Every statement, for the re-prepare test.
@@ -96,6 +101,11 @@ const ALL_STATEMENTS: &[&str] = &[
     XATTR_NAMES,
     SET_XATTR,
     REMOVE_XATTR,
+    DEAD_PROPS,
+    HAS_DEAD_PROPS,
+    SET_DEAD_PROP,
+    REMOVE_DEAD_PROP,
+    COPY_DEAD_PROPS,
     LOG_CHANGE,
 ];
 
@@ -474,6 +484,48 @@ impl<'c> Db<'c> {
             .and_then(|mut st| st.execute(params![ino.as_sql(), name]))
             .map(|n| n > 0)
             .map_err(MetaError::sql("remove xattr"))
+    }
+
+    // ---- WebDAV dead properties ------------------------------------------
+
+    /// Dead properties of `ino`: (Clark-notation name, raw XML), by name.
+    pub fn dead_props(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
+        self.collect(DEAD_PROPS, [ino.as_sql()], |r| Ok((r.get(0)?, r.get(1)?)), "list dead properties")
+    }
+
+    /// Whether `ino` has any dead property.
+    pub fn has_dead_props(&self, ino: Ino) -> Result<bool, MetaError> {
+        self.conn
+            .prepare_cached(HAS_DEAD_PROPS)
+            .and_then(|mut st| st.query_row([ino.as_sql()], |r| r.get(0)))
+            .map_err(MetaError::sql("check dead properties"))
+    }
+
+    /// Set dead property `name` of `ino` to `value` (raw XML).
+    pub fn set_dead_prop(&self, ino: Ino, name: &str, value: &[u8]) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached(SET_DEAD_PROP)
+            .and_then(|mut st| st.execute(params![ino.as_sql(), name, value]))
+            .map_err(MetaError::sql("write dead property"))?;
+        Ok(())
+    }
+
+    /// Remove dead property `name` of `ino`, if set.
+    pub fn remove_dead_prop(&self, ino: Ino, name: &str) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached(REMOVE_DEAD_PROP)
+            .and_then(|mut st| st.execute(params![ino.as_sql(), name]))
+            .map_err(MetaError::sql("remove dead property"))?;
+        Ok(())
+    }
+
+    /// Give `to` every dead property of `from` (COPY).
+    pub fn copy_dead_props(&self, from: Ino, to: Ino) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached(COPY_DEAD_PROPS)
+            .and_then(|mut st| st.execute(params![from.as_sql(), to.as_sql()]))
+            .map_err(MetaError::sql("copy dead properties"))?;
+        Ok(())
     }
 
     // ---- Change log and totals ------------------------------------------

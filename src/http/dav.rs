@@ -1,0 +1,602 @@
+//! dav-server's filesystem traits over the fs core.
+//!
+//! Every core call blocks (SQLite, file I/O), so each runs on tokio's
+//! blocking pool. Paths arrive decoded from dav-server as bytes.
+
+use std::fmt;
+use std::io::SeekFrom;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes};
+use dav_server::davpath::DavPath;
+use dav_server::fs::{
+    DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError as DavError, FsFuture,
+    FsResult as DavResult, FsStream, OpenOptions, ReadDirMeta,
+};
+use futures_util::{FutureExt, StreamExt};
+use http::StatusCode;
+use std::future::Future;
+use tokio::sync::mpsc;
+
+use crate::fs::{Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags};
+use crate::id::Handle;
+
+/// Directory entries fetched per core call while listing.
+const LIST_BATCH: u32 = 1024;
+/// Request-body chunks buffered between the connection and the staging
+/// writer.
+const BODY_QUEUE: usize = 16;
+
+/// The tree, as dav-server sees it.
+#[derive(Clone)]
+pub struct DavFs {
+    fs: Arc<Fs>,
+}
+
+impl DavFs {
+    /// Serve `fs`.
+    pub fn new(fs: Arc<Fs>) -> Box<Self> {
+        Box::new(DavFs { fs })
+    }
+
+    fn caller() -> Caller {
+        Caller::process(Origin::WebDav)
+    }
+}
+
+/// The one place core errors become dav-server's (and so HTTP statuses).
+fn dav_error(e: FsError) -> DavError {
+    match e {
+        FsError::NotFound | FsError::NotDir => DavError::NotFound,
+        FsError::Exists | FsError::NotEmpty | FsError::IsDir => DavError::Exists,
+        FsError::NameTooLong => DavError::PathTooLong,
+        FsError::TooBig => DavError::TooLarge,
+        FsError::ReadOnly | FsError::NotPermitted(_) => DavError::Forbidden,
+        FsError::Loop => DavError::LoopDetected,
+        FsError::Unsupported(_) => DavError::NotImplemented,
+        e if e.is_disk_full() => DavError::InsufficientStorage,
+        e => {
+            tracing::warn!("webdav: {e}");
+            DavError::GeneralFailure
+        }
+    }
+}
+
+/// Run a blocking core call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, FsError> + Send + 'static,
+) -> DavResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(dav_error),
+        Err(e) => {
+            tracing::error!("webdav: blocking task failed: {e}");
+            Err(DavError::GeneralFailure)
+        }
+    }
+}
+
+fn path_bytes(path: &DavPath) -> Vec<u8> {
+    path.as_bytes().to_vec()
+}
+
+/// Attributes of one inode, as dav-server's metadata.
+#[derive(Clone, Debug)]
+struct Meta(Attr);
+
+fn system_time(ns: i64) -> SystemTime {
+    let magnitude = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 { UNIX_EPOCH + magnitude } else { UNIX_EPOCH - magnitude }
+}
+
+impl DavMetaData for Meta {
+    fn len(&self) -> u64 {
+        self.0.size
+    }
+
+    fn modified(&self) -> DavResult<SystemTime> {
+        Ok(system_time(self.0.mtime_ns))
+    }
+
+    fn is_dir(&self) -> bool {
+        self.0.kind == FileKind::Dir
+    }
+
+    fn is_symlink(&self) -> bool {
+        self.0.kind == FileKind::Symlink
+    }
+
+    /// Files: the content id (dav-server adds the quotes). Collections: the
+    /// inode and its last change, which moves with every entry change.
+    fn etag(&self) -> Option<String> {
+        match self.0.kind {
+            FileKind::File => Some(self.0.content_id().unwrap_or(crate::fs::EMPTY_CONTENT).etag_tag()),
+            _ => Some(format!("d{:x}-{:x}", self.0.ino.0, self.0.mtime_ns)),
+        }
+    }
+
+    fn accessed(&self) -> DavResult<SystemTime> {
+        Ok(system_time(self.0.atime_ns))
+    }
+
+    fn created(&self) -> DavResult<SystemTime> {
+        Ok(system_time(self.0.btime_ns))
+    }
+
+    fn status_changed(&self) -> DavResult<SystemTime> {
+        Ok(system_time(self.0.ctime_ns))
+    }
+
+    fn executable(&self) -> DavResult<bool> {
+        Ok(self.0.perm & 0o100 != 0)
+    }
+}
+
+struct Entry {
+    name: Vec<u8>,
+    attr: Attr,
+}
+
+impl DavDirEntry for Entry {
+    fn name(&self) -> Vec<u8> {
+        self.name.clone()
+    }
+
+    fn metadata(&self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let meta: Box<dyn DavMetaData> = Box::new(Meta(self.attr.clone()));
+        futures_util::future::ready(Ok(meta)).boxed()
+    }
+}
+
+impl DavFileSystem for DavFs {
+    fn open<'a>(&'a self, path: &'a DavPath, options: OpenOptions) -> FsFuture<'a, Box<dyn DavFile>> {
+        async move {
+            let fs = self.fs.clone();
+            let path = path_bytes(path);
+            if options.write {
+                return open_for_put(fs, path, options).await;
+            }
+            let (handle, attr) = blocking(move || {
+                let attr = fs.resolve(&path)?;
+                if attr.kind != FileKind::File {
+                    return Err(FsError::IsDir);
+                }
+                let opened = fs.open_file(attr.ino, OpenFlags { read: true, ..OpenFlags::default() })?;
+                Ok((opened.handle, opened.attr))
+            })
+            .await?;
+            let file: Box<dyn DavFile> = Box::new(ReadFile { fs: self.fs.clone(), handle, attr, pos: 0 });
+            Ok(file)
+        }
+        .boxed()
+    }
+
+    fn read_dir<'a>(
+        &'a self,
+        path: &'a DavPath,
+        _meta: ReadDirMeta,
+    ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
+        async move {
+            let fs = self.fs.clone();
+            let path = path_bytes(path);
+            let dir = blocking(move || fs.resolve(&path)).await?;
+            if dir.kind != FileKind::Dir {
+                return Err(DavError::Forbidden);
+            }
+            let fs = self.fs.clone();
+            // Pages of entries, each from one core call, streamed as they come.
+            let pages = futures_util::stream::unfold(Some(0u64), move |cursor| {
+                let fs = fs.clone();
+                async move {
+                    let cursor = cursor?;
+                    let rows = blocking(move || fs.readdir(dir.ino, cursor, LIST_BATCH)).await;
+                    match rows {
+                        Ok(rows) if rows.is_empty() => None,
+                        Ok(rows) => {
+                            let next = rows.last().map(|r| r.cursor);
+                            let entries: Vec<DavResult<Box<dyn DavDirEntry>>> = rows
+                                .into_iter()
+                                .map(|r| {
+                                    Ok(Box::new(Entry { name: r.name, attr: r.inode })
+                                        as Box<dyn DavDirEntry>)
+                                })
+                                .collect();
+                            Some((futures_util::stream::iter(entries), next))
+                        }
+                        Err(e) => Some((futures_util::stream::iter(vec![Err(e)]), None)),
+                    }
+                }
+            });
+            let stream: FsStream<Box<dyn DavDirEntry>> = Box::pin(pages.flatten());
+            Ok(stream)
+        }
+        .boxed()
+    }
+
+    fn metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
+        async move {
+            let fs = self.fs.clone();
+            let path = path_bytes(path);
+            let attr = blocking(move || fs.resolve(&path)).await?;
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+            Ok(meta)
+        }
+        .boxed()
+    }
+
+    fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        let fs = self.fs.clone();
+        let path = path_bytes(path);
+        blocking(move || {
+            let (parent, name) = fs.resolve_parent(&path)?;
+            fs.mkdir(parent.ino, name, 0o755, &Self::caller()).map(|_| ())
+        })
+        .boxed()
+    }
+
+    fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        let fs = self.fs.clone();
+        let path = path_bytes(path);
+        blocking(move || {
+            let (parent, name) = fs.resolve_parent(&path)?;
+            fs.rmdir(parent.ino, name, &Self::caller())
+        })
+        .boxed()
+    }
+
+    fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
+        let fs = self.fs.clone();
+        let path = path_bytes(path);
+        blocking(move || {
+            let (parent, name) = fs.resolve_parent(&path)?;
+            fs.unlink(parent.ino, name, &Self::caller())
+        })
+        .boxed()
+    }
+
+    fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
+        let fs = self.fs.clone();
+        let (from, to) = (path_bytes(from), path_bytes(to));
+        blocking(move || {
+            let (parent, name) = fs.resolve_parent(&from)?;
+            let (new_parent, new_name) = fs.resolve_parent(&to)?;
+            fs.rename(parent.ino, name, new_parent.ino, new_name, RenameFlags::default(), &Self::caller())
+        })
+        .boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        let fs = self.fs.clone();
+        let path = path_bytes(path);
+        blocking(move || fs.has_dead_props(fs.resolve(&path)?.ino)).map(|r| r.unwrap_or(false)).boxed()
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        async move {
+            let fs = self.fs.clone();
+            let path = path_bytes(path);
+            let changes: Vec<(String, Option<Vec<u8>>)> = patch
+                .iter()
+                .map(|(set, prop)| {
+                    (clark_name(prop), if *set { Some(prop.xml.clone().unwrap_or_default()) } else { None })
+                })
+                .collect();
+            blocking(move || {
+                let ino = fs.resolve(&path)?.ino;
+                fs.patch_dead_props(ino, &changes, &Self::caller())
+            })
+            .await?;
+            Ok(patch.into_iter().map(|(_, prop)| (StatusCode::OK, DavProp { xml: None, ..prop })).collect())
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            let fs = self.fs.clone();
+            let path = path_bytes(path);
+            let props = blocking(move || fs.dead_props(fs.resolve(&path)?.ino)).await?;
+            Ok(props
+                .into_iter()
+                .map(|(name, xml)| {
+                    let (namespace, local) = split_clark(&name);
+                    DavProp {
+                        name: local.to_owned(),
+                        prefix: None,
+                        namespace: namespace.map(str::to_owned),
+                        xml: do_content.then_some(xml),
+                    }
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            let wanted = clark_name(&prop);
+            let fs = self.fs.clone();
+            let path = path_bytes(path);
+            let props = blocking(move || fs.dead_props(fs.resolve(&path)?.ino)).await?;
+            props.into_iter().find(|(name, _)| *name == wanted).map(|(_, xml)| xml).ok_or(DavError::NotFound)
+        }
+        .boxed()
+    }
+
+    /// A file copy names the same content: no bytes move.
+    fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
+        let fs = self.fs.clone();
+        let (from, to) = (path_bytes(from), path_bytes(to));
+        blocking(move || {
+            let source = fs.resolve(&from)?;
+            let (parent, name) = fs.resolve_parent(&to)?;
+            fs.copy_file(source.ino, parent.ino, name, &Self::caller()).map(|_| ())
+        })
+        .boxed()
+    }
+}
+
+/// A property's name in Clark notation, `{namespace}local`, as stored.
+fn clark_name(prop: &DavProp) -> String {
+    format!("{{{}}}{}", prop.namespace.as_deref().unwrap_or(""), prop.name)
+}
+
+/// The namespace (if any) and local name of a Clark-notation name.
+fn split_clark(name: &str) -> (Option<&str>, &str) {
+    match name.strip_prefix('{').and_then(|rest| rest.split_once('}')) {
+        Some(("", local)) => (None, local),
+        Some((namespace, local)) => (Some(namespace), local),
+        None => (None, name),
+    }
+}
+
+/// A file open for reading: one core handle, read at a position.
+struct ReadFile {
+    fs: Arc<Fs>,
+    handle: Handle,
+    attr: Attr,
+    pos: u64,
+}
+
+impl fmt::Debug for ReadFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadFile").field("handle", &self.handle).field("pos", &self.pos).finish()
+    }
+}
+
+impl Drop for ReadFile {
+    fn drop(&mut self) {
+        let (fs, handle) = (self.fs.clone(), self.handle);
+        let release = move || {
+            if let Err(e) = fs.release(handle, Origin::WebDav) {
+                tracing::warn!("webdav: releasing a read handle: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
+}
+
+impl DavFile for ReadFile {
+    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        let meta: Box<dyn DavMetaData> = Box::new(Meta(self.attr.clone()));
+        futures_util::future::ready(Ok(meta)).boxed()
+    }
+
+    fn write_buf(&mut self, _buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        futures_util::future::ready(Err(DavError::Forbidden)).boxed()
+    }
+
+    fn write_bytes(&mut self, _buf: Bytes) -> FsFuture<'_, ()> {
+        futures_util::future::ready(Err(DavError::Forbidden)).boxed()
+    }
+
+    fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
+        async move {
+            let (fs, handle, pos) = (self.fs.clone(), self.handle, self.pos);
+            let size = u32::try_from(count).unwrap_or(u32::MAX);
+            let data = blocking(move || fs.read(handle, pos, size)).await?;
+            self.pos += data.len() as u64;
+            Ok(Bytes::from(data))
+        }
+        .boxed()
+    }
+
+    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        let target = match pos {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.attr.size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let result = match target {
+            Some(n) => {
+                self.pos = n;
+                Ok(n)
+            }
+            None => Err(DavError::GeneralFailure),
+        };
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn flush(&mut self) -> FsFuture<'_, ()> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
+}
+
+/// Body chunks from the connection to the staging writer. `End` marks a
+/// complete body: a queue closed without it means the client went away.
+enum BodyChunk {
+    Data(Bytes),
+    End,
+}
+
+/// Reads the queued body for the core's `put`, failing if the sender
+/// vanished before `End`.
+struct BodyReader {
+    queue: mpsc::Receiver<BodyChunk>,
+    current: Bytes,
+    finished: bool,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.finished {
+                return Ok(0);
+            }
+            match self.queue.blocking_recv() {
+                Some(BodyChunk::Data(bytes)) => self.current = bytes,
+                Some(BodyChunk::End) => self.finished = true,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "request body ended early",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// A PUT in progress: the body streams into staging on a blocking task;
+/// `flush` checks the byte count and waits for the atomic commit. Dropped
+/// without `flush` (client gone), nothing is published.
+struct PutFile {
+    queue: Option<mpsc::Sender<BodyChunk>>,
+    committed: Option<tokio::task::JoinHandle<Result<Attr, FsError>>>,
+    expected: Option<u64>,
+    received: u64,
+    attr: Option<Attr>,
+}
+
+impl fmt::Debug for PutFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutFile").field("expected", &self.expected).field("received", &self.received).finish()
+    }
+}
+
+async fn open_for_put(fs: Arc<Fs>, path: Vec<u8>, options: OpenOptions) -> DavResult<Box<dyn DavFile>> {
+    let check_fs = fs.clone();
+    let check_path = path.clone();
+    let (parent, name) = blocking(move || {
+        let (parent, name) = check_fs.resolve_parent(&check_path)?;
+        let name = name.to_vec();
+        match check_fs.lookup(parent.ino, &name) {
+            Ok(existing) if existing.kind != FileKind::File => Err(FsError::IsDir),
+            Ok(_) if options.create_new => Err(FsError::Exists),
+            Err(FsError::NotFound) if !options.create && !options.create_new => Err(FsError::NotFound),
+            Ok(_) | Err(FsError::NotFound) => Ok((parent, name)),
+            Err(e) => Err(e),
+        }
+    })
+    .await?;
+    let (sender, receiver) = mpsc::channel(BODY_QUEUE);
+    let committed = tokio::task::spawn_blocking(move || {
+        let mut body = BodyReader { queue: receiver, current: Bytes::new(), finished: false };
+        fs.put(parent.ino, &name, &mut body, PutOptions::default(), &DavFs::caller())
+    });
+    let file: Box<dyn DavFile> = Box::new(PutFile {
+        queue: Some(sender),
+        committed: Some(committed),
+        expected: options.size,
+        received: 0,
+        attr: None,
+    });
+    Ok(file)
+}
+
+impl PutFile {
+    async fn send(&mut self, bytes: Bytes) -> DavResult<()> {
+        self.received += bytes.len() as u64;
+        let queue = self.queue.as_ref().ok_or(DavError::GeneralFailure)?;
+        if queue.send(BodyChunk::Data(bytes)).await.is_err() {
+            // The writer stopped: its error comes out of `flush`.
+            return Err(self.finish().await.err().unwrap_or(DavError::GeneralFailure));
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> DavResult<Attr> {
+        if let Some(attr) = &self.attr {
+            return Ok(attr.clone());
+        }
+        let queue = self.queue.take();
+        let complete = self.expected.is_none_or(|n| n == self.received);
+        if let Some(queue) = queue
+            && complete
+        {
+            // Only a complete body gets its end marker; otherwise the
+            // writer sees the queue close early and publishes nothing.
+            let _ = queue.send(BodyChunk::End).await;
+        }
+        let committed = self.committed.take().ok_or(DavError::GeneralFailure)?;
+        let result = match committed.await {
+            Ok(result) => result.map_err(dav_error),
+            Err(_) => Err(DavError::GeneralFailure),
+        };
+        if !complete {
+            tracing::info!(
+                "webdav: PUT body had {} of {} bytes; nothing published",
+                self.received,
+                self.expected.unwrap_or(0)
+            );
+            return Err(DavError::GeneralFailure);
+        }
+        let attr = result?;
+        self.attr = Some(attr.clone());
+        Ok(attr)
+    }
+}
+
+impl DavFile for PutFile {
+    fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
+        async move {
+            let attr = self.finish().await?;
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+            Ok(meta)
+        }
+        .boxed()
+    }
+
+    fn write_buf(&mut self, mut buf: Box<dyn Buf + Send>) -> FsFuture<'_, ()> {
+        async move {
+            let bytes = buf.copy_to_bytes(buf.remaining());
+            self.send(bytes).await
+        }
+        .boxed()
+    }
+
+    fn write_bytes(&mut self, buf: Bytes) -> FsFuture<'_, ()> {
+        async move { self.send(buf).await }.boxed()
+    }
+
+    fn read_bytes(&mut self, _count: usize) -> FsFuture<'_, Bytes> {
+        futures_util::future::ready(Err(DavError::Forbidden)).boxed()
+    }
+
+    fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
+        // A PUT body is written front to back; only "where am I" is allowed.
+        let result = match pos {
+            SeekFrom::Current(0) => Ok(self.received),
+            _ => Err(DavError::NotImplemented),
+        };
+        futures_util::future::ready(result).boxed()
+    }
+
+    fn flush(&mut self) -> FsFuture<'_, ()> {
+        async move { self.finish().await.map(|_| ()) }.boxed()
+    }
+}

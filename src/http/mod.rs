@@ -1,0 +1,84 @@
+//! The HTTP frontend: WebDAV (dav-server on hyper) over the fs core.
+
+mod dav;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dav_server::DavHandler;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub use dav::DavFs;
+
+use crate::fs::Fs;
+
+/// Bytes per read of a file's body.
+const READ_BUF_SIZE: usize = 256 * 1024;
+
+/// A bound WebDAV server, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    handler: DavHandler,
+}
+
+impl Server {
+    /// Bind `addr` (port 0 picks a free port) for `fs`.
+    pub async fn bind(fs: Arc<Fs>, addr: SocketAddr) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let handler = DavHandler::builder()
+            .filesystem(DavFs::new(fs))
+            .locksystem(dav_server::memls::MemLs::new())
+            // Browsers get an HTML listing of a collection.
+            .autoindex(true)
+            // dav-server reads files in 16 KiB pieces by default; bigger
+            // pieces mean fewer core calls per response.
+            .read_buf_size(READ_BUF_SIZE)
+            .build_handler();
+        Ok(Server { listener, handler })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve connections until `shutdown` resolves; then stop accepting
+    /// and let connections in flight finish their current request.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            tracing::warn!("webdav: accept: {e}");
+                            continue;
+                        }
+                    };
+                    let handler = self.handler.clone();
+                    let service = service_fn(move |req| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler.handle(req).await) }
+                    });
+                    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("webdav: connection from {peer}: {e}");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
+        Ok(())
+    }
+}

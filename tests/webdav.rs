@@ -1,0 +1,279 @@
+//! The WebDAV server, spoken to over HTTP by real clients (curl, litmus)
+//! on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{collision_pair, sha1_id};
+
+/// A `tsmfs webdav` process on a free loopback port.
+struct TestServer {
+    child: Child,
+    base: String,
+    data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    fn new() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let init =
+            Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("run init");
+        assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+        let mut server = TestServer::start(&data);
+        server._dir = Some(dir);
+        server
+    }
+
+    fn start(data: &Path) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+            .args(["webdav", "--listen", "127.0.0.1:0"])
+            .arg(data)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tsmfs webdav");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let base = loop {
+            let line = lines.next().expect("server exited before listening").expect("read stderr");
+            if let Some(at) = line.find("http://") {
+                break line[at..].trim_end_matches('/').to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        TestServer { child, base, data: data.to_owned(), _dir: None }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stop with SIGTERM and check the exit status.
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid touches no memory.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for server");
+        assert!(status.success(), "server exit status {status}");
+    }
+
+    fn restart(mut self) -> TestServer {
+        self.stop();
+        let mut next = TestServer::start(&self.data);
+        next._dir = self._dir.take();
+        next
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: as in `stop`.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run curl; returns (status, headers, body). Fails the test with the
+/// reason if curl is missing.
+fn curl(args: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let headers = dir.path().join("headers");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-D"]).arg(&headers).args(args);
+    if body.is_some() {
+        cmd.args(["--data-binary", "@-"]);
+    }
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
+            panic!("curl is needed for the WebDAV tests (scripts/test installs it): {e}")
+        });
+    if let Some(body) = body {
+        child.stdin.take().expect("stdin").write_all(body).expect("send body");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("curl");
+    assert!(out.status.success(), "curl {args:?} failed: {}", out.status);
+    let headers = std::fs::read_to_string(headers).expect("headers");
+    let status = headers
+        .lines()
+        .rfind(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, headers, out.stdout)
+}
+
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().rev().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}
+
+fn put(server: &TestServer, path: &str, body: &[u8], extra: &[&str]) -> (u16, String) {
+    let url = server.url(path);
+    let mut args = vec!["-X", "PUT"];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let (status, headers, _) = curl(&args, Some(body));
+    (status, headers)
+}
+
+fn get(server: &TestServer, path: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
+    let url = server.url(path);
+    let mut args = extra.to_vec();
+    args.push(&url);
+    curl(&args, None)
+}
+
+#[test]
+fn put_then_get_carries_the_content_id_as_strong_etag_and_conditionals_hold() {
+    let server = TestServer::new();
+    let body = b"hello over webdav\n".repeat(1000);
+    let (status, _) = put(&server, "/a.txt", &body, &[]);
+    assert_eq!(status, 201);
+    let (status, headers, got) = get(&server, "/a.txt", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(got, body);
+    let etag = header(&headers, "etag").expect("ETag header");
+    assert_eq!(etag, sha1_id(&body).etag(), "the ETag is the quoted SHA-1 of the bytes");
+
+    let inm = format!("If-None-Match: {etag}");
+    let (status, _, got) = get(&server, "/a.txt", &["-H", &inm]);
+    assert_eq!((status, got.len()), (304, 0));
+
+    // A lost update is refused and the stored bytes stay.
+    let (status, _) = put(&server, "/a.txt", b"other", &["-H", "If-Match: \"0000\""]);
+    assert_eq!(status, 412);
+    assert_eq!(get(&server, "/a.txt", &[]).2, body);
+    let if_match = format!("If-Match: {etag}");
+    let (status, _) = put(&server, "/a.txt", b"second", &["-H", &if_match]);
+    assert_eq!(status, 204);
+    assert_eq!(get(&server, "/a.txt", &[]).2, b"second");
+
+    // Ranges come from the same object.
+    let (status, _, got) = get(&server, "/a.txt", &["-H", "Range: bytes=1-3"]);
+    assert_eq!((status, got), (206, b"eco".to_vec()));
+}
+
+#[test]
+fn the_sha1_collision_pair_gets_two_etags() {
+    let server = TestServer::new();
+    let (first, second) = collision_pair();
+    assert_eq!(put(&server, "/1.bin", &first, &[]).0, 201);
+    assert_eq!(put(&server, "/2.bin", &second, &[]).0, 201);
+    let (_, h1, b1) = get(&server, "/1.bin", &[]);
+    let (_, h2, b2) = get(&server, "/2.bin", &[]);
+    assert_eq!((b1, b2), (first.clone(), second));
+    let (e1, e2) = (header(&h1, "etag").expect("etag 1"), header(&h2, "etag").expect("etag 2"));
+    assert_eq!(e1, sha1_id(&first).etag());
+    assert_ne!(e1, e2, "same SHA-1, different bytes: different ETags");
+    assert!(e2.ends_with("-0000000000000001\""), "collision index in the ETag: {e2}");
+}
+
+#[test]
+fn collections_move_delete_and_metadata_only_copy() {
+    let server = TestServer::new();
+    let (status, _, _) = curl(&["-X", "MKCOL", &server.url("/dir/")], None);
+    assert_eq!(status, 201);
+    assert_eq!(put(&server, "/dir/f.txt", b"payload", &[]).0, 201);
+    let destination = format!("Destination: {}", server.url("/dir/g.txt"));
+    let (status, _, _) = curl(&["-X", "COPY", "-H", &destination, &server.url("/dir/f.txt")], None);
+    assert_eq!(status, 201);
+    let etag = |path: &str| header(&get(&server, path, &[]).1, "etag");
+    assert_eq!(etag("/dir/g.txt"), etag("/dir/f.txt"));
+
+    let (status, _, listing) = curl(&["-X", "PROPFIND", "-H", "Depth: 1", &server.url("/dir/")], None);
+    assert_eq!(status, 207);
+    let listing = String::from_utf8(listing).expect("utf-8");
+    assert!(listing.contains("/dir/f.txt") && listing.contains("/dir/g.txt"), "{listing}");
+
+    let (status, headers, index) = get(&server, "/dir/", &[]);
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-type").is_some_and(|t| t.starts_with("text/html")), "{headers}");
+    let index = String::from_utf8(index).expect("utf-8");
+    assert!(index.contains("f.txt") && index.contains("g.txt"), "browsers get an HTML index: {index}");
+
+    let destination = format!("Destination: {}", server.url("/dir/h.txt"));
+    let (status, _, _) = curl(&["-X", "MOVE", "-H", &destination, &server.url("/dir/g.txt")], None);
+    assert_eq!(status, 201);
+    assert_eq!(get(&server, "/dir/g.txt", &[]).0, 404);
+    assert_eq!(get(&server, "/dir/h.txt", &[]).2, b"payload");
+    let (status, _, _) = curl(&["-X", "DELETE", &server.url("/dir/h.txt")], None);
+    assert_eq!(status, 204);
+    assert_eq!(get(&server, "/dir/h.txt", &[]).0, 404);
+}
+
+#[test]
+fn a_put_cut_off_mid_body_leaves_the_previous_version() {
+    let server = TestServer::new();
+    assert_eq!(put(&server, "/keep.txt", b"version one", &[]).0, 201);
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(stream, "PUT /keep.txt HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000\r\n\r\npartial")
+        .expect("send");
+    stream.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(&server, "/keep.txt", &[]).2, b"version one");
+    // And a new name cut off the same way never appears.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(stream, "PUT /new.txt HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000\r\n\r\npartial")
+        .expect("send");
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(&server, "/new.txt", &[]).0, 404);
+}
+
+#[test]
+fn dead_properties_survive_a_restart() {
+    let server = TestServer::new();
+    assert_eq!(put(&server, "/p.txt", b"x", &[]).0, 201);
+    let patch = br#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:tsmfs-test"><D:set><D:prop><Z:colour>teal</Z:colour></D:prop></D:set></D:propertyupdate>"#;
+    let (status, _, _) =
+        curl(&["-X", "PROPPATCH", "-H", "Content-Type: text/xml", &server.url("/p.txt")], Some(patch));
+    assert_eq!(status, 207);
+    let server = server.restart();
+    let find = br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><Z:colour xmlns:Z="urn:tsmfs-test"/></D:prop></D:propfind>"#;
+    let (status, _, body) = curl(
+        &["-X", "PROPFIND", "-H", "Depth: 0", "-H", "Content-Type: text/xml", &server.url("/p.txt")],
+        Some(find),
+    );
+    assert_eq!(status, 207);
+    let body = String::from_utf8(body).expect("utf-8");
+    assert!(body.contains("teal"), "{body}");
+}
+
+#[test]
+fn litmus_passes_every_default_group() {
+    let server = TestServer::new();
+    let (status, _, _) = curl(&["-X", "MKCOL", &server.url("/litmus/")], None);
+    assert_eq!(status, 201);
+    let work = tempfile::tempdir().expect("temp dir");
+    let out = Command::new("litmus")
+        .arg(server.url("/litmus/"))
+        .current_dir(work.path())
+        .output()
+        .unwrap_or_else(|e| panic!("litmus is needed (scripts/test installs it): {e}"));
+    let mut report = String::from_utf8_lossy(&out.stdout).into_owned();
+    if let Ok(mut log) = std::fs::File::open(work.path().join("debug.log")) {
+        let mut tail = String::new();
+        let _ = log.read_to_string(&mut tail);
+        report.push_str(&tail[tail.len().saturating_sub(4000)..]);
+    }
+    assert!(out.status.success(), "litmus failed:\n{report}");
+    for group in ["basic", "copymove", "props", "locks", "http"] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("<- summary for `{group}'")))
+            .unwrap_or_else(|| panic!("litmus did not run {group}:\n{report}"));
+        assert!(line.contains(" 0 failed") && line.ends_with("100.0%"), "{line}");
+    }
+}
