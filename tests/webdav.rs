@@ -147,6 +147,16 @@ fn put_then_get_carries_the_content_id_as_strong_etag_and_conditionals_hold() {
     let inm = format!("If-None-Match: {etag}");
     let (status, _, got) = get(&server, "/a.txt", &["-H", &inm]);
     assert_eq!((status, got.len()), (304, 0));
+    let weak = format!("If-None-Match: \"nope\", W/{etag}");
+    let (status, headers, _) = get(&server, "/a.txt", &["-H", &weak]);
+    assert_eq!(status, 304, "If-None-Match compares weakly, and lists work");
+    assert_eq!(header(&headers, "etag").as_deref(), Some(etag.as_str()), "a 304 carries the ETag");
+    let (status, _, _) = get(&server, "/a.txt", &["-H", "If-None-Match: *"]);
+    assert_eq!(status, 304);
+    let (status, _) = put(&server, "/a.txt", b"clobber", &["-H", "If-None-Match: *"]);
+    assert_eq!(status, 412, "If-None-Match: * on PUT means create-only");
+    let (status, _) = put(&server, "/fresh.txt", b"new", &["-H", "If-None-Match: *"]);
+    assert_eq!(status, 201);
 
     // A lost update is refused and the stored bytes stay.
     let (status, _) = put(&server, "/a.txt", b"other", &["-H", "If-Match: \"0000\""]);

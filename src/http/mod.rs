@@ -16,6 +16,29 @@ pub use dav::DavFs;
 
 use crate::fs::Fs;
 
+/// If-None-Match compares weakly (RFC 9110, 13.1.2): `W/"x"` matches
+/// `"x"`. dav-server compares strongly, and every tag we issue is strong,
+/// so dropping the weakness marks before it looks is exactly the weak
+/// comparison.
+fn weak_if_none_match<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let headers = req.headers_mut();
+    let values: Vec<http::HeaderValue> =
+        headers.get_all(http::header::IF_NONE_MATCH).iter().cloned().collect();
+    if !values.iter().any(|v| v.as_bytes().windows(3).any(|w| w == b"W/\"")) {
+        return req;
+    }
+    headers.remove(http::header::IF_NONE_MATCH);
+    for value in values {
+        let stripped = String::from_utf8_lossy(value.as_bytes()).replace("W/\"", "\"");
+        match http::HeaderValue::from_str(&stripped) {
+            Ok(v) => headers.append(http::header::IF_NONE_MATCH, v),
+            // Not text: leave it as it was; it cannot match a tag of ours.
+            Err(_) => headers.append(http::header::IF_NONE_MATCH, value),
+        };
+    }
+    req
+}
+
 /// Bytes per read of a file's body.
 const READ_BUF_SIZE: usize = 256 * 1024;
 
@@ -64,7 +87,7 @@ impl Server {
                     let handler = self.handler.clone();
                     let service = service_fn(move |req| {
                         let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(handler.handle(req).await) }
+                        async move { Ok::<_, Infallible>(handler.handle(weak_if_none_match(req)).await) }
                     });
                     let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection);
