@@ -20,7 +20,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 
 use crate::fs::{Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags};
-use crate::id::Handle;
+use crate::id::{Handle, Ino};
 
 /// Directory entries fetched per core call while listing.
 const LIST_BATCH: u32 = 1024;
@@ -42,6 +42,22 @@ impl DavFs {
 
     fn caller() -> Caller {
         Caller::process(Origin::WebDav)
+    }
+
+    /// Run `op` on the parent directory and final name of `path`, off the
+    /// async workers.
+    fn in_parent<'a, T: Send + 'static>(
+        &self,
+        path: &DavPath,
+        op: impl FnOnce(&Fs, Ino, &[u8]) -> Result<T, FsError> + Send + 'static,
+    ) -> FsFuture<'a, T> {
+        let fs = self.fs.clone();
+        let path = path_bytes(path);
+        blocking(move || {
+            let (parent, name) = fs.resolve_parent(&path)?;
+            op(&fs, parent.ino, name)
+        })
+        .boxed()
     }
 }
 
@@ -225,33 +241,15 @@ impl DavFileSystem for DavFs {
     }
 
     fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        let fs = self.fs.clone();
-        let path = path_bytes(path);
-        blocking(move || {
-            let (parent, name) = fs.resolve_parent(&path)?;
-            fs.mkdir(parent.ino, name, 0o755, &Self::caller()).map(|_| ())
-        })
-        .boxed()
+        self.in_parent(path, |fs, parent, name| fs.mkdir(parent, name, 0o755, &Self::caller()).map(|_| ()))
     }
 
     fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        let fs = self.fs.clone();
-        let path = path_bytes(path);
-        blocking(move || {
-            let (parent, name) = fs.resolve_parent(&path)?;
-            fs.rmdir(parent.ino, name, &Self::caller())
-        })
-        .boxed()
+        self.in_parent(path, |fs, parent, name| fs.rmdir(parent, name, &Self::caller()))
     }
 
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        let fs = self.fs.clone();
-        let path = path_bytes(path);
-        blocking(move || {
-            let (parent, name) = fs.resolve_parent(&path)?;
-            fs.unlink(parent.ino, name, &Self::caller())
-        })
-        .boxed()
+        self.in_parent(path, |fs, parent, name| fs.unlink(parent, name, &Self::caller()))
     }
 
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
