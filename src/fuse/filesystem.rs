@@ -13,7 +13,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::open_state::{Access, IoMode, OpenState};
+use super::open_state::{Access, OpenState};
 use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, RenameFlags, SetAttr, TimeSet, XattrMode,
@@ -75,14 +75,9 @@ impl TsmFuse {
 
     /// A flush/fsync/release through the mount committed `result`: the
     /// page cache now holds that content.
-    fn note_commit(
-        &self,
-        ino: INodeNo,
-        mode: Option<IoMode>,
-        result: Result<Option<ContentId>, FsError>,
-    ) -> Result<(), FsError> {
+    fn note_commit(&self, ino: INodeNo, result: Result<Option<ContentId>, FsError>) -> Result<(), FsError> {
         if let Ok(Some(id)) = &result {
-            self.opens.committed(Ino(ino.0), *id, mode);
+            self.opens.committed(Ino(ino.0), *id);
         }
         result.map(|_| ())
     }
@@ -489,9 +484,8 @@ impl Filesystem for TsmFuse {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let handle = Handle(fh.0);
-        let result = self.fs.flush(handle, Origin::Fuse);
-        Self::reply_empty(reply, self.note_commit(ino, self.opens.mode(handle), result));
+        let result = self.fs.flush(Handle(fh.0), Origin::Fuse);
+        Self::reply_empty(reply, self.note_commit(ino, result));
     }
 
     fn release(
@@ -506,14 +500,13 @@ impl Filesystem for TsmFuse {
     ) {
         let handle = Handle(fh.0);
         let result = self.fs.release(handle, Origin::Fuse);
-        let mode = self.opens.released(handle);
-        Self::reply_empty(reply, self.note_commit(ino, mode, result));
+        self.opens.released(handle);
+        Self::reply_empty(reply, self.note_commit(ino, result));
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let handle = Handle(fh.0);
-        let result = self.fs.fsync(handle, Origin::Fuse);
-        Self::reply_empty(reply, self.note_commit(ino, self.opens.mode(handle), result));
+        let result = self.fs.fsync(Handle(fh.0), Origin::Fuse);
+        Self::reply_empty(reply, self.note_commit(ino, result));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
@@ -679,7 +672,7 @@ impl Filesystem for TsmFuse {
                 if let Some(id) = outcome.content {
                     // The kernel drops the target's cached pages of the
                     // range; what it caches next is this content.
-                    self.opens.committed(Ino(ino_out.0), id, None);
+                    self.opens.committed(Ino(ino_out.0), id);
                 }
                 reply.written(outcome.copied as u32)
             }

@@ -66,7 +66,10 @@ pub(super) struct Decision {
 struct InodeOpens {
     passthrough: Option<(Option<ContentId>, Arc<BackingId>)>,
     passthrough_opens: usize,
+    /// Page-cache and direct-I/O opens (both keep passthrough out).
     cached_opens: usize,
+    /// Of `cached_opens`, the direct-I/O ones.
+    direct_opens: usize,
 }
 
 #[derive(Default)]
@@ -124,6 +127,7 @@ impl OpenState {
             decision.mode = IoMode::Direct;
             decision.flags = FopenFlags::FOPEN_DIRECT_IO;
             opens.cached_opens += 1;
+            opens.direct_opens += 1;
             self.direct_written.lock().insert(ino);
             self.cached_content.lock().remove(&ino);
         } else {
@@ -132,8 +136,10 @@ impl OpenState {
             let current = content.unwrap_or(crate::fs::EMPTY_CONTENT);
             if cached.get(&ino) == Some(&current) {
                 decision.flags = FopenFlags::FOPEN_KEEP_CACHE;
-            } else {
-                // Without KEEP_CACHE the kernel drops the inode's pages.
+            } else if opens.direct_opens == 0 {
+                // Without KEEP_CACHE the kernel drops the inode's pages;
+                // they are trustworthy again unless a direct writer is
+                // still open.
                 self.direct_written.lock().remove(&ino);
             }
             cached.insert(ino, current);
@@ -143,10 +149,11 @@ impl OpenState {
     }
 
     /// A commit through the mount produced `content`. Writes through the
-    /// page cache leave it holding that content; direct writes do not.
-    pub(super) fn committed(&self, ino: Ino, content: ContentId, mode: Option<IoMode>) {
+    /// page cache leave it holding that content; direct writes do not (an
+    /// inode with a direct writer open is always in `direct_written`).
+    pub(super) fn committed(&self, ino: Ino, content: ContentId) {
         let mut cached = self.cached_content.lock();
-        if mode == Some(IoMode::Direct) || self.direct_written.lock().contains(&ino) {
+        if self.direct_written.lock().contains(&ino) {
             cached.remove(&ino);
         } else {
             cached.insert(ino, content);
@@ -160,11 +167,6 @@ impl OpenState {
         self.direct_written.lock().remove(&ino);
     }
 
-    /// How `handle` does its I/O, while it is open.
-    pub(super) fn mode(&self, handle: Handle) -> Option<IoMode> {
-        self.handles.lock().get(&handle).map(|(_, mode)| *mode)
-    }
-
     /// The kernel changed the size itself (truncate through the mount):
     /// its cache matches the new content.
     pub(super) fn truncated(&self, ino: Ino, content: Option<ContentId>) {
@@ -175,11 +177,11 @@ impl OpenState {
         };
     }
 
-    /// A handle was released; returns how it did its I/O.
-    pub(super) fn released(&self, handle: Handle) -> Option<IoMode> {
-        let (ino, mode) = self.handles.lock().remove(&handle)?;
+    /// A handle was released.
+    pub(super) fn released(&self, handle: Handle) {
+        let Some((ino, mode)) = self.handles.lock().remove(&handle) else { return };
         let mut inodes = self.inodes.lock();
-        let opens = inodes.get_mut(&ino)?;
+        let Some(opens) = inodes.get_mut(&ino) else { return };
         match mode {
             IoMode::Passthrough => {
                 opens.passthrough_opens -= 1;
@@ -188,11 +190,14 @@ impl OpenState {
                     opens.passthrough = None;
                 }
             }
-            IoMode::Cached | IoMode::Direct => opens.cached_opens -= 1,
+            IoMode::Cached => opens.cached_opens -= 1,
+            IoMode::Direct => {
+                opens.cached_opens -= 1;
+                opens.direct_opens -= 1;
+            }
         }
         if opens.passthrough_opens == 0 && opens.cached_opens == 0 {
             inodes.remove(&ino);
         }
-        Some(mode)
     }
 }
