@@ -110,6 +110,17 @@ pub struct StatFs {
     pub name_max: u32,
 }
 
+/// Nanoseconds since the epoch, as times are stored, as a `SystemTime`
+/// (negative: before the epoch).
+pub fn system_time(ns: i64) -> std::time::SystemTime {
+    use std::time::{Duration, UNIX_EPOCH};
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
 impl Attr {
     /// The content id a regular file's bytes have (empty files included).
     pub fn content_id(&self) -> Option<ContentId> {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, MountOption, SessionACL};
 
-use crate::fs::{Attr, FileKind, Fs, FsError};
+use crate::fs::{Attr, FileKind, Fs, FsError, system_time};
 
 /// How long the kernel may trust entries and attributes. Long: changes
 /// made through the mount update the kernel's caches, and changes from
@@ -216,16 +216,7 @@ pub fn errno(err: &FsError) -> Errno {
     Errno::from_i32(code)
 }
 
-/// Nanoseconds since the epoch as a `SystemTime` (negative: before).
-pub(crate) fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-/// The inverse of [`system_time`], saturating at the i64 range.
+/// The inverse of [`crate::fs::system_time`], saturating at the i64 range.
 pub(crate) fn nanos(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io::SeekFrom;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
@@ -19,7 +19,9 @@ use http::StatusCode;
 use std::future::Future;
 use tokio::sync::mpsc;
 
-use crate::fs::{Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags};
+use crate::fs::{
+    Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags, system_time,
+};
 use crate::id::{Handle, Ino};
 
 /// Directory entries fetched per core call while listing.
@@ -100,11 +102,6 @@ fn path_bytes(path: &DavPath) -> Vec<u8> {
 #[derive(Clone, Debug)]
 struct Meta(Attr);
 
-fn system_time(ns: i64) -> SystemTime {
-    let magnitude = Duration::from_nanos(ns.unsigned_abs());
-    if ns >= 0 { UNIX_EPOCH + magnitude } else { UNIX_EPOCH - magnitude }
-}
-
 impl DavMetaData for Meta {
     fn len(&self) -> u64 {
         self.0.size
@@ -125,10 +122,11 @@ impl DavMetaData for Meta {
     /// Files: the content id (dav-server adds the quotes). Collections: the
     /// inode and its last change, which moves with every entry change.
     fn etag(&self) -> Option<String> {
-        match self.0.kind {
-            FileKind::File => Some(self.0.content_id().unwrap_or(crate::fs::EMPTY_CONTENT).etag_tag()),
-            _ => Some(format!("d{:x}-{:x}", self.0.ino.0, self.0.mtime_ns)),
-        }
+        let tag = match self.0.content_id() {
+            Some(id) => id.etag_tag(),
+            None => format!("d{:x}-{:x}", self.0.ino.0, self.0.mtime_ns),
+        };
+        Some(tag)
     }
 
     fn accessed(&self) -> DavResult<SystemTime> {
