@@ -241,3 +241,32 @@ fn readdir_of_a_file_or_missing_dir_fails() {
     assert!(matches!(t.fs.readdir(Ino(999), 0, 10), Err(FsError::NotFound)));
     assert!(matches!(t.fs.lookup(f.ino, b"x"), Err(FsError::NotDir)));
 }
+
+#[test]
+fn copy_file_shares_content_and_counts_its_references() {
+    let t = TestFs::new();
+    let src = t.put(Ino::ROOT, "src", b"shared bytes");
+    t.fs.patch_dead_props(src.ino, &[("DAV:x".into(), Some(b"v".to_vec()))], &caller()).unwrap();
+    t.put(Ino::ROOT, "old", b"replaced by the copy");
+    assert_eq!(t.object_files(), 2);
+
+    let new = t.fs.copy_file(src.ino, Ino::ROOT, b"new", &caller()).unwrap();
+    let over = t.fs.copy_file(src.ino, Ino::ROOT, b"old", &caller()).unwrap();
+    assert_ne!(new.ino, src.ino);
+    assert_eq!(new.content, src.content);
+    assert_eq!(over.content, src.content);
+    assert_eq!((new.size, new.nlink, new.perm & 0o777), (12, 1, 0o644));
+    assert_eq!(t.fs.dead_props(new.ino).unwrap(), vec![("DAV:x".to_string(), b"v".to_vec())]);
+    assert_eq!(t.object_files(), 1, "the overwritten file's content is released, no bytes copied");
+    // A copy onto itself changes nothing.
+    assert_eq!(t.fs.copy_file(src.ino, Ino::ROOT, b"src", &caller()).unwrap().ino, src.ino);
+
+    // Three names hold the one object; it goes only with the last of them.
+    t.fs.unlink(Ino::ROOT, b"src", &caller()).unwrap();
+    t.fs.unlink(Ino::ROOT, b"old", &caller()).unwrap();
+    assert_eq!(t.read_all(new.ino), b"shared bytes");
+    assert_eq!(t.object_files(), 1);
+    t.fs.unlink(Ino::ROOT, b"new", &caller()).unwrap();
+    assert_eq!(t.object_files(), 0);
+    assert!(matches!(t.fs.copy_file(Ino(999), Ino::ROOT, b"x", &caller()), Err(FsError::NotFound)));
+}

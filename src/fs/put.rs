@@ -6,7 +6,7 @@ use std::io::Read;
 
 use super::content::Body;
 use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult};
-use crate::id::Ino;
+use crate::id::{ContentId, Ino};
 use crate::store::{ContentDigest, Durability, StoreError};
 
 impl Fs {
@@ -134,10 +134,7 @@ impl super::Tx<'_, '_> {
         caller: &Caller,
         durability: Durability,
     ) -> FsResult<Attr> {
-        let dir = self.db.inode(parent)?.ok_or(FsError::NotFound)?;
-        if dir.kind != FileKind::Dir {
-            return Err(FsError::NotDir);
-        }
+        let dir = self.existing_dir(parent)?;
         let existing = self.db.lookup(parent, name)?;
         if existing.as_ref().is_some_and(|inode| inode.kind != FileKind::File) {
             return Err(FsError::IsDir);
@@ -151,31 +148,47 @@ impl super::Tx<'_, '_> {
                 inode.ino
             }
             None => {
-                let gid = if dir.perm & libc::S_ISGID != 0 { dir.gid } else { caller.gid };
-                let ino = self.db.insert_inode(&crate::meta::NewInode {
-                    kind: FileKind::File,
-                    perm: options.perm & 0o7777,
-                    uid: caller.uid,
-                    gid,
-                    size: digest.size,
-                    now_ns: self.now,
-                    nlink: 1,
-                    rdev: 0,
-                    content: new,
-                    symlink: None,
-                })?;
+                let ino = self.new_file(&dir, name, options.perm, new, digest.size, caller)?;
                 if options.mtime_ns.is_some() {
                     let mut inode = self.db.inode(ino)?.ok_or(FsError::NotFound)?;
                     inode.mtime_ns = mtime;
                     self.db.update_inode(&inode)?;
                 }
-                self.db.insert_dirent(parent, name, ino)?;
-                self.db.touch_dir(parent, self.now)?;
-                self.log(ChangeOp::Create, ino, Some((parent, name)), None, new, vec![parent])?;
                 ino
             }
         };
         self.db.inode(ino)?.ok_or(FsError::NotFound)
+    }
+
+    /// Link a new regular file named `name` into directory `dir`, owned by
+    /// the caller, holding `content` (whose reference the caller has taken).
+    fn new_file(
+        &mut self,
+        dir: &Attr,
+        name: &[u8],
+        perm: u32,
+        content: Option<ContentId>,
+        size: u64,
+        caller: &Caller,
+    ) -> FsResult<Ino> {
+        // BSD group semantics under a setgid directory, as in mknod/create.
+        let gid = if dir.perm & libc::S_ISGID != 0 { dir.gid } else { caller.gid };
+        let ino = self.db.insert_inode(&crate::meta::NewInode {
+            kind: FileKind::File,
+            perm: perm & 0o7777,
+            uid: caller.uid,
+            gid,
+            size,
+            now_ns: self.now,
+            nlink: 1,
+            rdev: 0,
+            content,
+            symlink: None,
+        })?;
+        self.db.insert_dirent(dir.ino, name, ino)?;
+        self.db.touch_dir(dir.ino, self.now)?;
+        self.log(ChangeOp::Create, ino, Some((dir.ino, name)), None, content, vec![dir.ino])?;
+        Ok(ino)
     }
 }
 
@@ -191,38 +204,24 @@ impl Fs {
                 return Err(FsError::IsDir);
             }
             let dir = tx.existing_dir(parent)?;
-            let mut target = match tx.db.lookup(parent, name)? {
+            let existing = match tx.db.lookup(parent, name)? {
                 Some(existing) if existing.kind != FileKind::File => return Err(FsError::IsDir),
                 Some(existing) if existing.ino == from.ino => return Ok(existing),
-                Some(existing) => existing,
-                None => {
-                    let gid = if dir.perm & libc::S_ISGID != 0 { dir.gid } else { caller.gid };
-                    let new = crate::meta::NewInode {
-                        kind: FileKind::File,
-                        perm: from.perm & 0o777,
-                        uid: caller.uid,
-                        gid,
-                        size: 0,
-                        now_ns: tx.now,
-                        nlink: 1,
-                        rdev: 0,
-                        content: None,
-                        symlink: None,
-                    };
-                    let ino = tx.db.insert_inode(&new)?;
-                    tx.db.insert_dirent(parent, name, ino)?;
-                    tx.db.touch_dir(parent, tx.now)?;
-                    tx.log(ChangeOp::Create, ino, Some((parent, name)), None, None, vec![parent])?;
-                    new.attr(ino)
-                }
+                other => other,
             };
             if let Some(id) = from.content {
                 tx.db.add_content_refs(&id, 1)?;
             }
-            tx.switch_content(&mut target, from.content, from.size, tx.now)?;
+            let target = match existing {
+                Some(mut existing) => {
+                    tx.switch_content(&mut existing, from.content, from.size, tx.now)?;
+                    existing.ino
+                }
+                None => tx.new_file(&dir, name, from.perm & 0o777, from.content, from.size, caller)?,
+            };
             // COPY carries the dead properties along (RFC 4918, 9.8.2).
-            tx.db.copy_dead_props(from.ino, target.ino)?;
-            Ok(target)
+            tx.db.copy_dead_props(from.ino, target)?;
+            tx.db.inode(target)?.ok_or(FsError::NotFound)
         })
     }
 }
