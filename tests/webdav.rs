@@ -10,15 +10,15 @@ use std::time::Duration;
 use crate::util::{collision_pair, sha1_id};
 
 /// A `tsmfs webdav` process on a free loopback port.
-struct TestServer {
+pub(crate) struct TestServer {
     child: Child,
-    base: String,
-    data: PathBuf,
+    pub(crate) base: String,
+    pub(crate) data: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
-    fn new() -> TestServer {
+    pub(crate) fn new() -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let init =
@@ -49,19 +49,19 @@ impl TestServer {
         TestServer { child, base, data: data.to_owned(), _dir: None }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Stop with SIGTERM and check the exit status.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         // SAFETY: kill(2) on our own child's pid touches no memory.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().expect("wait for server");
         assert!(status.success(), "server exit status {status}");
     }
 
-    fn restart(mut self) -> TestServer {
+    pub(crate) fn restart(mut self) -> TestServer {
         self.stop();
         let mut next = TestServer::start(&self.data);
         next._dir = self._dir.take();
