@@ -1,6 +1,6 @@
 //! Open files: staging, commit on close, snapshots, open-unlinked files.
 
-use tsmfs::fs::{FsError, FsOptions, OpenFlags, Origin, SetAttr};
+use tsmfs::fs::{FsError, FsOptions, OpenFlags, Origin, PutOptions, SetAttr};
 use tsmfs::id::Ino;
 
 use crate::util::{TestFs, caller, rw, sha1_id};
@@ -280,4 +280,25 @@ fn opens_racing_the_last_release_share_one_state() {
             }
         });
     });
+}
+
+#[test]
+fn put_if_commits_only_when_its_precondition_holds_at_commit() {
+    let t = TestFs::new();
+    let first = t.put(Ino::ROOT, "f", b"first");
+    let expect =
+        |want: Option<tsmfs::id::ContentId>| move |current: Option<tsmfs::id::ContentId>| current == want;
+    let stale = expect(Some(sha1_id(b"something else")));
+    let put = t.fs.put_if(Ino::ROOT, b"f", &mut &b"second"[..], PutOptions::default(), &caller(), &stale);
+    assert!(matches!(put, Err(FsError::PreconditionFailed)), "{put:?}");
+    assert_eq!(t.read_all(first.ino), b"first");
+    let current = expect(first.content_id());
+    t.fs.put_if(Ino::ROOT, b"f", &mut &b"second"[..], PutOptions::default(), &caller(), &current).unwrap();
+    assert_eq!(t.read_all(first.ino), b"second");
+    // `None` stands for "no such file": create-only.
+    let absent = expect(None);
+    let put = t.fs.put_if(Ino::ROOT, b"f", &mut &b"third"[..], PutOptions::default(), &caller(), &absent);
+    assert!(matches!(put, Err(FsError::PreconditionFailed)));
+    t.fs.put_if(Ino::ROOT, b"g", &mut &b"new"[..], PutOptions::default(), &caller(), &absent).unwrap();
+    assert_eq!(t.object_files(), 2, "refused puts leave no objects behind");
 }

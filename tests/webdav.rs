@@ -242,6 +242,61 @@ fn a_put_cut_off_mid_body_leaves_the_previous_version() {
     assert_eq!(get(&server, "/new.txt", &[]).0, 404);
 }
 
+/// Send a PUT's head and the first half of its body on a new connection.
+fn start_put(addr: &str, path: &str, extra_header: &str, body: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_header}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("send head");
+    stream.write_all(&body[..body.len() / 2]).expect("send half the body");
+    stream
+}
+
+/// Send the rest of the body and read the response's status.
+fn finish_put(mut stream: TcpStream, body: &[u8]) -> u16 {
+    stream.write_all(&body[body.len() / 2..]).expect("send the rest");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).expect("status line");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line {line:?}"))
+}
+
+#[test]
+fn racing_puts_with_the_same_if_match_cannot_both_win() {
+    let server = TestServer::new();
+    let (_, headers) = put(&server, "/race.txt", b"base version", &[]);
+    let etag = header(&headers, "etag").expect("etag");
+    let addr = server.base.trim_start_matches("http://");
+    let condition = format!("If-Match: {etag}");
+    let first: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let second: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    // Both heads arrive, and both pass dav-server's early check of the
+    // ETag, before either body is complete.
+    let a = start_put(addr, "/race.txt", &condition, &first);
+    let b = start_put(addr, "/race.txt", &condition, &second);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(finish_put(a, &first), 204, "the first complete body wins");
+    assert_eq!(finish_put(b, &second), 412, "the second finds its expected version gone");
+    let (status, headers, bytes) = get(&server, "/race.txt", &[]);
+    assert_eq!(status, 200);
+    assert!(bytes == first, "the winner's bytes, whole");
+    assert_eq!(header(&headers, "etag").unwrap(), sha1_id(&first).etag());
+
+    // Create-only: two racing `If-None-Match: *` PUTs of a new name.
+    let a = start_put(addr, "/new.txt", "If-None-Match: *", &first);
+    let b = start_put(addr, "/new.txt", "If-None-Match: *", &second);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(finish_put(b, &second), 201);
+    assert_eq!(finish_put(a, &first), 412);
+    assert!(get(&server, "/new.txt", &[]).2 == second);
+}
+
 #[test]
 fn dead_properties_survive_a_restart() {
     let server = TestServer::new();

@@ -53,6 +53,9 @@ pub enum FsError {
     /// A symlink was found where a path must resolve through directories.
     #[error("too many levels of symbolic links")]
     Loop,
+    /// A conditional write found the target changed (see `Fs::put_if`).
+    #[error("precondition failed: the file changed")]
+    PreconditionFailed,
     /// The content store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -28,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use error::{FsError, FsResult};
 pub use events::{Change, ChangeOp, Origin};
 pub use io::{CopyOutcome, OpenFlags, Opened};
-pub use put::{PutOptions, Staged, StagedPut};
+pub use put::{Precondition, PutOptions, Staged, StagedPut};
 
 pub use namespace::RenameFlags;
 pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};

@@ -21,11 +21,29 @@ impl Fs {
         options: PutOptions,
         caller: &Caller,
     ) -> FsResult<Attr> {
+        self.put_if(parent, name, reader, options, caller, &|_| true)
+    }
+
+    /// [`Fs::put`], committed only if `precondition` holds for the
+    /// target's content at commit time (`None`: no such file), else
+    /// [`FsError::PreconditionFailed`] and nothing changes. It is checked
+    /// inside the commit transaction, so of two racing writers that
+    /// expect the same content, one wins and the other fails (HTTP
+    /// If-Match).
+    pub fn put_if(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        reader: &mut dyn std::io::Read,
+        options: PutOptions,
+        caller: &Caller,
+        precondition: Precondition<'_>,
+    ) -> FsResult<Attr> {
         super::check_name(name)?;
         let mut staged = Some(self.stage(reader, true)?);
         self.transact(caller.origin, options.durable, |tx| {
             let staged = staged.as_mut().ok_or(FsError::BadHandle)?;
-            tx.put_staged(parent, name, staged, &options, caller, Durability::Immediate)
+            tx.put_staged(parent, name, staged, &options, caller, Durability::Immediate, precondition)
         })
     }
 
@@ -64,6 +82,7 @@ impl Fs {
                     &item.options,
                     caller,
                     Durability::Deferred,
+                    &|_| true,
                 )?);
             }
             // Objects (data and renames) reach the disk before the
@@ -105,6 +124,10 @@ pub struct StagedPut {
     pub options: PutOptions,
 }
 
+/// A test of a put target's current content (`None`: no such file),
+/// run inside the commit transaction; see [`Fs::put_if`].
+pub type Precondition<'a> = &'a (dyn Fn(Option<ContentId>) -> bool + Sync);
+
 /// Options of [`Fs::put`].
 #[derive(Clone, Copy, Debug)]
 pub struct PutOptions {
@@ -133,11 +156,15 @@ impl super::Tx<'_, '_> {
         options: &PutOptions,
         caller: &Caller,
         durability: Durability,
+        precondition: Precondition<'_>,
     ) -> FsResult<Attr> {
         let dir = self.existing_dir(parent)?;
         let existing = self.db.lookup(parent, name)?;
         if existing.as_ref().is_some_and(|inode| inode.kind != FileKind::File) {
             return Err(FsError::IsDir);
+        }
+        if !precondition(existing.as_ref().and_then(Attr::content_id)) {
+            return Err(FsError::PreconditionFailed);
         }
         let digest = staged.digest;
         let new = self.adopt(&mut staged.body, &digest, durability)?;

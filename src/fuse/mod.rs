@@ -199,6 +199,9 @@ pub fn errno(err: &FsError) -> Errno {
         FsError::Unsupported(_) => libc::EOPNOTSUPP,
         FsError::ReadOnly => libc::EROFS,
         FsError::Loop => libc::ELOOP,
+        // FUSE writes carry no precondition; this is only for a frontend
+        // that asked for one.
+        FsError::PreconditionFailed => libc::ECANCELED,
         FsError::Store(e) => {
             let code = e.raw_os_error().unwrap_or(libc::EIO);
             if code == libc::EIO {

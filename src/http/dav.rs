@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::SeekFrom;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags, system_time,
 };
-use crate::id::{Handle, Ino};
+use crate::id::{ContentId, Handle, Ino};
 
 /// Directory entries fetched per core call while listing.
 const LIST_BATCH: u32 = 1024;
@@ -34,12 +35,42 @@ const BODY_QUEUE: usize = 16;
 #[derive(Clone)]
 pub struct DavFs {
     fs: Arc<Fs>,
+    /// The request's own condition on what a PUT replaces, if it has one.
+    put_guard: Option<PutGuard>,
+}
+
+/// A PUT's If-Match / If-None-Match, tested again inside the commit
+/// transaction: dav-server tests them before the body arrives, which
+/// leaves a window for another writer. `failed` tells the service to
+/// answer 412, a status dav-server's file errors cannot carry.
+#[derive(Clone)]
+pub struct PutGuard {
+    test: Arc<dyn Fn(Option<ContentId>) -> bool + Send + Sync>,
+    failed: Arc<AtomicBool>,
+}
+
+impl PutGuard {
+    /// A guard that lets the commit through when `test` holds for the
+    /// target's current content (`None`: no such file).
+    pub fn new(test: impl Fn(Option<ContentId>) -> bool + Send + Sync + 'static) -> PutGuard {
+        PutGuard { test: Arc::new(test), failed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Whether the commit found the target changed.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
 }
 
 impl DavFs {
     /// Serve `fs`.
     pub fn new(fs: Arc<Fs>) -> Box<Self> {
-        Box::new(DavFs { fs })
+        Box::new(DavFs { fs, put_guard: None })
+    }
+
+    /// Serve `fs` for one request whose PUT commits only under `guard`.
+    pub fn guarded(fs: Arc<Fs>, guard: PutGuard) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: Some(guard) })
     }
 
     fn caller() -> Caller {
@@ -73,6 +104,8 @@ fn dav_error(e: FsError) -> DavError {
         FsError::ReadOnly | FsError::NotPermitted(_) => DavError::Forbidden,
         FsError::Loop => DavError::LoopDetected,
         FsError::Unsupported(_) => DavError::NotImplemented,
+        // The service turns this into 412 (see `PutGuard`).
+        FsError::PreconditionFailed => DavError::GeneralFailure,
         e if e.is_disk_full() => DavError::InsufficientStorage,
         e => {
             tracing::warn!("webdav: {e}");
@@ -168,7 +201,7 @@ impl DavFileSystem for DavFs {
             let fs = self.fs.clone();
             let path = path_bytes(path);
             if options.write {
-                return open_for_put(fs, path, options).await;
+                return open_for_put(fs, path, options, self.put_guard.clone()).await;
             }
             let (handle, attr) = blocking(move || {
                 let attr = fs.resolve(&path)?;
@@ -484,7 +517,12 @@ impl fmt::Debug for PutFile {
     }
 }
 
-async fn open_for_put(fs: Arc<Fs>, path: Vec<u8>, options: OpenOptions) -> DavResult<Box<dyn DavFile>> {
+async fn open_for_put(
+    fs: Arc<Fs>,
+    path: Vec<u8>,
+    options: OpenOptions,
+    guard: Option<PutGuard>,
+) -> DavResult<Box<dyn DavFile>> {
     let check_fs = fs.clone();
     let check_path = path.clone();
     let (parent, name) = blocking(move || {
@@ -502,7 +540,15 @@ async fn open_for_put(fs: Arc<Fs>, path: Vec<u8>, options: OpenOptions) -> DavRe
     let (sender, receiver) = mpsc::channel(BODY_QUEUE);
     let committed = tokio::task::spawn_blocking(move || {
         let mut body = BodyReader { queue: receiver, current: Bytes::new(), finished: false };
-        fs.put(parent.ino, &name, &mut body, PutOptions::default(), &DavFs::caller())
+        let Some(guard) = guard else {
+            return fs.put(parent.ino, &name, &mut body, PutOptions::default(), &DavFs::caller());
+        };
+        let put =
+            fs.put_if(parent.ino, &name, &mut body, PutOptions::default(), &DavFs::caller(), &*guard.test);
+        if let Err(FsError::PreconditionFailed) = put {
+            guard.failed.store(true, Ordering::Release);
+        }
+        put
     });
     let file: Box<dyn DavFile> = Box::new(PutFile {
         queue: Some(sender),

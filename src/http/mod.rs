@@ -6,13 +6,15 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dav_server::DavHandler;
+use dav_server::body::Body;
+use dav_server::{DavConfig, DavHandler};
+use headers::HeaderMapExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-pub use dav::DavFs;
+pub use dav::{DavFs, PutGuard};
 
 use crate::fs::Fs;
 
@@ -39,6 +41,52 @@ fn weak_if_none_match<B>(mut req: http::Request<B>) -> http::Request<B> {
     req
 }
 
+/// The guard for a PUT that has If-Match or If-None-Match, re-tested when
+/// it commits (RFC 9110, 13.1.1 and 13.1.2: If-Match compares strongly,
+/// If-None-Match weakly; an absent file matches no tag and fails `*`).
+fn put_guard(headers: &http::HeaderMap) -> Option<PutGuard> {
+    let if_match = headers.typed_get::<headers::IfMatch>();
+    let if_none_match = headers.typed_get::<headers::IfNoneMatch>();
+    if if_match.is_none() && if_none_match.is_none() {
+        return None;
+    }
+    Some(PutGuard::new(move |current| {
+        let etag = current.and_then(|id| id.etag().parse::<headers::ETag>().ok());
+        let matched = match (&if_match, &etag) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(condition), Some(etag)) => condition.precondition_passes(etag),
+        };
+        let none_matched = match (&if_none_match, &etag) {
+            (None, _) | (Some(_), None) => true,
+            (Some(condition), Some(etag)) => condition.precondition_passes(etag),
+        };
+        matched && none_matched
+    }))
+}
+
+/// One request: conditional PUTs get a filesystem that re-tests their
+/// condition at commit time; everything else goes to dav-server as is.
+async fn handle(
+    handler: DavHandler,
+    fs: Arc<Fs>,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<Body> {
+    let req = weak_if_none_match(req);
+    let guard = if req.method() == http::Method::PUT { put_guard(req.headers()) } else { None };
+    let Some(guard) = guard else {
+        return handler.handle(req).await;
+    };
+    let response =
+        handler.handle_with(DavConfig::new().filesystem(DavFs::guarded(fs, guard.clone())), req).await;
+    if guard.failed() {
+        let mut failed = http::Response::new(Body::empty());
+        *failed.status_mut() = http::StatusCode::PRECONDITION_FAILED;
+        return failed;
+    }
+    response
+}
+
 /// Bytes per read of a file's body.
 const READ_BUF_SIZE: usize = 256 * 1024;
 
@@ -46,6 +94,7 @@ const READ_BUF_SIZE: usize = 256 * 1024;
 pub struct Server {
     listener: TcpListener,
     handler: DavHandler,
+    fs: Arc<Fs>,
 }
 
 impl Server {
@@ -53,7 +102,7 @@ impl Server {
     pub async fn bind(fs: Arc<Fs>, addr: SocketAddr) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let handler = DavHandler::builder()
-            .filesystem(DavFs::new(fs))
+            .filesystem(DavFs::new(fs.clone()))
             .locksystem(dav_server::memls::MemLs::new())
             // Browsers get an HTML listing of a collection.
             .autoindex(true)
@@ -61,7 +110,7 @@ impl Server {
             // pieces mean fewer core calls per response.
             .read_buf_size(READ_BUF_SIZE)
             .build_handler();
-        Ok(Server { listener, handler })
+        Ok(Server { listener, handler, fs })
     }
 
     /// The address actually bound.
@@ -84,10 +133,10 @@ impl Server {
                             continue;
                         }
                     };
-                    let handler = self.handler.clone();
+                    let (handler, fs) = (self.handler.clone(), self.fs.clone());
                     let service = service_fn(move |req| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(handler.handle(weak_if_none_match(req)).await) }
+                        let (handler, fs) = (handler.clone(), fs.clone());
+                        async move { Ok::<_, Infallible>(handle(handler, fs, req).await) }
                     });
                     let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection);
