@@ -8,6 +8,8 @@ mod namespace;
 mod io;
 // Attributes, xattrs, change log and events.
 mod attrs;
+// WebDAV locks: conflicts, coverage, expiry, restarts.
+mod locks;
 // Randomized operation sequences checked against a model.
 mod model;
 // The `tsmfs` binary: every subcommand and its errors.

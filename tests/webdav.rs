@@ -317,6 +317,49 @@ fn dead_properties_survive_a_restart() {
 }
 
 #[test]
+fn locks_survive_a_restart() {
+    let server = TestServer::new();
+    assert_eq!(put(&server, "/locked.txt", b"v1", &[]).0, 201);
+    let lockinfo = br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>tester</D:owner></D:lockinfo>"#;
+    let (status, headers, _) = curl(
+        &[
+            "-X",
+            "LOCK",
+            "-H",
+            "Timeout: Second-600",
+            "-H",
+            "Content-Type: text/xml",
+            &server.url("/locked.txt"),
+        ],
+        Some(lockinfo),
+    );
+    assert_eq!(status, 200);
+    let token = header(&headers, "lock-token").expect("Lock-Token header");
+    assert!(token.starts_with("<urn:uuid:"), "{token}");
+    assert_eq!(put(&server, "/locked.txt", b"v2", &[]).0, 423);
+
+    let server = server.restart();
+    assert_eq!(put(&server, "/locked.txt", b"v2", &[]).0, 423, "still locked after a restart");
+    let find = br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:lockdiscovery/></D:prop></D:propfind>"#;
+    let (status, _, body) = curl(
+        &["-X", "PROPFIND", "-H", "Depth: 0", "-H", "Content-Type: text/xml", &server.url("/locked.txt")],
+        Some(find),
+    );
+    assert_eq!(status, 207);
+    let body = String::from_utf8(body).expect("utf-8");
+    let bare = token.trim_matches(|c| c == '<' || c == '>');
+    assert!(body.contains(bare) && body.contains("tester") && body.contains("Second-600"), "{body}");
+
+    let submitted = format!("If: ({token})");
+    assert_eq!(put(&server, "/locked.txt", b"v2", &["-H", &submitted]).0, 204);
+    let lock_token = format!("Lock-Token: {token}");
+    let (status, _, _) = curl(&["-X", "UNLOCK", "-H", &lock_token, &server.url("/locked.txt")], None);
+    assert_eq!(status, 204);
+    assert_eq!(put(&server, "/locked.txt", b"v3", &[]).0, 204);
+    assert_eq!(get(&server, "/locked.txt", &[]).2, b"v3");
+}
+
+#[test]
 fn litmus_passes_every_default_group() {
     let server = TestServer::new();
     let (status, _, _) = curl(&["-X", "MKCOL", &server.url("/litmus/")], None);

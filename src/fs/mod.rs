@@ -15,6 +15,7 @@ mod content;
 mod error;
 mod events;
 mod io;
+mod locks;
 mod namespace;
 mod put;
 mod setattr;
@@ -28,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use error::{FsError, FsResult};
 pub use events::{Change, ChangeOp, Origin};
 pub use io::{CopyOutcome, OpenFlags, Opened};
+pub use locks::{DEFAULT_LOCK_TIMEOUT_S, LockHolder, LockRequest, lock_key};
 pub use put::{Precondition, PutOptions, Staged, StagedPut};
 
 pub use namespace::RenameFlags;
@@ -35,7 +37,7 @@ pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};
 
 use crate::id::{ContentId, Ino};
 use crate::meta::{ChangeRecord, Db, Meta, MetaError};
-pub use crate::meta::{DirRow, FileKind, Inode as Attr, Totals};
+pub use crate::meta::{DirRow, FileKind, Inode as Attr, PathLock, Totals};
 use crate::store::{Store, StoreError};
 use events::Events;
 

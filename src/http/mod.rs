@@ -1,6 +1,7 @@
 //! The HTTP frontend: WebDAV (dav-server on hyper) over the fs core.
 
 mod dav;
+mod locks;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 pub use dav::{DavFs, PutGuard};
+pub use locks::SqlLocks;
 
 use crate::fs::Fs;
 
@@ -103,7 +105,7 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let handler = DavHandler::builder()
             .filesystem(DavFs::new(fs.clone()))
-            .locksystem(dav_server::memls::MemLs::new())
+            .locksystem(SqlLocks::new(fs.clone()))
             // Browsers get an HTML listing of a collection.
             .autoindex(true)
             // dav-server reads files in 16 KiB pieces by default; bigger

@@ -180,6 +180,28 @@ pub struct DirRow {
     pub inode: Inode,
 }
 
+/// A WebDAV lock on a path (RFC 4918, 6 and 9.10). Paths are the URL
+/// path, percent-decoded, without a trailing slash (`""` is the root).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathLock {
+    /// The lock token (a URI).
+    pub token: String,
+    /// The locked path.
+    pub path: Vec<u8>,
+    /// Who took it, if the server knows principals.
+    pub principal: Option<String>,
+    /// The client's `DAV:owner` element, as XML.
+    pub owner_xml: Option<Vec<u8>>,
+    /// Depth infinity: covers everything below `path` too.
+    pub deep: bool,
+    /// Shared rather than exclusive.
+    pub shared: bool,
+    /// When it lapses (ns since the epoch); `None`: never.
+    pub expires_ns: Option<i64>,
+    /// The timeout it was granted, in seconds; `None`: infinite.
+    pub timeout_s: Option<u64>,
+}
+
 /// One change-log entry as written.
 #[derive(Clone, Debug)]
 pub struct ChangeRecord<'a> {
@@ -375,6 +397,26 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn an_older_database_is_migrated_in_place_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        // Version 1 exactly as a first-release tsmfs left it, with a lock.
+        conn.execute_batch(schema::migration(0)).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO locks (token, path, deep, shared, created_ns) VALUES ('urn:uuid:x', X'2f61', 0, 0, 1)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(schema::migrate(&mut conn).unwrap(), 1, "the version found");
+        drop(conn);
+        let meta = Meta::open(dir.path()).unwrap();
+        let locks = meta.read(|db| db.locks_at(b"/a", 0)).unwrap();
+        assert_eq!(locks.len(), 1);
+        assert_eq!((locks[0].token.as_str(), locks[0].timeout_s), ("urn:uuid:x", None));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{ChangeRecord, ContentRecord, DirRow, FileKind, Inode, MetaError, Totals};
+use super::{ChangeRecord, ContentRecord, DirRow, FileKind, Inode, MetaError, PathLock, Totals};
 use crate::id::{ContentId, Ino};
 
 /// Columns of [`Inode`], in the order [`inode_from_row`] reads them.
@@ -71,6 +71,13 @@ const HAS_DEAD_PROPS: &str = "SELECT EXISTS (SELECT 1 FROM dead_props WHERE ino 
 const SET_DEAD_PROP: &str = "INSERT OR REPLACE INTO dead_props (ino, name, value) VALUES (?1, ?2, ?3)";
 const REMOVE_DEAD_PROP: &str = "DELETE FROM dead_props WHERE ino = ?1 AND name = ?2";
 const COPY_DEAD_PROPS: &str = "INSERT OR REPLACE INTO dead_props (ino, name, value) SELECT ?2, name, value FROM dead_props WHERE ino = +?1";
+const LOCKS_AT: &str = "SELECT token, path, principal, owner_xml, deep, shared, expires_ns, timeout_s FROM locks WHERE path = ?1 AND (expires_ns IS NULL OR expires_ns > ?2)";
+const LOCKS_BELOW: &str = "SELECT token, path, principal, owner_xml, deep, shared, expires_ns, timeout_s FROM locks WHERE path > ?1 AND path < ?2 AND (expires_ns IS NULL OR expires_ns > ?3)";
+const INSERT_LOCK: &str = "INSERT INTO locks (token, path, principal, owner_xml, deep, shared, expires_ns, timeout_s, created_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const REFRESH_LOCK: &str = "UPDATE locks SET expires_ns = ?3, timeout_s = ?4 WHERE token = ?1 AND path = ?2";
+const DELETE_LOCK: &str = "DELETE FROM locks WHERE token = ?1 AND path = ?2";
+const DELETE_LOCKS_UNDER: &str = "DELETE FROM locks WHERE path = ?1 OR (path > ?2 AND path < ?3)";
+const DELETE_EXPIRED_LOCKS: &str = "DELETE FROM locks WHERE expires_ns <= ?1";
 const LOG_CHANGE: &str = "INSERT INTO changes (at_ns, origin, op, ino, parent, name, new_parent, new_name, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Every statement, for the re-prepare test.
@@ -106,8 +113,38 @@ const ALL_STATEMENTS: &[&str] = &[
     SET_DEAD_PROP,
     REMOVE_DEAD_PROP,
     COPY_DEAD_PROPS,
+    LOCKS_AT,
+    LOCKS_BELOW,
+    INSERT_LOCK,
+    REFRESH_LOCK,
+    DELETE_LOCK,
+    DELETE_LOCKS_UNDER,
+    DELETE_EXPIRED_LOCKS,
     LOG_CHANGE,
 ];
+
+/// The key range `(low, high)` of every path strictly below `path` (in
+/// byte order, `path/` < below < `path0`, as `0` follows `/`).
+fn path_descendants(path: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut low = path.to_vec();
+    low.push(b'/');
+    let mut high = path.to_vec();
+    high.push(b'0');
+    (low, high)
+}
+
+fn lock_from_row(r: &Row<'_>) -> rusqlite::Result<PathLock> {
+    Ok(PathLock {
+        token: r.get(0)?,
+        path: r.get(1)?,
+        principal: r.get(2)?,
+        owner_xml: r.get(3)?,
+        deep: r.get(4)?,
+        shared: r.get(5)?,
+        expires_ns: r.get(6)?,
+        timeout_s: r.get::<_, Option<i64>>(7)?.map(|s| s.max(0) as u64),
+    })
+}
 
 /// Query access to the database, inside a transaction or not.
 pub struct Db<'c> {
@@ -528,6 +565,63 @@ impl<'c> Db<'c> {
         Ok(())
     }
 
+    // ---- WebDAV locks ----------------------------------------------------
+
+    /// Unexpired locks on exactly `path`.
+    pub fn locks_at(&self, path: &[u8], now_ns: i64) -> Result<Vec<PathLock>, MetaError> {
+        self.collect(LOCKS_AT, params![path, now_ns], lock_from_row, "list locks")
+    }
+
+    /// Unexpired locks strictly below `path`.
+    pub fn locks_below(&self, path: &[u8], now_ns: i64) -> Result<Vec<PathLock>, MetaError> {
+        let (low, high) = path_descendants(path);
+        self.collect(LOCKS_BELOW, params![low, high, now_ns], lock_from_row, "list locks below a path")
+    }
+
+    /// Record a new lock, first dropping expired ones.
+    pub fn insert_lock(&self, lock: &PathLock, now_ns: i64) -> Result<(), MetaError> {
+        self.execute(DELETE_EXPIRED_LOCKS, params![now_ns], "drop expired locks")?;
+        self.execute(
+            INSERT_LOCK,
+            params![
+                lock.token,
+                lock.path,
+                lock.principal,
+                lock.owner_xml,
+                lock.deep,
+                lock.shared,
+                lock.expires_ns,
+                lock.timeout_s.map(|s| s.min(i64::MAX as u64) as i64),
+                now_ns
+            ],
+            "record a lock",
+        )?;
+        Ok(())
+    }
+
+    /// Set a lock's expiry and timeout; whether it existed.
+    pub fn refresh_lock(&self, lock: &PathLock) -> Result<bool, MetaError> {
+        let timeout = lock.timeout_s.map(|s| s.min(i64::MAX as u64) as i64);
+        let n = self.execute(
+            REFRESH_LOCK,
+            params![lock.token, lock.path, lock.expires_ns, timeout],
+            "refresh a lock",
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Remove one lock; whether it existed.
+    pub fn delete_lock(&self, token: &str, path: &[u8]) -> Result<bool, MetaError> {
+        Ok(self.execute(DELETE_LOCK, params![token, path], "remove a lock")? > 0)
+    }
+
+    /// Remove every lock on `path` and below it.
+    pub fn delete_locks_under(&self, path: &[u8]) -> Result<(), MetaError> {
+        let (low, high) = path_descendants(path);
+        self.execute(DELETE_LOCKS_UNDER, params![path, low, high], "remove locks under a path")?;
+        Ok(())
+    }
+
     // ---- Change log and totals ------------------------------------------
 
     /// Append to the change log; returns the sequence number.
@@ -587,6 +681,15 @@ impl<'c> Db<'c> {
             content_bytes: q("SELECT COALESCE(SUM(size), 0) FROM contents")?,
             changes: q("SELECT COUNT(*) FROM changes")?,
         })
+    }
+
+    fn execute<P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        action: &'static str,
+    ) -> Result<usize, MetaError> {
+        self.conn.prepare_cached(sql).and_then(|mut st| st.execute(params)).map_err(MetaError::sql(action))
     }
 
     fn collect<T, P: rusqlite::Params>(

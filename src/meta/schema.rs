@@ -104,7 +104,17 @@ const MIGRATIONS: &[&str] = &[
         value       TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: a lock's requested timeout, for refreshes that name none.
+    r#"
+    ALTER TABLE locks ADD COLUMN timeout_s INTEGER;
+    "#,
 ];
+
+/// The SQL of migration `index` (to version `index + 1`).
+#[cfg(test)]
+pub(super) fn migration(index: usize) -> &'static str {
+    MIGRATIONS[index]
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
