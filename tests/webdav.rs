@@ -1,6 +1,7 @@
 //! The WebDAV server, spoken to over HTTP by real clients (curl, litmus)
 //! on 127.0.0.1.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -357,6 +358,118 @@ fn locks_survive_a_restart() {
     assert_eq!(status, 204);
     assert_eq!(put(&server, "/locked.txt", b"v3", &[]).0, 204);
     assert_eq!(get(&server, "/locked.txt", &[]).2, b"v3");
+}
+
+fn propfind(server: &TestServer, path: &str, depth: Option<&str>, body: &[u8]) -> (u16, String) {
+    let url = server.url(path);
+    let depth = depth.map(|d| format!("Depth: {d}"));
+    let mut args = vec!["-X", "PROPFIND", "-H", "Content-Type: application/xml"];
+    if let Some(depth) = &depth {
+        args.extend(["-H", depth.as_str()]);
+    }
+    args.push(&url);
+    let (status, _, body) = curl(&args, (!body.is_empty()).then_some(body));
+    (status, String::from_utf8(body).expect("utf-8"))
+}
+
+/// The text of the first `<D:{name}>` after `from` in `xml`.
+fn element_text<'a>(xml: &'a str, from: &str, name: &str) -> &'a str {
+    let at = xml.find(from).unwrap_or_else(|| panic!("{from} in {xml}"));
+    let open = format!("<D:{name}>");
+    let start =
+        xml[at..].find(&open).unwrap_or_else(|| panic!("{open} after {from} in {xml}")) + at + open.len();
+    let end = xml[start..].find('<').expect("closing tag") + start;
+    &xml[start..end]
+}
+
+#[test]
+fn propfind_lists_quoted_etags_dead_props_and_locks_of_every_entry() {
+    let server = TestServer::new();
+    let (_, headers) = put(&server, "/dir/a%20file.txt", b"alpha", &[]);
+    assert_eq!(headers.lines().next().map(|l| l.contains("409")), Some(true), "no parent yet: 409");
+    assert_eq!(curl(&["-X", "MKCOL", &server.url("/dir")], None).0, 201);
+    let (_, headers) = put(&server, "/dir/a%20file.txt", b"alpha", &[]);
+    let etag = header(&headers, "etag").expect("etag");
+    assert_eq!(put(&server, "/dir/b.html", b"<p>beta</p>", &[]).0, 201);
+    assert_eq!(curl(&["-X", "MKCOL", &server.url("/dir/sub")], None).0, 201);
+    let patch = br#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:tsmfs-test"><D:set><D:prop><Z:colour>teal &amp; blue</Z:colour></D:prop></D:set></D:propertyupdate>"#;
+    let patched =
+        curl(&["-X", "PROPPATCH", "-H", "Content-Type: text/xml", &server.url("/dir/b.html")], Some(patch));
+    assert_eq!(patched.0, 207);
+    let lockinfo = br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#;
+    let (status, headers, _) = curl(
+        &["-X", "LOCK", "-H", "Depth: 0", "-H", "Content-Type: text/xml", &server.url("/dir/sub/")],
+        Some(lockinfo),
+    );
+    assert_eq!(status, 200);
+    let token = header(&headers, "lock-token").expect("lock token");
+
+    // allprop (an empty body), Depth 1.
+    let (status, xml) = propfind(&server, "/dir", Some("1"), b"");
+    assert_eq!(status, 207, "{xml}");
+    assert!(xml.contains("<D:href>/dir/</D:href>"), "{xml}");
+    assert_eq!(
+        element_text(&xml, "<D:href>/dir/a%20file.txt</D:href>", "getetag"),
+        etag,
+        "getetag = ETag header"
+    );
+    assert_eq!(element_text(&xml, "<D:href>/dir/a%20file.txt</D:href>", "getcontentlength"), "5");
+    assert_eq!(element_text(&xml, "<D:href>/dir/b.html</D:href>", "getcontenttype"), "text/html");
+    let b_entry = &xml[xml.find("<D:href>/dir/b.html</D:href>").unwrap()..];
+    assert!(b_entry.contains("teal &amp; blue"), "dead property of an entry: {xml}");
+    let sub_entry = &xml[xml.find("<D:href>/dir/sub/</D:href>").unwrap()..];
+    assert!(sub_entry.starts_with("<D:href>/dir/sub/</D:href>"));
+    assert!(sub_entry.contains("<D:collection/>"));
+    assert!(sub_entry.contains(token.trim_matches(['<', '>'])), "lock of an entry: {xml}");
+    assert_eq!(xml.matches("<D:response>").count(), 4);
+
+    // Named properties: found ones under 200, the rest under 404.
+    let find = br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:getcontentlength/><Z:colour xmlns:Z="urn:tsmfs-test"/></D:prop></D:propfind>"#;
+    let (status, xml) = propfind(&server, "/dir/sub", Some("0"), find);
+    assert_eq!(status, 207);
+    assert!(xml.contains("<D:getetag>\"d"), "a collection has an ETag: {xml}");
+    let missing =
+        &xml[xml.find("404 Not Found").map(|at| xml[..at].rfind("<D:propstat>").unwrap()).unwrap()..];
+    assert!(missing.contains("<D:getcontentlength/>") && missing.contains("colour"), "{xml}");
+
+    // propname: names, no values.
+    let names = br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:propname/></D:propfind>"#;
+    let (_, xml) = propfind(&server, "/dir/b.html", Some("0"), names);
+    assert!(xml.contains("<D:getetag/>") && xml.contains("colour") && !xml.contains("teal"), "{xml}");
+
+    // Refusals.
+    assert_eq!(propfind(&server, "/dir", None, b"").0, 403, "no Depth means infinity, which we refuse");
+    let (status, xml) = propfind(&server, "/dir", Some("infinity"), b"");
+    assert_eq!(status, 403);
+    assert!(xml.contains("propfind-finite-depth"), "{xml}");
+    assert_eq!(propfind(&server, "/dir", Some("1"), b"<D:propfind xmlns:D='DAV:'><D:prop>").0, 400);
+    assert_eq!(propfind(&server, "/nowhere", Some("0"), b"").0, 404);
+}
+
+#[test]
+fn propfind_streams_a_listing_of_ten_thousand_entries() {
+    // Fill the collection with the bulk import, before the server starts.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let many = dir.path().join("source/many");
+    std::fs::create_dir_all(&many).expect("source dir");
+    for i in 0..10_000 {
+        std::fs::write(many.join(format!("f{i:05}")), i.to_string()).expect("write source file");
+    }
+    for args in [
+        vec![OsStr::new("init"), data.as_os_str()],
+        vec![OsStr::new("import"), data.as_os_str(), many.parent().expect("parent").as_os_str()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tsmfs")).args(&args).output().expect("run tsmfs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut server = TestServer::start(&data);
+    server._dir = Some(dir);
+    let (status, xml) = propfind(&server, "/many/", Some("1"), b"");
+    assert_eq!(status, 207);
+    assert_eq!(xml.matches("<D:response>").count(), 10_001);
+    assert!(xml.contains("<D:href>/many/f09999</D:href>") && xml.trim_end().ends_with("</D:multistatus>"));
+    assert_eq!(element_text(&xml, "<D:href>/many/f00042</D:href>", "getetag"), sha1_id(b"42").etag());
 }
 
 #[test]

@@ -214,6 +214,14 @@ impl Fs {
         })
     }
 
+    /// The locks in force strictly below `path`, for listings: with
+    /// [`Fs::locks_covering`] of the directory, they give every entry's
+    /// locks without a query per entry.
+    pub fn locks_below(&self, path: &[u8]) -> FsResult<Vec<PathLock>> {
+        let now = now_ns();
+        Ok(self.meta.read(|db| db.locks_below(lock_key(path), now))?)
+    }
+
     /// Drop every lock on `path` and below (the resources are gone).
     pub fn remove_locks_under(&self, path: &[u8], caller: &Caller) -> FsResult<()> {
         self.transact(caller.origin, false, |tx| Ok(tx.db.delete_locks_under(lock_key(path))?))

@@ -38,6 +38,10 @@ pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};
 use crate::id::{ContentId, Ino};
 use crate::meta::{ChangeRecord, Db, Meta, MetaError};
 pub use crate::meta::{DirRow, FileKind, Inode as Attr, PathLock, Totals};
+
+/// WebDAV dead properties of one resource: (Clark name `{ns}local`, the
+/// property element's XML), by name.
+pub type DeadProps = Vec<(String, Vec<u8>)>;
 use crate::store::{Store, StoreError};
 use events::Events;
 
@@ -501,7 +505,7 @@ impl Tx<'_, '_> {
 }
 
 /// Nanoseconds since the epoch, now.
-pub(crate) fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 

@@ -1,6 +1,6 @@
 //! Names: lookup, create, link, unlink, rename, readdir, path resolution.
 
-use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Tx, check_name};
+use super::{Attr, Caller, ChangeOp, DeadProps, FileKind, Fs, FsError, FsResult, Tx, check_name};
 use crate::id::Ino;
 use crate::meta::{DirRow, NewInode};
 
@@ -361,17 +361,7 @@ impl Fs {
     /// the start), with attributes. Cursors stay valid across concurrent
     /// changes: an entry present throughout is listed exactly once.
     pub fn readdir(&self, dir: Ino, cursor: u64, limit: u32) -> FsResult<Vec<DirRow>> {
-        let rows = self.meta.read(|db| {
-            let rows = db.list_dir(dir, cursor, limit)?;
-            if rows.is_empty() {
-                match db.inode(dir)? {
-                    None => return Err(FsError::NotFound),
-                    Some(d) if d.kind != FileKind::Dir => return Err(FsError::NotDir),
-                    Some(_) => {}
-                }
-            }
-            Ok(rows)
-        })?;
+        let rows = self.meta.read(|db| list_page(db, dir, cursor, limit))?;
         rows.into_iter()
             .map(|mut row| {
                 row.inode = self.current(row.inode)?;
@@ -380,10 +370,54 @@ impl Fs {
             .collect()
     }
 
+    /// [`Fs::readdir`] with each entry's dead properties, all from one
+    /// snapshot and two queries: a WebDAV listing needs no per-entry
+    /// lookups.
+    pub fn readdir_with_dead_props(
+        &self,
+        dir: Ino,
+        cursor: u64,
+        limit: u32,
+    ) -> FsResult<Vec<(DirRow, DeadProps)>> {
+        let (rows, props) = self.meta.read(|db| {
+            let rows = list_page(db, dir, cursor, limit)?;
+            let props = match rows.last() {
+                Some(last) => db.dead_props_of_entries(dir, cursor, last.cursor)?,
+                None => Vec::new(),
+            };
+            Ok::<_, FsError>((rows, props))
+        })?;
+        let mut by_ino: std::collections::HashMap<Ino, DeadProps> = std::collections::HashMap::new();
+        for (ino, name, value) in props {
+            by_ino.entry(ino).or_default().push((name, value));
+        }
+        rows.into_iter()
+            .map(|mut row| {
+                row.inode = self.current(row.inode)?;
+                let props = by_ino.get(&row.inode.ino).cloned().unwrap_or_default();
+                Ok((row, props))
+            })
+            .collect()
+    }
+
     /// The parent of directory `dir` (the root is its own parent).
     pub fn parent_of(&self, dir: Ino) -> FsResult<Ino> {
         Ok(self.meta.read(|db| db.parent_of_dir(dir))?.map_or(Ino::ROOT, |(p, _)| p))
     }
+}
+
+/// A page of a listing; an empty page of something that is not a
+/// directory is an error, not the end.
+fn list_page(db: &crate::meta::Db<'_>, dir: Ino, cursor: u64, limit: u32) -> FsResult<Vec<DirRow>> {
+    let rows = db.list_dir(dir, cursor, limit)?;
+    if rows.is_empty() {
+        match db.inode(dir)? {
+            None => return Err(FsError::NotFound),
+            Some(d) if d.kind != FileKind::Dir => return Err(FsError::NotDir),
+            Some(_) => {}
+        }
+    }
+    Ok(rows)
 }
 
 impl Tx<'_, '_> {

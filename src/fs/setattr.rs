@@ -133,7 +133,7 @@ impl Fs {
     }
 
     /// WebDAV dead properties of `ino`: (Clark-notation name, raw XML).
-    pub fn dead_props(&self, ino: Ino) -> FsResult<Vec<(String, Vec<u8>)>> {
+    pub fn dead_props(&self, ino: Ino) -> FsResult<super::DeadProps> {
         Ok(self.meta.read(|db| db.dead_props(ino))?)
     }
 

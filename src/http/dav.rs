@@ -152,14 +152,9 @@ impl DavMetaData for Meta {
         self.0.kind == FileKind::Symlink
     }
 
-    /// Files: the content id (dav-server adds the quotes). Collections: the
-    /// inode and its last change, which moves with every entry change.
+    /// [`super::etag_of`] without its quotes: dav-server adds them.
     fn etag(&self) -> Option<String> {
-        let tag = match self.0.content_id() {
-            Some(id) => id.etag_tag(),
-            None => format!("d{:x}-{:x}", self.0.ino.0, self.0.mtime_ns),
-        };
-        Some(tag)
+        super::etag_of(&self.0).map(|tag| tag.trim_matches('"').to_owned())
     }
 
     fn accessed(&self) -> DavResult<SystemTime> {

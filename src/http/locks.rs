@@ -5,15 +5,10 @@ use std::time::{Duration, SystemTime};
 use dav_server::davpath::DavPath;
 use dav_server::ls::{DavLock, DavLockSystem, LsFuture};
 use futures_util::FutureExt;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use std::sync::Arc;
 use xmltree::Element;
 
 use crate::fs::{Caller, Fs, FsError, LockHolder, LockRequest, Origin, PathLock, system_time};
-
-/// Bytes left as they are when a stored path becomes a URL path again.
-const PATH_SAFE: &AsciiSet =
-    &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Locks kept in SQLite: they survive a restart.
 #[derive(Clone, Debug)]
@@ -86,7 +81,7 @@ fn owner_xml(owner: &Element) -> Option<Vec<u8>> {
 }
 
 fn dav_lock(lock: PathLock) -> DavLock {
-    let url = format!("{}", percent_encode(&lock.path, PATH_SAFE));
+    let url = super::url_path(&lock.path);
     let path = match DavPath::new(if url.is_empty() { "/" } else { &url }) {
         Ok(path) => path,
         Err(e) => {

@@ -2,23 +2,78 @@
 
 mod dav;
 mod locks;
+mod propfind;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use dav_server::body::Body;
 use dav_server::{DavConfig, DavHandler};
 use headers::HeaderMapExt;
+use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::net::TcpListener;
 
 pub use dav::{DavFs, PutGuard};
 pub use locks::SqlLocks;
 
-use crate::fs::Fs;
+use crate::fs::{Attr, FileKind, Fs};
+
+/// Every response body: dav-server's and our own streams.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn empty_body() -> ResponseBody {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn full_body(bytes: Bytes) -> ResponseBody {
+    http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The strong ETag of a resource, quoted, as in the `ETag` header and
+/// `getetag`: a file's content id (the FUSE xattr's string); for a
+/// collection, its inode and last change, which move with every entry
+/// change.
+pub fn etag_of(attr: &Attr) -> Option<String> {
+    match (attr.content_id(), attr.kind) {
+        (Some(id), _) => Some(id.etag()),
+        (None, FileKind::Dir) => Some(format!("\"d{:x}-{:x}\"", attr.ino.0, attr.mtime_ns)),
+        (None, _) => None,
+    }
+}
+
+/// Bytes of a path kept as they are in a URL; the rest is %-encoded.
+const PATH_SAFE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// A decoded path (bytes, maybe not UTF-8) as a URL path.
+fn url_path(path: &[u8]) -> String {
+    percent_encode(path, PATH_SAFE).to_string()
+}
+
+/// Text for XML content or a double-quoted attribute. Only what must be
+/// escaped is, so values such as a quoted ETag read as they are.
+fn escape_xml(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['&', '<', '>', '"']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// If-None-Match compares weakly (RFC 9110, 13.1.2): `W/"x"` matches
 /// `"x"`. dav-server compares strongly, and every tag we issue is strong,
@@ -67,26 +122,34 @@ fn put_guard(headers: &http::HeaderMap) -> Option<PutGuard> {
     }))
 }
 
-/// One request: conditional PUTs get a filesystem that re-tests their
-/// condition at commit time; everything else goes to dav-server as is.
+/// One request: PROPFIND is ours; conditional PUTs get a filesystem that
+/// re-tests their condition at commit time; everything else goes to
+/// dav-server as is.
 async fn handle(
     handler: DavHandler,
     fs: Arc<Fs>,
     req: http::Request<hyper::body::Incoming>,
-) -> http::Response<Body> {
+) -> http::Response<ResponseBody> {
+    if propfind::is_propfind(req.method()) {
+        return propfind::propfind(fs, req).await;
+    }
     let req = weak_if_none_match(req);
     let guard = if req.method() == http::Method::PUT { put_guard(req.headers()) } else { None };
     let Some(guard) = guard else {
-        return handler.handle(req).await;
+        return boxed(handler.handle(req).await);
     };
     let response =
         handler.handle_with(DavConfig::new().filesystem(DavFs::guarded(fs, guard.clone())), req).await;
     if guard.failed() {
-        let mut failed = http::Response::new(Body::empty());
+        let mut failed = http::Response::new(empty_body());
         *failed.status_mut() = http::StatusCode::PRECONDITION_FAILED;
         return failed;
     }
-    response
+    boxed(response)
+}
+
+fn boxed(response: http::Response<Body>) -> http::Response<ResponseBody> {
+    response.map(|body| body.boxed_unsync())
 }
 
 /// Bytes per read of a file's body.

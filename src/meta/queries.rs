@@ -67,6 +67,7 @@ const XATTR_NAMES: &str = "SELECT name FROM xattrs WHERE ino = +?1 ORDER BY name
 const SET_XATTR: &str = "INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)";
 const REMOVE_XATTR: &str = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2";
 const DEAD_PROPS: &str = "SELECT name, value FROM dead_props WHERE ino = +?1 ORDER BY name";
+const DEAD_PROPS_OF_ENTRIES: &str = "SELECT p.ino, p.name, p.value FROM dirents d JOIN dead_props p ON p.ino = d.child WHERE d.parent = +?1 AND d.id > ?2 AND d.id <= ?3 ORDER BY p.ino, p.name";
 const HAS_DEAD_PROPS: &str = "SELECT EXISTS (SELECT 1 FROM dead_props WHERE ino = +?1)";
 const SET_DEAD_PROP: &str = "INSERT OR REPLACE INTO dead_props (ino, name, value) VALUES (?1, ?2, ?3)";
 const REMOVE_DEAD_PROP: &str = "DELETE FROM dead_props WHERE ino = ?1 AND name = ?2";
@@ -109,6 +110,7 @@ const ALL_STATEMENTS: &[&str] = &[
     SET_XATTR,
     REMOVE_XATTR,
     DEAD_PROPS,
+    DEAD_PROPS_OF_ENTRIES,
     HAS_DEAD_PROPS,
     SET_DEAD_PROP,
     REMOVE_DEAD_PROP,
@@ -528,6 +530,22 @@ impl<'c> Db<'c> {
     /// Dead properties of `ino`: (Clark-notation name, raw XML), by name.
     pub fn dead_props(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>, MetaError> {
         self.collect(DEAD_PROPS, [ino.as_sql()], |r| Ok((r.get(0)?, r.get(1)?)), "list dead properties")
+    }
+
+    /// Dead properties of the entries of `dir` with cursors in
+    /// `(after, upto]`, as (inode, name, value).
+    pub fn dead_props_of_entries(
+        &self,
+        dir: Ino,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<(Ino, String, Vec<u8>)>, MetaError> {
+        self.collect(
+            DEAD_PROPS_OF_ENTRIES,
+            params![dir.as_sql(), after as i64, upto as i64],
+            |r| Ok((Ino::from_sql(r.get(0)?), r.get(1)?, r.get(2)?)),
+            "list dead properties of directory entries",
+        )
     }
 
     /// Whether `ino` has any dead property.
