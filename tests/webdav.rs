@@ -473,6 +473,39 @@ fn propfind_streams_a_listing_of_ten_thousand_entries() {
 }
 
 #[test]
+fn copy_of_a_collection_copies_every_dead_property() {
+    let server = TestServer::new();
+    for dir in ["/c", "/c/sub", "/c/sub/deeper"] {
+        assert_eq!(curl(&["-X", "MKCOL", &server.url(dir)], None).0, 201);
+    }
+    assert_eq!(put(&server, "/c/sub/f.txt", b"file", &[]).0, 201);
+    for (path, value) in
+        [("/c", "top"), ("/c/sub/", "middle"), ("/c/sub/deeper", "bottom"), ("/c/sub/f.txt", "file")]
+    {
+        let patch = format!(
+            r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:tsmfs-test"><D:set><D:prop><Z:tag>{value}</Z:tag></D:prop></D:set></D:propertyupdate>"#
+        );
+        let patched = curl(&["-X", "PROPPATCH", &server.url(path)], Some(patch.as_bytes()));
+        assert_eq!(patched.0, 207, "{path}");
+    }
+    let destination = format!("Destination: {}", server.url("/copy"));
+    assert_eq!(curl(&["-X", "COPY", "-H", &destination, &server.url("/c/")], None).0, 201);
+    let find = br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><Z:tag xmlns:Z="urn:tsmfs-test"/></D:prop></D:propfind>"#;
+    for (path, value) in [
+        ("/copy", "top"),
+        ("/copy/sub", "middle"),
+        ("/copy/sub/deeper", "bottom"),
+        ("/copy/sub/f.txt", "file"),
+    ] {
+        let (status, xml) = propfind(&server, path, Some("0"), find);
+        assert_eq!(status, 207, "{path}");
+        assert!(xml.contains(&format!(">{value}<")), "{path}: {xml}");
+    }
+    // The source keeps its own.
+    assert!(propfind(&server, "/c/sub", Some("0"), find).1.contains(">middle<"));
+}
+
+#[test]
 fn litmus_passes_every_default_group() {
     let server = TestServer::new();
     let (status, _, _) = curl(&["-X", "MKCOL", &server.url("/litmus/")], None);

@@ -118,6 +118,7 @@ impl Fs {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn make_node(
         &self,
         parent: Ino,
@@ -129,46 +130,21 @@ impl Fs {
         caller: &Caller,
     ) -> FsResult<Attr> {
         check_name(name)?;
-        let op = match kind {
-            FileKind::Dir => ChangeOp::Mkdir,
-            FileKind::Symlink => ChangeOp::Symlink,
-            _ => ChangeOp::Create,
-        };
         self.transact(caller.origin, false, |tx| {
-            let dir = tx.existing_dir(parent)?;
-            if tx.db.lookup(parent, name)?.is_some() {
-                return Err(FsError::Exists);
-            }
-            let mut perm = perm & 0o7777;
-            let mut gid = caller.gid;
-            if dir.perm & libc::S_ISGID != 0 {
-                // BSD group semantics for setgid directories: the new inode
-                // takes the directory's group, and subdirectories stay setgid.
-                gid = dir.gid;
-                if kind == FileKind::Dir {
-                    perm |= libc::S_ISGID;
-                }
-            }
-            let new = NewInode {
-                kind,
-                perm,
-                uid: caller.uid,
-                gid,
-                size: symlink.map_or(0, |t| t.len() as u64),
-                now_ns: tx.now,
-                nlink: if kind == FileKind::Dir { 2 } else { 1 },
-                rdev,
-                content: None,
-                symlink,
-            };
-            let ino = tx.db.insert_inode(&new)?;
-            tx.db.insert_dirent(parent, name, ino)?;
-            tx.db.touch_dir(parent, tx.now)?;
-            if kind == FileKind::Dir {
-                tx.db.add_links(parent, 1, tx.now)?;
-            }
-            tx.log(op, ino, Some((parent, name)), None, None, vec![parent])?;
-            Ok(new.attr(ino))
+            tx.make_node(parent, name, kind, perm, rdev, symlink, caller)
+        })
+    }
+
+    /// Create directory `parent/name` with the mode and dead properties
+    /// of directory `source`, not its entries: one level of a WebDAV
+    /// collection COPY (RFC 4918, 9.8.2: properties are copied too).
+    pub fn copy_dir(&self, source: Ino, parent: Ino, name: &[u8], caller: &Caller) -> FsResult<Attr> {
+        check_name(name)?;
+        self.transact(caller.origin, false, |tx| {
+            let from = tx.existing_dir(source)?;
+            let made = tx.make_node(parent, name, FileKind::Dir, from.perm & 0o777, 0, None, caller)?;
+            tx.db.copy_dead_props(from.ino, made.ino)?;
+            Ok(made)
         })
     }
 
@@ -421,6 +397,58 @@ fn list_page(db: &crate::meta::Db<'_>, dir: Ino, cursor: u64, limit: u32) -> FsR
 }
 
 impl Tx<'_, '_> {
+    #[allow(clippy::too_many_arguments)]
+    fn make_node(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        symlink: Option<&[u8]>,
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        let op = match kind {
+            FileKind::Dir => ChangeOp::Mkdir,
+            FileKind::Symlink => ChangeOp::Symlink,
+            _ => ChangeOp::Create,
+        };
+        let dir = self.existing_dir(parent)?;
+        if self.db.lookup(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let mut perm = perm & 0o7777;
+        let mut gid = caller.gid;
+        if dir.perm & libc::S_ISGID != 0 {
+            // BSD group semantics for setgid directories: the new inode
+            // takes the directory's group, and subdirectories stay setgid.
+            gid = dir.gid;
+            if kind == FileKind::Dir {
+                perm |= libc::S_ISGID;
+            }
+        }
+        let new = NewInode {
+            kind,
+            perm,
+            uid: caller.uid,
+            gid,
+            size: symlink.map_or(0, |t| t.len() as u64),
+            now_ns: self.now,
+            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            rdev,
+            content: None,
+            symlink,
+        };
+        let ino = self.db.insert_inode(&new)?;
+        self.db.insert_dirent(parent, name, ino)?;
+        self.db.touch_dir(parent, self.now)?;
+        if kind == FileKind::Dir {
+            self.db.add_links(parent, 1, self.now)?;
+        }
+        self.log(op, ino, Some((parent, name)), None, None, vec![parent])?;
+        Ok(new.attr(ino))
+    }
+
     pub(super) fn existing_dir(&self, ino: Ino) -> FsResult<Attr> {
         let inode = self.db.inode(ino)?.ok_or(FsError::NotFound)?;
         if inode.kind != FileKind::Dir {

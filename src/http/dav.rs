@@ -21,7 +21,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 
 use crate::fs::{
-    Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags, system_time,
+    Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags, lock_key, system_time,
 };
 use crate::id::{ContentId, Handle, Ino};
 
@@ -37,6 +37,30 @@ pub struct DavFs {
     fs: Arc<Fs>,
     /// The request's own condition on what a PUT replaces, if it has one.
     put_guard: Option<PutGuard>,
+    /// For a COPY: where from and where to, so that the collections
+    /// dav-server creates take their source's dead properties along.
+    copy_roots: Option<CopyRoots>,
+}
+
+/// The source and destination paths of a COPY.
+#[derive(Clone, Debug)]
+pub struct CopyRoots {
+    /// The request URI's path, decoded.
+    pub from: Vec<u8>,
+    /// The Destination header's path, decoded.
+    pub to: Vec<u8>,
+}
+
+impl CopyRoots {
+    /// The source of `dest`, if `dest` is the destination or below it.
+    fn source_of(&self, dest: &[u8]) -> Option<Vec<u8>> {
+        let (root, dest) = (lock_key(&self.to), lock_key(dest));
+        let rest = dest.strip_prefix(root)?;
+        if !rest.is_empty() && !rest.starts_with(b"/") {
+            return None;
+        }
+        Some([lock_key(&self.from), rest].concat())
+    }
 }
 
 /// A PUT's If-Match / If-None-Match, tested again inside the commit
@@ -65,12 +89,17 @@ impl PutGuard {
 impl DavFs {
     /// Serve `fs`.
     pub fn new(fs: Arc<Fs>) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None })
+        Box::new(DavFs { fs, put_guard: None, copy_roots: None })
     }
 
     /// Serve `fs` for one request whose PUT commits only under `guard`.
     pub fn guarded(fs: Arc<Fs>, guard: PutGuard) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: Some(guard) })
+        Box::new(DavFs { fs, put_guard: Some(guard), copy_roots: None })
+    }
+
+    /// Serve `fs` for one COPY request.
+    pub fn copying(fs: Arc<Fs>, roots: CopyRoots) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: None, copy_roots: Some(roots) })
     }
 
     fn caller() -> Caller {
@@ -267,7 +296,14 @@ impl DavFileSystem for DavFs {
     }
 
     fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        self.in_parent(path, |fs, parent, name| fs.mkdir(parent, name, 0o755, &Self::caller()).map(|_| ()))
+        let source = self.copy_roots.as_ref().and_then(|roots| roots.source_of(path.as_bytes()));
+        self.in_parent(path, move |fs, parent, name| {
+            let made = match source {
+                Some(source) => fs.copy_dir(fs.resolve(&source)?.ino, parent, name, &Self::caller()),
+                None => fs.mkdir(parent, name, 0o755, &Self::caller()),
+            };
+            made.map(|_| ())
+        })
     }
 
     fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::net::TcpListener;
 
-pub use dav::{DavFs, PutGuard};
+pub use dav::{CopyRoots, DavFs, PutGuard};
 pub use locks::SqlLocks;
 
 use crate::fs::{Attr, FileKind, Fs};
@@ -122,6 +122,15 @@ fn put_guard(headers: &http::HeaderMap) -> Option<PutGuard> {
     }))
 }
 
+/// A COPY's source and destination paths, decoded as dav-server does;
+/// `None` if either is malformed (dav-server then refuses the request).
+fn copy_roots<B>(req: &http::Request<B>) -> Option<CopyRoots> {
+    let from = dav_server::davpath::DavPath::from_uri(req.uri()).ok()?;
+    let destination = req.headers().get("destination")?.to_str().ok()?;
+    let to = dav_server::davpath::DavPath::from_uri(&destination.parse::<http::Uri>().ok()?).ok()?;
+    Some(CopyRoots { from: from.as_bytes().to_vec(), to: to.as_bytes().to_vec() })
+}
+
 /// One request: PROPFIND is ours; conditional PUTs get a filesystem that
 /// re-tests their condition at commit time; everything else goes to
 /// dav-server as is.
@@ -134,6 +143,11 @@ async fn handle(
         return propfind::propfind(fs, req).await;
     }
     let req = weak_if_none_match(req);
+    if req.method().as_str() == "COPY"
+        && let Some(roots) = copy_roots(&req)
+    {
+        return boxed(handler.handle_with(DavConfig::new().filesystem(DavFs::copying(fs, roots)), req).await);
+    }
     let guard = if req.method() == http::Method::PUT { put_guard(req.headers()) } else { None };
     let Some(guard) = guard else {
         return boxed(handler.handle(req).await);
