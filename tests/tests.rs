@@ -23,3 +23,5 @@ mod util;
 
 // The WebDAV server over HTTP, with curl and litmus.
 mod webdav;
+// Real WebDAV clients: rclone, cadaver, davfs2, Chromium.
+mod webdav_clients;

@@ -1,0 +1,325 @@
+//! Real WebDAV clients against a real server on 127.0.0.1: rclone,
+//! cadaver, davfs2 (a kernel mount) and headless Chromium. Each is a
+//! Debian package that scripts/test installs; a missing one fails the
+//! test with its name.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::util::sha1_id;
+use crate::webdav::TestServer;
+
+/// Run `program` with `args` (and `stdin`), killed after `limit`.
+fn run(program: &str, package: &str, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{program} is needed (Debian package {package}; scripts/test installs it): {e}")
+        });
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(stdin) = stdin {
+        input.write_all(stdin).expect("write stdin");
+    }
+    drop(input);
+    // Collect output on another thread (a full pipe would stall the
+    // child), and kill the child if it runs over.
+    let pid = child.id() as i32;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(out) => out.expect("collect output"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid touches no memory.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = finished.recv().expect("output after kill").expect("collect output");
+            panic!("{program} {args:?} ran over {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file under `root` as (relative path, bytes), sorted.
+fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.expect("walk"))
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(root).expect("under root").to_owned();
+            (rel, std::fs::read(e.path()).expect("read"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Bytes that do not repeat in any short period.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn get(server: &TestServer, path: &str) -> (String, Vec<u8>) {
+    let out =
+        run("curl", "curl", &["-s", "-D", "/dev/stderr", &server.url(path)], None, Duration::from_secs(30));
+    let body = out.stdout.clone();
+    ok(&out, "curl GET");
+    (String::from_utf8_lossy(&out.stderr).into_owned(), body)
+}
+
+#[test]
+fn rclone_copies_a_tree_up_and_down_unchanged() {
+    let server = TestServer::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = dir.path().join("up");
+    for (path, bytes) in [
+        ("a/b/c.txt", b"deep".to_vec()),
+        ("empty.txt", Vec::new()),
+        ("big.bin", noise(3 << 20, 1)),
+        ("sp ace é.txt", "non-ASCII name".as_bytes().to_vec()),
+    ] {
+        let path = up.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    }
+    for i in 0..20 {
+        std::fs::write(up.join(format!("a/small-{i}")), noise(100 + i * 37, i as u64)).expect("write");
+    }
+    let remote = ":webdav:tree";
+    let url = format!("--webdav-url={}", server.base);
+    let flags = ["--config", "/dev/null", &url, "--webdav-vendor=other"];
+    let up_arg = up.to_str().expect("utf-8 path");
+    let limit = Duration::from_secs(60);
+
+    let copy_up: Vec<&str> = ["copy", up_arg, remote].iter().chain(&flags).copied().collect();
+    ok(&run("rclone", "rclone", &copy_up, None, limit), "rclone copy up");
+    let check: Vec<&str> = ["check", "--download", up_arg, remote].iter().chain(&flags).copied().collect();
+    ok(&run("rclone", "rclone", &check, None, limit), "rclone check --download");
+
+    let down = dir.path().join("down");
+    let down_arg = down.to_str().expect("utf-8 path");
+    let copy_down: Vec<&str> = ["copy", remote, down_arg].iter().chain(&flags).copied().collect();
+    ok(&run("rclone", "rclone", &copy_down, None, limit), "rclone copy down");
+    let (sent, received) = (tree(&up), tree(&down));
+    assert_eq!(sent.len(), 24);
+    assert!(sent == received, "the tree came back different");
+
+    let (headers, body) = get(&server, "/tree/big.bin");
+    assert_eq!(body, noise(3 << 20, 1));
+    let etag = format!("etag: {}", sha1_id(&body).etag());
+    assert!(headers.to_ascii_lowercase().contains(&etag), "{headers}");
+}
+
+fn http_status(server: &TestServer, method: &str, path: &str) -> u16 {
+    let out = run(
+        "curl",
+        "curl",
+        &["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, &server.url(path)],
+        None,
+        Duration::from_secs(30),
+    );
+    ok(&out, "curl").trim().parse().expect("status code")
+}
+
+#[test]
+fn cadaver_runs_a_scripted_session() {
+    let server = TestServer::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = dir.path().join("local.txt");
+    let back = dir.path().join("back.txt");
+    std::fs::write(&local, b"bytes from cadaver\n").expect("write");
+    let script = format!(
+        "mkcol docs\ncd docs\nput {} note.txt\nls\nget note.txt {}\npropset note.txt colour teal\npropget note.txt colour\n\
+         lock note.txt\nunlock note.txt\ncopy note.txt copy.txt\nmove note.txt moved.txt\ndelete copy.txt\nls\nquit\n",
+        local.display(),
+        back.display()
+    );
+    let out =
+        run("cadaver", "cadaver", &[&server.url("/")], Some(script.as_bytes()), Duration::from_secs(60));
+    let transcript = ok(&out, "cadaver");
+    for step in [
+        "Creating `docs': succeeded.",
+        "Uploading",
+        "Downloading",
+        "Setting property on `note.txt': succeeded.",
+        "Locking `note.txt': succeeded.",
+        "Unlocking `note.txt': succeeded.",
+        "Copying `/docs/note.txt' to `/docs/copy.txt':  succeeded.",
+        "Moving `/docs/note.txt' to `/docs/moved.txt':  succeeded.",
+        "Deleting `copy.txt': succeeded.",
+    ] {
+        assert!(transcript.contains(step), "no {step:?} in:\n{transcript}");
+    }
+    assert!(!transcript.contains("failed"), "{transcript}");
+    assert!(transcript.contains("colour") && transcript.contains("teal"), "propget: {transcript}");
+    assert_eq!(std::fs::read(&back).expect("downloaded file"), b"bytes from cadaver\n");
+    assert_eq!(get(&server, "/docs/moved.txt").1, b"bytes from cadaver\n");
+    assert_eq!(http_status(&server, "GET", "/docs/note.txt"), 404);
+    assert_eq!(http_status(&server, "GET", "/docs/copy.txt"), 404);
+}
+
+/// A davfs2 mount, unmounted (and so uploaded) on drop.
+struct DavfsMount {
+    point: PathBuf,
+    mounted: bool,
+}
+
+impl DavfsMount {
+    fn new(server: &TestServer, dir: &Path) -> DavfsMount {
+        let point = dir.join("mnt");
+        let cache = dir.join("cache");
+        std::fs::create_dir_all(&point).expect("mount point");
+        std::fs::create_dir_all(&cache).expect("cache dir");
+        // mount.davfs drops to its own user, which must write the cache.
+        std::fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .expect("chmod");
+        let conf = dir.join("davfs2.conf");
+        // buf_size 64: davfs2 1.6 reads directories with a buffer that
+        // Linux 6.16 and later refuse (EINVAL on every readdir) unless it
+        // is at least 64 KiB.
+        let settings = format!("cache_dir {}\ndelay_upload 0\nuse_locks 1\nbuf_size 64\n", cache.display());
+        std::fs::write(&conf, settings).expect("davfs2.conf");
+        let options = format!("conf={}", conf.display());
+        let (url, point_arg) = (server.url("/"), point.to_str().expect("utf-8 path").to_owned());
+        // No credentials: the two prompts (user, password) get empty lines.
+        let out = run(
+            "mount.davfs",
+            "davfs2",
+            &[&url, &point_arg, "-o", &options],
+            Some(b"\n\n"),
+            Duration::from_secs(60),
+        );
+        ok(&out, "mount.davfs");
+        DavfsMount { point, mounted: true }
+    }
+
+    /// Unmount, which waits for davfs2's uploads.
+    fn unmount(&mut self) {
+        if std::mem::take(&mut self.mounted) {
+            let point = self.point.to_str().expect("utf-8 path").to_owned();
+            ok(&run("umount", "mount", &[&point], None, Duration::from_secs(60)), "umount davfs2");
+        }
+    }
+}
+
+impl Drop for DavfsMount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.point).status();
+        }
+    }
+}
+
+#[test]
+fn davfs2_mounts_writes_and_reads_back() {
+    let server = TestServer::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = noise(200_000, 7);
+    assert_eq!(
+        ok(
+            &run(
+                "curl",
+                "curl",
+                &["-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-", &server.url("/from-http.bin")],
+                Some(&first),
+                Duration::from_secs(30),
+            ),
+            "curl PUT"
+        ),
+        "201"
+    );
+    let mut mount = DavfsMount::new(&server, dir.path());
+    let names: Vec<String> = std::fs::read_dir(&mount.point)
+        .expect("readdir on the davfs2 mount")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"from-http.bin".to_owned()), "{names:?}");
+    assert!(std::fs::read(mount.point.join("from-http.bin")).expect("read") == first);
+
+    // A change made over HTTP: davfs2 revalidates with the ETag it holds
+    // (its getetag and the ETag header must agree) and fetches the new bytes.
+    let second = noise(150_000, 8);
+    let out = run(
+        "curl",
+        "curl",
+        &["-s", "-T", "-", &server.url("/from-http.bin")],
+        Some(&second),
+        Duration::from_secs(30),
+    );
+    ok(&out, "curl PUT");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        std::fs::read(mount.point.join("from-http.bin")).expect("read again") == second,
+        "stale after a PUT"
+    );
+
+    let written = noise(300_000, 9);
+    std::fs::create_dir(mount.point.join("made")).expect("mkdir on the mount");
+    std::fs::write(mount.point.join("made/by-davfs2.bin"), &written).expect("write on the mount");
+    mount.unmount();
+    let (headers, body) = get(&server, "/made/by-davfs2.bin");
+    assert!(body == written, "the bytes written through davfs2");
+    assert!(
+        headers.to_ascii_lowercase().contains(&format!("etag: {}", sha1_id(&written).etag())),
+        "{headers}"
+    );
+}
+
+#[test]
+fn chromium_renders_the_html_index() {
+    let server = TestServer::new();
+    assert_eq!(http_status(&server, "MKCOL", "/web"), 201);
+    for name in ["plain.txt", "sp%20ace%20%C3%A9.txt"] {
+        let out = run(
+            "curl",
+            "curl",
+            &["-s", "-T", "-", &server.url(&format!("/web/{name}"))],
+            Some(b"x"),
+            Duration::from_secs(30),
+        );
+        ok(&out, "curl PUT");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let profile = format!("--user-data-dir={}", dir.path().join("profile").display());
+    let shot = dir.path().join("index.png");
+    let url = server.url("/web/");
+    let browse = |extra: &[&str]| {
+        let mut args = vec!["--headless", "--no-sandbox", "--disable-gpu", &profile];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        ok(&run("chromium", "chromium", &args, None, Duration::from_secs(90)), "chromium")
+    };
+    let dom = browse(&["--dump-dom"]);
+    assert!(dom.contains("<title>Index of /web/</title>"), "{dom}");
+    assert!(dom.contains("href=\"/web/plain.txt\""), "{dom}");
+    assert!(dom.contains("href=\"/web/sp%20ace%20%C3%A9.txt\">sp ace é.txt</a>"), "{dom}");
+    let screenshot = format!("--screenshot={}", shot.display());
+    browse(&[&screenshot, "--window-size=1024,768"]);
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000, "{} bytes", png.len());
+}
