@@ -174,6 +174,76 @@ fn put_then_get_carries_the_content_id_as_strong_etag_and_conditionals_hold() {
 }
 
 #[test]
+fn get_follows_rfc_9110_preconditions_and_ranges() {
+    let server = TestServer::new();
+    let body: Vec<u8> = (0..1000u32).flat_map(|i| format!("{i:04}\n").into_bytes()).collect();
+    assert_eq!(put(&server, "/r.txt", &body, &[]).0, 201);
+    let (_, headers, _) = get(&server, "/r.txt", &[]);
+    let etag = header(&headers, "etag").expect("etag");
+    let modified = header(&headers, "last-modified").expect("Last-Modified");
+    assert_eq!(header(&headers, "cache-control").as_deref(), Some("no-cache"));
+    assert_eq!(header(&headers, "content-type").as_deref(), Some("text/plain"));
+    let h = |name: &str, value: &str| format!("{name}: {value}");
+    let long_ago = "Sat, 01 Jan 2000 00:00:00 GMT";
+
+    // Dates, and their precedence under the ETag conditions (13.2.2).
+    assert_eq!(get(&server, "/r.txt", &["-H", &h("If-Modified-Since", &modified)]).0, 304);
+    assert_eq!(get(&server, "/r.txt", &["-H", &h("If-Modified-Since", long_ago)]).0, 200);
+    let both = ["-H", &h("If-None-Match", "\"other\""), "-H", &h("If-Modified-Since", &modified)];
+    assert_eq!(get(&server, "/r.txt", &both).0, 200, "If-None-Match decides, If-Modified-Since is ignored");
+    assert_eq!(get(&server, "/r.txt", &["-H", &h("If-Unmodified-Since", long_ago)]).0, 412);
+    let both = ["-H", &h("If-Match", &etag), "-H", &h("If-Unmodified-Since", long_ago)];
+    assert_eq!(get(&server, "/r.txt", &both).0, 200, "If-Match decides, If-Unmodified-Since is ignored");
+    assert_eq!(get(&server, "/r.txt", &["-H", &h("If-Match", &format!("W/{etag}"))]).0, 412, "strong only");
+    assert_eq!(get(&server, "/missing", &["-H", "If-Match: *"]).0, 404);
+
+    // A 304 carries what the 200 would.
+    let (status, headers, got) = get(&server, "/r.txt", &["-H", &h("If-None-Match", &etag)]);
+    assert_eq!((status, got.len()), (304, 0));
+    for name in ["etag", "cache-control", "last-modified"] {
+        assert!(header(&headers, name).is_some(), "{name} on a 304: {headers}");
+    }
+    // (curl -I prints the headers where the body would go.)
+    let (status, headers, got) = get(&server, "/r.txt", &["-I"]);
+    assert_eq!(status, 200);
+    assert!(!String::from_utf8_lossy(&got).contains("0000\n0001"), "HEAD sends no body");
+    assert_eq!(header(&headers, "content-length"), Some(body.len().to_string()), "HEAD: the GET's length");
+
+    // Ranges: single, suffix, several, none satisfiable.
+    let (status, headers, got) = get(&server, "/r.txt", &["-H", "Range: bytes=5-9"]);
+    assert_eq!((status, got.as_slice()), (206, &b"0001\n"[..]));
+    assert_eq!(header(&headers, "content-range").as_deref(), Some("bytes 5-9/5000"));
+    assert_eq!(get(&server, "/r.txt", &["-H", "Range: bytes=-5"]).2, b"0999\n");
+    assert_eq!(
+        get(&server, "/r.txt", &["-H", "Range: bytes=-99999"]).2,
+        body,
+        "a suffix longer than the file"
+    );
+    let (status, headers, got) = get(&server, "/r.txt", &["-H", "Range: bytes=0-4,4990-"]);
+    assert_eq!(status, 206);
+    let boundary = format!("tsmfs-{}", etag.trim_matches('"'));
+    assert_eq!(header(&headers, "content-type"), Some(format!("multipart/byteranges; boundary={boundary}")));
+    let expected = format!(
+        "\r\n--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-4/5000\r\n\r\n0000\n\
+         \r\n--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 4990-4999/5000\r\n\r\n0998\n0999\n\
+         \r\n--{boundary}--\r\n"
+    );
+    assert_eq!(String::from_utf8(got).unwrap(), expected);
+    assert_eq!(header(&headers, "content-length"), Some(expected.len().to_string()));
+    let (status, headers, _) = get(&server, "/r.txt", &["-H", "Range: bytes=5000-"]);
+    assert_eq!(status, 416);
+    assert_eq!(header(&headers, "content-range").as_deref(), Some("bytes */5000"));
+
+    // If-Range: the range only if the client's copy is current.
+    let ranged =
+        |if_range: &str| get(&server, "/r.txt", &["-H", "Range: bytes=0-3", "-H", &h("If-Range", if_range)]);
+    assert_eq!(ranged(&etag).0, 206);
+    assert_eq!(ranged("\"old\"").2, body, "a stale If-Range gets the whole file");
+    assert_eq!(ranged(&format!("W/{etag}")).0, 200, "If-Range compares strongly");
+    assert_eq!(ranged(&modified).0, 206);
+}
+
+#[test]
 fn the_sha1_collision_pair_gets_two_etags() {
     let server = TestServer::new();
     let (first, second) = collision_pair();

@@ -262,7 +262,8 @@ fn davfs2_mounts_writes_and_reads_back() {
     assert!(std::fs::read(mount.point.join("from-http.bin")).expect("read") == first);
 
     // A change made over HTTP: davfs2 revalidates with the ETag it holds
-    // (its getetag and the ETag header must agree) and fetches the new bytes.
+    // (its getetag and the ETag header must agree) and fetches the new
+    // bytes, once its file_refresh (1 s, counted in whole seconds) is over.
     let second = noise(150_000, 8);
     let out = run(
         "curl",
@@ -272,7 +273,7 @@ fn davfs2_mounts_writes_and_reads_back() {
         Duration::from_secs(30),
     );
     ok(&out, "curl PUT");
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     assert!(
         std::fs::read(mount.point.join("from-http.bin")).expect("read again") == second,
         "stale after a PUT"

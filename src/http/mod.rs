@@ -1,6 +1,7 @@
 //! The HTTP frontend: WebDAV (dav-server on hyper) over the fs core.
 
 mod dav;
+mod get;
 mod locks;
 mod propfind;
 
@@ -125,13 +126,17 @@ fn put_guard(headers: &http::HeaderMap) -> Option<PutGuard> {
 /// A COPY's source and destination paths, decoded as dav-server does;
 /// `None` if either is malformed (dav-server then refuses the request).
 fn copy_roots<B>(req: &http::Request<B>) -> Option<CopyRoots> {
-    let from = dav_server::davpath::DavPath::from_uri(req.uri()).ok()?;
     let destination = req.headers().get("destination")?.to_str().ok()?;
-    let to = dav_server::davpath::DavPath::from_uri(&destination.parse::<http::Uri>().ok()?).ok()?;
-    Some(CopyRoots { from: from.as_bytes().to_vec(), to: to.as_bytes().to_vec() })
+    Some(CopyRoots { from: decoded_path(req.uri())?, to: decoded_path(&destination.parse().ok()?)? })
 }
 
-/// One request: PROPFIND is ours; conditional PUTs get a filesystem that
+/// The path of `uri`, %-decoded and normalized as dav-server does it
+/// (`DavPath::from_uri` does not decode); `None` if it is malformed.
+fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
+    Some(dav_server::davpath::DavPath::new(uri.path()).ok()?.as_bytes().to_vec())
+}
+
+/// One request: PROPFIND and GET/HEAD of files are ours; conditional PUTs get a filesystem that
 /// re-tests their condition at commit time; everything else goes to
 /// dav-server as is.
 async fn handle(
@@ -142,6 +147,14 @@ async fn handle(
     if propfind::is_propfind(req.method()) {
         return propfind::propfind(fs, req).await;
     }
+    let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        match get::get(fs.clone(), req).await {
+            get::Get::Done(response) => return response,
+            get::Get::NotAFile(req) => req,
+        }
+    } else {
+        req
+    };
     let req = weak_if_none_match(req);
     if req.method().as_str() == "COPY"
         && let Some(roots) = copy_roots(&req)

@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dav_server::davpath::DavPath;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
@@ -135,8 +134,7 @@ pub(super) async fn propfind(fs: Arc<Fs>, req: Request<hyper::body::Incoming>) -
         None => return finite_depth_only(),
         Some(_) => return status(StatusCode::BAD_REQUEST),
     };
-    let Ok(path) = DavPath::from_uri(req.uri()) else { return status(StatusCode::BAD_REQUEST) };
-    let path = path.as_bytes().to_vec();
+    let Some(path) = super::decoded_path(req.uri()) else { return status(StatusCode::BAD_REQUEST) };
     let body = match http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return status(StatusCode::PAYLOAD_TOO_LARGE),
