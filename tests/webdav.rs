@@ -507,6 +507,22 @@ fn propfind_lists_quoted_etags_dead_props_and_locks_of_every_entry() {
     let (_, xml) = propfind(&server, "/dir/b.html", Some("0"), names);
     assert!(xml.contains("<D:getetag/>") && xml.contains("colour") && !xml.contains("teal"), "{xml}");
 
+    // A collection's ETag moves when its listing changes, and only then.
+    let etag_prop =
+        br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>"#;
+    let dir_etag = || {
+        element_text(&propfind(&server, "/dir/", Some("0"), etag_prop).1, "<D:href>/dir/</D:href>", "getetag")
+            .to_owned()
+    };
+    let before = dir_etag();
+    assert_eq!(dir_etag(), before);
+    assert_eq!(put(&server, "/dir/new.txt", b"n", &[]).0, 201);
+    let after = dir_etag();
+    assert_ne!(after, before);
+    assert_eq!(put(&server, "/dir/new.txt", b"changed content, same name", &[]).0, 204);
+    assert_eq!(curl(&["-X", "DELETE", &server.url("/dir/new.txt")], None).0, 204);
+    assert_ne!(dir_etag(), after);
+
     // Refusals.
     assert_eq!(propfind(&server, "/dir", None, b"").0, 403, "no Depth means infinity, which we refuse");
     let (status, xml) = propfind(&server, "/dir", Some("infinity"), b"");
