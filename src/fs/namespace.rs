@@ -78,7 +78,7 @@ impl Fs {
 
     /// Create a directory.
     pub fn mkdir(&self, parent: Ino, name: &[u8], perm: u32, caller: &Caller) -> FsResult<Attr> {
-        self.make_node(parent, name, FileKind::Dir, perm, 0, None, caller)
+        self.make_node(parent, name, Node::dir(perm), caller)
     }
 
     /// Create a regular file, device node, fifo or socket (not opened).
@@ -94,7 +94,7 @@ impl Fs {
         if matches!(kind, FileKind::Dir | FileKind::Symlink) {
             return Err(FsError::Invalid("mknod of a directory or symlink"));
         }
-        self.make_node(parent, name, kind, perm, rdev, None, caller)
+        self.make_node(parent, name, Node { kind, perm, rdev, symlink: None }, caller)
     }
 
     /// Create a symbolic link to `target`.
@@ -105,7 +105,12 @@ impl Fs {
         if target.len() > libc::PATH_MAX as usize {
             return Err(FsError::NameTooLong);
         }
-        self.make_node(parent, name, FileKind::Symlink, 0o777, 0, Some(target), caller)
+        self.make_node(
+            parent,
+            name,
+            Node { kind: FileKind::Symlink, perm: 0o777, rdev: 0, symlink: Some(target) },
+            caller,
+        )
     }
 
     /// A symlink's target.
@@ -118,21 +123,9 @@ impl Fs {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::too_many_arguments)]
-    fn make_node(
-        &self,
-        parent: Ino,
-        name: &[u8],
-        kind: FileKind,
-        perm: u32,
-        rdev: u32,
-        symlink: Option<&[u8]>,
-        caller: &Caller,
-    ) -> FsResult<Attr> {
+    fn make_node(&self, parent: Ino, name: &[u8], node: Node<'_>, caller: &Caller) -> FsResult<Attr> {
         check_name(name)?;
-        self.transact(caller.origin, false, |tx| {
-            tx.make_node(parent, name, kind, perm, rdev, symlink, caller)
-        })
+        self.transact(caller.origin, false, |tx| tx.make_node(parent, name, node, caller))
     }
 
     /// Create directory `parent/name` with the mode and dead properties
@@ -142,7 +135,7 @@ impl Fs {
         check_name(name)?;
         self.transact(caller.origin, false, |tx| {
             let from = tx.existing_dir(source)?;
-            let made = tx.make_node(parent, name, FileKind::Dir, from.perm & 0o777, 0, None, caller)?;
+            let made = tx.make_node(parent, name, Node::dir(from.perm & 0o777), caller)?;
             tx.db.copy_dead_props(from.ino, made.ino)?;
             Ok(made)
         })
@@ -382,6 +375,21 @@ impl Fs {
     }
 }
 
+/// What a new inode made by `make_node` is.
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    kind: FileKind,
+    perm: u32,
+    rdev: u32,
+    symlink: Option<&'a [u8]>,
+}
+
+impl Node<'_> {
+    fn dir(perm: u32) -> Node<'static> {
+        Node { kind: FileKind::Dir, perm, rdev: 0, symlink: None }
+    }
+}
+
 /// A page of a listing; an empty page of something that is not a
 /// directory is an error, not the end.
 fn list_page(db: &crate::meta::Db<'_>, dir: Ino, cursor: u64, limit: u32) -> FsResult<Vec<DirRow>> {
@@ -397,17 +405,8 @@ fn list_page(db: &crate::meta::Db<'_>, dir: Ino, cursor: u64, limit: u32) -> FsR
 }
 
 impl Tx<'_, '_> {
-    #[allow(clippy::too_many_arguments)]
-    fn make_node(
-        &mut self,
-        parent: Ino,
-        name: &[u8],
-        kind: FileKind,
-        perm: u32,
-        rdev: u32,
-        symlink: Option<&[u8]>,
-        caller: &Caller,
-    ) -> FsResult<Attr> {
+    fn make_node(&mut self, parent: Ino, name: &[u8], node: Node<'_>, caller: &Caller) -> FsResult<Attr> {
+        let Node { kind, perm, rdev, symlink } = node;
         let op = match kind {
             FileKind::Dir => ChangeOp::Mkdir,
             FileKind::Symlink => ChangeOp::Symlink,

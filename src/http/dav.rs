@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags, lock_key, system_time,
 };
-use crate::id::{ContentId, Handle, Ino};
+use crate::id::{ContentId, Ino};
 
 /// Directory entries fetched per core call while listing.
 const LIST_BATCH: u32 = 1024;
@@ -236,7 +236,8 @@ impl DavFileSystem for DavFs {
                 Ok((opened.handle, opened.attr))
             })
             .await?;
-            let file: Box<dyn DavFile> = Box::new(ReadFile { fs: self.fs.clone(), handle, attr, pos: 0 });
+            let file = super::ReadHandle { fs: self.fs.clone(), handle };
+            let file: Box<dyn DavFile> = Box::new(ReadFile { file, attr, pos: 0 });
             Ok(file)
         }
         .boxed()
@@ -419,30 +420,14 @@ fn split_clark(name: &str) -> (Option<&str>, &str) {
 
 /// A file open for reading: one core handle, read at a position.
 struct ReadFile {
-    fs: Arc<Fs>,
-    handle: Handle,
+    file: super::ReadHandle,
     attr: Attr,
     pos: u64,
 }
 
 impl fmt::Debug for ReadFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadFile").field("handle", &self.handle).field("pos", &self.pos).finish()
-    }
-}
-
-impl Drop for ReadFile {
-    fn drop(&mut self) {
-        let (fs, handle) = (self.fs.clone(), self.handle);
-        let release = move || {
-            if let Err(e) = fs.release(handle, Origin::WebDav) {
-                tracing::warn!("webdav: releasing a read handle: {e}");
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(release)),
-            Err(_) => release(),
-        }
+        f.debug_struct("ReadFile").field("handle", &self.file.handle).field("pos", &self.pos).finish()
     }
 }
 
@@ -462,7 +447,7 @@ impl DavFile for ReadFile {
 
     fn read_bytes(&mut self, count: usize) -> FsFuture<'_, Bytes> {
         async move {
-            let (fs, handle, pos) = (self.fs.clone(), self.handle, self.pos);
+            let (fs, handle, pos) = (self.file.fs.clone(), self.file.handle, self.pos);
             let size = u32::try_from(count).unwrap_or(u32::MAX);
             let data = blocking(move || fs.read(handle, pos, size)).await?;
             self.pos += data.len() as u64;

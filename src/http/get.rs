@@ -12,9 +12,8 @@ use headers::HeaderMapExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
-use super::{ResponseBody, empty_body, etag_of, full_body};
-use crate::fs::{Attr, FileKind, Fs, FsError, OpenFlags, Origin, system_time};
-use crate::id::Handle;
+use super::{ReadHandle, ResponseBody, empty_body, etag_of, full_body};
+use crate::fs::{Attr, FileKind, Fs, FsError, OpenFlags, system_time};
 
 /// Bytes per core read while streaming a body.
 const PIECE: u32 = 256 * 1024;
@@ -32,27 +31,6 @@ pub(super) enum Get {
     Done(Response<ResponseBody>),
     /// Not a regular file: dav-server's turn (HTML index, errors).
     NotAFile(Request<hyper::body::Incoming>),
-}
-
-/// A read handle, released when the response body is done or dropped.
-struct OpenHandle {
-    fs: Arc<Fs>,
-    handle: Handle,
-}
-
-impl Drop for OpenHandle {
-    fn drop(&mut self) {
-        let (fs, handle) = (self.fs.clone(), self.handle);
-        let release = move || {
-            if let Err(e) = fs.release(handle, Origin::WebDav) {
-                tracing::warn!("webdav: releasing a read handle: {e}");
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(release)),
-            Err(_) => release(),
-        }
-    }
 }
 
 /// Answer a GET or HEAD.
@@ -83,7 +61,7 @@ pub(super) async fn get(fs: Arc<Fs>, req: Request<hyper::body::Incoming>) -> Get
             return Get::Done(status(StatusCode::INTERNAL_SERVER_ERROR));
         }
     };
-    let handle = OpenHandle { fs, handle: opened.handle };
+    let handle = ReadHandle { fs, handle: opened.handle };
     Get::Done(respond(req.method(), req.headers(), &name, &opened.attr, handle))
 }
 
@@ -100,7 +78,7 @@ fn respond(
     headers: &HeaderMap,
     name: &[u8],
     attr: &Attr,
-    handle: OpenHandle,
+    handle: ReadHandle,
 ) -> Response<ResponseBody> {
     let Some(etag_text) = etag_of(attr) else { return status(StatusCode::INTERNAL_SERVER_ERROR) };
     let etag: Option<headers::ETag> = etag_text.parse().ok();
@@ -284,7 +262,7 @@ enum Part {
 
 /// The body: nothing for HEAD; else `parts`, the file's bytes read from
 /// `handle` piece by piece off the async workers.
-fn body(method: &Method, handle: OpenHandle, parts: Vec<Part>) -> ResponseBody {
+fn body(method: &Method, handle: ReadHandle, parts: Vec<Part>) -> ResponseBody {
     if *method == Method::HEAD {
         return empty_body();
     }

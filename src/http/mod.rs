@@ -36,6 +36,27 @@ fn full_body(bytes: Bytes) -> ResponseBody {
     http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
+/// A core read handle, released (off the async workers) when dropped.
+struct ReadHandle {
+    fs: Arc<Fs>,
+    handle: crate::id::Handle,
+}
+
+impl Drop for ReadHandle {
+    fn drop(&mut self) {
+        let (fs, handle) = (self.fs.clone(), self.handle);
+        let release = move || {
+            if let Err(e) = fs.release(handle, crate::fs::Origin::WebDav) {
+                tracing::warn!("webdav: releasing a read handle: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
+}
+
 /// The strong ETag of a resource, quoted, as in the `ETag` header and
 /// `getetag`: a file's content id (the FUSE xattr's string); for a
 /// collection, its inode and last change, which move with every entry
