@@ -315,6 +315,12 @@ fn committed_reads_bypass_the_daemon_with_passthrough() {
     let m = TestMount::with(MountOptions { allow_other: true, passthrough: true, ..Default::default() });
     let body = vec![7u8; 4 << 20];
     fs::write(m.path("f"), &body).unwrap();
+    // close() returns before the kernel's RELEASE reaches us; until it
+    // has, the file has a writer and gets no passthrough.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while m.fs.open_handles() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let before = m.fs.counters().reads();
     assert_eq!(fs::read(m.path("f")).unwrap(), body);
     let served = m.fs.counters().reads() - before;

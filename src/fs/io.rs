@@ -209,6 +209,11 @@ impl Fs {
         Ok(View { content, file })
     }
 
+    /// How many handles are open (for tests and monitoring).
+    pub fn open_handles(&self) -> usize {
+        self.open_files.handles.lock().len()
+    }
+
     /// Read up to `size` bytes at `offset`.
     pub fn read(&self, handle: Handle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let mut buf = vec![0u8; size as usize];
