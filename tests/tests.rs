@@ -25,3 +25,5 @@ mod util;
 mod webdav;
 // Real WebDAV clients: rclone, cadaver, davfs2, Chromium.
 mod webdav_clients;
+// `tsmfs serve`: FUSE and WebDAV coherent in one process.
+mod serve;

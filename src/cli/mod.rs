@@ -2,8 +2,8 @@
 
 mod import;
 mod mount;
+mod serve;
 mod show;
-mod webdav;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tsmfs::fs::{Caller, FileKind, Fs, FsError, FsOptions, Origin, PutOptions};
+use tsmfs::fuse::MountOptions;
 use tsmfs::id::Ino;
 
 /// tsmfs: a content-addressed filesystem served over FUSE and WebDAV.
@@ -101,6 +102,34 @@ enum Command {
         #[arg(long)]
         passthrough: bool,
     },
+    /// Serve the tree through FUSE and over WebDAV at once, coherently.
+    ///
+    /// One process, one fs core: what one side writes, the other sees at
+    /// once. Stays in the foreground, logs to stderr. If the mount fails
+    /// (no /dev/fuse, no permission), serves WebDAV alone and says why.
+    /// SIGINT or SIGTERM: stop accepting, finish requests in flight,
+    /// unmount, checkpoint, exit 0.
+    Serve {
+        /// Data directory.
+        data: PathBuf,
+        /// Empty directory to mount on.
+        #[arg(long = "mount", value_name = "MOUNTPOINT")]
+        mountpoint: PathBuf,
+        /// Address and port to listen on (loopback unless told otherwise;
+        /// port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Refuse every change, on both sides (EROFS, 403).
+        #[arg(long)]
+        read_only: bool,
+        /// Let every user use the mount (FUSE allow_other).
+        #[arg(long)]
+        allow_other: bool,
+        /// Let the kernel read file contents straight from the object files
+        /// (see `tsmfs mount --help`).
+        #[arg(long)]
+        passthrough: bool,
+    },
     /// Serve the tree over WebDAV (HTTP) until SIGINT or SIGTERM.
     ///
     /// Listens on loopback unless told otherwise; port 0 picks a free
@@ -137,12 +166,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
-        Command::Webdav { data, listen, read_only } => webdav::webdav(&data, listen, read_only),
+        Command::Serve { data, mountpoint, listen, read_only, allow_other, passthrough } => {
+            serve::serve(serve::ServeArgs {
+                data,
+                mountpoint: Some(mountpoint),
+                listen,
+                mount_options: MountOptions { allow_other, read_only, passthrough },
+            })
+        }
+        Command::Webdav { data, listen, read_only } => serve::serve(serve::ServeArgs {
+            data,
+            mountpoint: None,
+            listen,
+            mount_options: MountOptions { read_only, ..MountOptions::default() },
+        }),
         Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
             mount::mount(mount::MountArgs {
                 data,
                 mountpoint,
-                options: tsmfs::fuse::MountOptions { allow_other, read_only, passthrough },
+                options: MountOptions { allow_other, read_only, passthrough },
                 foreground,
             })
         }

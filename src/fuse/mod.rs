@@ -11,6 +11,7 @@
 //! file instead; see [`MountOptions::passthrough`] for its limits.
 
 mod filesystem;
+mod invalidate;
 mod open_state;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,7 @@ pub struct Mounted {
     session: fuser::BackgroundSession,
     mountpoint: PathBuf,
     passthrough: Arc<std::sync::atomic::AtomicBool>,
+    invalidator: invalidate::Invalidator,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -108,13 +110,16 @@ impl Mounted {
     }
 
     /// Unmount and wait for the worker threads to finish.
-    pub fn unmount(self) -> std::io::Result<()> {
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        self.invalidator.stop();
         self.session.umount_and_join()
     }
 
     /// Wait until the session ends by itself (unmounted from outside).
-    pub fn join(self) -> std::io::Result<()> {
-        self.session.join()
+    pub fn join(mut self) -> std::io::Result<()> {
+        let joined = self.session.join();
+        self.invalidator.stop();
+        joined
     }
 }
 
@@ -140,7 +145,7 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
     let passthrough = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let adapter = filesystem::TsmFuse::new(fs, options, passthrough.clone());
+    let adapter = filesystem::TsmFuse::new(fs.clone(), options, passthrough.clone());
     let session = fuser::spawn_mount(adapter, mountpoint, &config).map_err(|source| {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -152,7 +157,13 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
         MountError::Mount { path: mountpoint.to_path_buf(), source, hint }
     })?;
     raise_readahead(mountpoint);
-    Ok(Mounted { session, mountpoint: mountpoint.to_path_buf(), passthrough })
+    let invalidator =
+        invalidate::Invalidator::start(&fs, session.notifier()).map_err(|source| MountError::Mount {
+            path: mountpoint.to_path_buf(),
+            source,
+            hint: " (could not start the invalidation thread)",
+        })?;
+    Ok(Mounted { session, mountpoint: mountpoint.to_path_buf(), passthrough, invalidator })
 }
 
 /// Let the kernel read ahead further than its FUSE default of 128 KiB, so

@@ -1,0 +1,112 @@
+//! Keeping the kernel's caches true to changes made elsewhere (WebDAV).
+//!
+//! The mount lets the kernel keep entries and attributes for an hour and
+//! page contents across opens. That is right only while every change
+//! comes through the mount. Every change committed by another frontend is
+//! therefore pushed to the kernel as invalidations: `inval_entry` for each
+//! name that appeared, vanished or moved, `inval_inode` (attributes and
+//! all cached pages) for each inode whose attributes or content changed.
+//!
+//! The notifications are written to /dev/fuse from one dedicated thread,
+//! never from a FUSE callback nor under a lock a callback needs: the
+//! kernel may wait on an in-flight request of the same inode before it
+//! takes the notification, and that request may need us. The committing
+//! thread (a WebDAV request's, which holds no fs core lock once the
+//! transaction is over) waits until its change has been pushed, so when
+//! the HTTP response goes out the mount already shows the change.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use fuser::{INodeNo, Notifier};
+
+use crate::fs::{Change, Fs, Origin};
+
+/// How long a committing thread waits for its invalidations before it
+/// gives up (and logs): the kernel should take them in microseconds.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Job {
+    Invalidate(Box<Change>, Sender<()>),
+    Stop,
+}
+
+/// The invalidation thread of one mount.
+pub(super) struct Invalidator {
+    live: Arc<AtomicBool>,
+    jobs: Sender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Invalidator {
+    /// Start pushing `fs`'s changes from other frontends to the kernel.
+    pub(super) fn start(fs: &Fs, notifier: Notifier) -> std::io::Result<Invalidator> {
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("tsmfs-invalidate".into())
+            .spawn(move || run(&notifier, &queue))?;
+        let live = Arc::new(AtomicBool::new(true));
+        let (subscriber_live, subscriber_jobs) = (live.clone(), jobs.clone());
+        fs.subscribe(move |change| {
+            // The kernel learned of its own changes as it made them.
+            if change.origin == Origin::Fuse || !subscriber_live.load(Ordering::Acquire) {
+                return;
+            }
+            let (ack, done) = crossbeam_channel::bounded(1);
+            if subscriber_jobs.send(Job::Invalidate(Box::new(change.clone()), ack)).is_err() {
+                return;
+            }
+            if done.recv_timeout(ACK_TIMEOUT).is_err() && subscriber_live.load(Ordering::Acquire) {
+                tracing::warn!("fuse: invalidations for change {} took over {ACK_TIMEOUT:?}", change.seq);
+            }
+        });
+        Ok(Invalidator { live, jobs, thread: Some(thread) })
+    }
+
+    /// Stop (before unmounting): later changes are no longer pushed.
+    pub(super) fn stop(&mut self) {
+        self.live.store(false, Ordering::Release);
+        let _ = self.jobs.send(Job::Stop);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("fuse: the invalidation thread panicked");
+        }
+    }
+}
+
+impl Drop for Invalidator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(notifier: &Notifier, queue: &Receiver<Job>) {
+    while let Ok(Job::Invalidate(change, ack)) = queue.recv() {
+        push(notifier, &change);
+        let _ = ack.send(());
+    }
+}
+
+/// The notifications for one change. The kernel answers ENOENT for what
+/// it does not hold, which is fine: nothing to drop.
+fn push(notifier: &Notifier, change: &Change) {
+    for (parent, name) in &change.entries {
+        report(notifier.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name)), "entry", parent.0);
+    }
+    for ino in std::iter::once(&change.ino).chain(&change.also) {
+        report(notifier.inval_inode(INodeNo(ino.0), 0, 0), "inode", ino.0);
+    }
+}
+
+fn report(result: std::io::Result<()>, what: &str, ino: u64) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => tracing::debug!("fuse: invalidating {what} of inode {ino}: {e}"),
+    }
+}

@@ -1,0 +1,335 @@
+//! `tsmfs serve`: FUSE and WebDAV in one process over one tree, checked
+//! for coherence through a real mount and a real HTTP server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::util::sha1_id;
+
+/// A `tsmfs serve` process with its mount and HTTP address.
+struct Served {
+    child: Child,
+    base: String,
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(extra: &[&str]) -> Served {
+        assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: these tests mount for real");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mount point");
+        let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("init");
+        assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+            .arg("serve")
+            .arg(&data)
+            .arg("--mount")
+            .arg(&mnt)
+            .args(["--listen", "127.0.0.1:0", "--allow-other"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tsmfs serve");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut mounted = false;
+        let base = loop {
+            let line = lines.next().expect("tsmfs serve exited early").expect("read stderr");
+            mounted |= line.contains("mounted at");
+            assert!(!line.contains("not mounted"), "{line}");
+            if let Some(at) = line.find("http://") {
+                break line[at..].trim_end_matches('/').to_owned();
+            }
+        };
+        assert!(mounted, "the mount came up before the listener");
+        std::thread::spawn(move || lines.for_each(drop));
+        Served { child, base, mnt, _dir: dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    /// SIGTERM; the exit status must be 0 and the mount gone.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid touches no memory.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "exit status {status}");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+        assert!(!mounts.contains(self.mnt.to_str().expect("utf-8")), "still mounted after exit");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: as in `stop`.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+        let _ = Command::new("umount").arg(&self.mnt).stderr(Stdio::null()).status();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).allow_non_standard_methods(true).build().into()
+}
+
+fn put(agent: &ureq::Agent, url: &str, bytes: &[u8], headers: &[(&str, &str)]) -> u16 {
+    let mut request = agent.put(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send(bytes).expect("PUT").status().as_u16()
+}
+
+/// Status, ETag and body of a GET.
+fn get(agent: &ureq::Agent, url: &str) -> (u16, Option<String>, Vec<u8>) {
+    let mut response = agent.get(url).call().expect("GET");
+    let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.body_mut().with_config().limit(1 << 30).read_to_vec().expect("body");
+    (response.status().as_u16(), etag, body)
+}
+
+fn request(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut response = agent.run(builder.body(()).expect("request")).expect(method);
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), body)
+}
+
+/// Deterministic bytes of any length.
+fn version(i: usize, len: usize) -> Vec<u8> {
+    let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn after_each_put_the_mount_reads_exactly_the_new_bytes() {
+    let served = Served::start(&[]);
+    let agent = agent();
+    let url = served.url("/f.bin");
+    let on_mount = served.path("f.bin");
+    let (mut stale, mut wrong_size) = (0, 0);
+    for i in 0..1000 {
+        // Sizes grow and shrink, across page and read-request boundaries.
+        let len = match i % 5 {
+            0 => 0,
+            1 => (i * 7919) % 300_000,
+            2 => 4096 * (i % 7),
+            3 => 1 + i % 100,
+            _ => (i * 104_729) % 1_500_000,
+        };
+        let bytes = version(i, len);
+        let status = put(&agent, &url, &bytes, &[]);
+        assert!(status == 201 || status == 204, "PUT {i}: {status}");
+        if std::fs::metadata(&on_mount).expect("stat on the mount").len() != len as u64 {
+            wrong_size += 1;
+        }
+        if std::fs::read(&on_mount).expect("read on the mount") != bytes {
+            stale += 1;
+        }
+    }
+    assert_eq!((stale, wrong_size), (0, 0), "stale reads and wrong sizes in 1,000 PUTs");
+    served.stop();
+}
+
+#[test]
+fn after_write_and_close_on_the_mount_get_returns_the_bytes_and_their_sha1() {
+    let served = Served::start(&[]);
+    let agent = agent();
+    for i in 0..100 {
+        let bytes = version(i, (i * 48_271) % 700_000);
+        std::fs::write(served.path("w.bin"), &bytes).expect("write on the mount");
+        let (status, etag, body) = get(&agent, &served.url("/w.bin"));
+        assert_eq!(status, 200);
+        assert!(body == bytes, "GET {i} returned other bytes");
+        assert_eq!(etag, Some(sha1_id(&bytes).etag()), "ETag {i}");
+    }
+    served.stop();
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn namespace_changes_on_either_side_show_at_once_on_the_other() {
+    let served = Served::start(&[]);
+    let agent = agent();
+    // WebDAV → mount. Let the kernel cache everything first.
+    assert_eq!(put(&agent, &served.url("/a.txt"), b"a", &[]), 201);
+    assert_eq!(request(&agent, "MKCOL", &served.url("/dir"), &[]).0, 201);
+    assert_eq!(names(&served.mnt), ["a.txt", "dir"]);
+    assert!(served.path("a.txt").exists() && served.path("dir").is_dir());
+    let nlink = |p: &Path| std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(p).expect("stat"));
+    assert_eq!(nlink(&served.mnt), 3);
+
+    let destination = served.url("/dir/b.txt");
+    assert_eq!(request(&agent, "MOVE", &served.url("/a.txt"), &[("Destination", &destination)]).0, 201);
+    assert!(!served.path("a.txt").exists(), "a cached name is gone after MOVE");
+    assert_eq!(std::fs::read(served.path("dir/b.txt")).expect("moved file"), b"a");
+    assert_eq!(request(&agent, "MKCOL", &served.url("/dir/sub"), &[]).0, 201);
+    assert!(served.path("dir/sub").is_dir());
+    assert_eq!(nlink(&served.path("dir")), 3, "the parent's link count follows MKCOL");
+    assert_eq!(request(&agent, "DELETE", &served.url("/dir/b.txt"), &[]).0, 204);
+    assert!(!served.path("dir/b.txt").exists(), "a cached name is gone after DELETE");
+    assert_eq!(names(&served.path("dir")), ["sub"]);
+
+    // Mount → WebDAV.
+    let listing = |path: &str| request(&agent, "PROPFIND", &served.url(path), &[("Depth", "1")]).1;
+    std::fs::write(served.path("dir/c.txt"), b"c").expect("write");
+    assert!(listing("/dir/").contains("<D:href>/dir/c.txt</D:href>"));
+    std::fs::rename(served.path("dir/c.txt"), served.path("d.txt")).expect("rename");
+    assert!(!listing("/dir/").contains("c.txt"));
+    assert!(listing("/").contains("<D:href>/d.txt</D:href>"));
+    std::fs::create_dir(served.path("made")).expect("mkdir");
+    assert!(listing("/").contains("<D:href>/made/</D:href>"));
+    std::fs::remove_file(served.path("d.txt")).expect("unlink");
+    assert!(!listing("/").contains("d.txt"));
+    served.stop();
+}
+
+#[test]
+fn a_put_with_if_match_racing_a_writer_on_the_mount_never_tears_or_mixes() {
+    let served = Served::start(&[]);
+    let agent = agent();
+    let url = served.url("/race.bin");
+    let (mut wins, mut refusals) = (0, 0);
+    for i in 0..60 {
+        let base = version(3 * i, 50_000);
+        assert!(matches!(put(&agent, &url, &base, &[]), 201 | 204));
+        let etag = sha1_id(&base).etag();
+        let from_mount = version(3 * i + 1, 200_000 + i * 1000);
+        let from_http = version(3 * i + 2, 150_000 + i * 777);
+        let path = served.path("race.bin");
+        let writer = {
+            let bytes = from_mount.clone();
+            std::thread::spawn(move || {
+                let mut file = std::fs::File::create(&path).expect("open for writing");
+                for piece in bytes.chunks(8192) {
+                    file.write_all(piece).expect("write");
+                }
+            })
+        };
+        let status = put(&agent, &url, &from_http, &[("If-Match", &etag)]);
+        writer.join().expect("writer");
+        let (_, etag_now, over_http) = get(&agent, &url);
+        let on_mount = std::fs::read(served.path("race.bin")).expect("read on the mount");
+        assert!(over_http == on_mount, "round {i}: the two sides disagree");
+        assert_eq!(etag_now, Some(sha1_id(&over_http).etag()), "round {i}");
+        match status {
+            // The mount's version was committed first: the PUT changed nothing.
+            412 => {
+                refusals += 1;
+                assert!(over_http == from_mount, "round {i}: 412, yet not the mount's version");
+            }
+            // The PUT committed first; the mount's close may replace it after.
+            204 => {
+                wins += 1;
+                assert!(over_http == from_http || over_http == from_mount, "round {i}: a torn or mixed file");
+            }
+            other => panic!("round {i}: PUT answered {other}"),
+        }
+    }
+    assert_eq!(wins + refusals, 60);
+    served.stop();
+}
+
+/// Read all of `file` from where it is.
+fn rest(file: &mut std::fs::File) -> Vec<u8> {
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn an_open_handle_keeps_reading_the_version_it_opened() {
+    // The model (docs/architecture.md): a handle reads the bytes of the
+    // version it opened, never another's; the size the kernel holds is
+    // the newest version's, so a handle on a longer old version ends
+    // where the new version ends.
+    let served = Served::start(&[]);
+    let agent = agent();
+    let url = served.url("/snap.bin");
+    let rounds = [(1 << 20, 1 << 20), (1 << 20, 3 << 20), (300_000, 299_999), (2 << 20, 100_000)];
+    for (round, (old_len, new_len)) in rounds.into_iter().enumerate() {
+        let old = version(10 + round, old_len);
+        let new = version(20 + round, new_len);
+        assert!(matches!(put(&agent, &url, &old, &[]), 201 | 204));
+        let mut reader = std::fs::File::open(served.path("snap.bin")).expect("open");
+        let mut head = vec![0; 4096];
+        reader.read_exact(&mut head).expect("read the head");
+        assert_eq!(put(&agent, &url, &new, &[]), 204);
+        let mut seen = head;
+        seen.extend(rest(&mut reader));
+        assert_eq!(seen.len(), old_len.min(new_len), "round {round}: bytes read through the old handle");
+        assert!(seen == old[..seen.len()], "round {round}: the old handle read bytes of another version");
+        assert_eq!(
+            std::fs::metadata(served.path("snap.bin")).expect("stat").len(),
+            new_len as u64,
+            "round {round}"
+        );
+        assert!(
+            std::fs::read(served.path("snap.bin")).expect("new open") == new,
+            "round {round}: a new open"
+        );
+        drop(reader);
+    }
+    served.stop();
+}
+
+#[test]
+fn without_a_mount_it_serves_webdav_alone_and_says_why() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("init");
+    assert!(init.status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .arg("serve")
+        .arg(&data)
+        .arg("--mount")
+        .arg(dir.path().join("no-such-dir"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tsmfs serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let reason = lines.next().expect("a first line").expect("read");
+    assert!(
+        reason.contains("not mounted, serving WebDAV only") && reason.contains("no-such-dir"),
+        "{reason}"
+    );
+    let listening = lines.next().expect("a second line").expect("read");
+    let base = listening[listening.find("http://").expect("address")..].trim_end_matches('/').to_owned();
+    let agent = agent();
+    assert_eq!(put(&agent, &format!("{base}/f"), b"still served", &[]), 201);
+    assert_eq!(get(&agent, &format!("{base}/f")).2, b"still served");
+    // SAFETY: kill(2) on our own child's pid touches no memory.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().expect("wait").success());
+}
