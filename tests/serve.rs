@@ -12,7 +12,7 @@ struct Served {
     child: Child,
     base: String,
     mnt: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Served {
@@ -46,7 +46,7 @@ impl Served {
         };
         assert!(mounted, "the mount came up before the listener");
         std::thread::spawn(move || lines.for_each(drop));
-        Served { child, base, mnt, _dir: dir }
+        Served { child, base, mnt, dir: Some(dir) }
     }
 
     fn url(&self, path: &str) -> String {
@@ -331,4 +331,34 @@ fn without_a_mount_it_serves_webdav_alone_and_says_why() {
     // SAFETY: kill(2) on our own child's pid touches no memory.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_then_unmounts() {
+    let mut served = Served::start(&[]);
+    let addr = served.base.trim_start_matches("http://").to_owned();
+    let body = version(99, 500_000);
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(stream, "PUT /late.bin HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n", body.len())
+        .expect("head");
+    stream.write_all(&body[..1000]).expect("first bytes");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: kill(2) on our own child's pid touches no memory.
+    unsafe { libc::kill(served.child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stream.write_all(&body[1000..]).expect("the rest, after SIGTERM");
+    let mut status = String::new();
+    BufReader::new(&stream).read_line(&mut status).expect("status line");
+    assert!(status.starts_with("HTTP/1.1 201"), "{status}");
+    let dir = served.dir.take().expect("temp dir");
+    served.stop();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .arg("get")
+        .arg(&data)
+        .arg("/late.bin")
+        .output()
+        .expect("get");
+    assert!(out.status.success(), "tsmfs get: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == body, "the PUT finished during the stop is stored");
 }
