@@ -31,8 +31,13 @@ impl TestServer {
     }
 
     fn start(data: &Path) -> TestServer {
+        TestServer::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
             .args(["webdav", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .arg(data)
             .stderr(Stdio::piped())
             .spawn()
@@ -241,6 +246,83 @@ fn get_follows_rfc_9110_preconditions_and_ranges() {
     assert_eq!(ranged("\"old\"").2, body, "a stale If-Range gets the whole file");
     assert_eq!(ranged(&format!("W/{etag}")).0, 200, "If-Range compares strongly");
     assert_eq!(ranged(&modified).0, 206);
+}
+
+#[test]
+fn by_hash_urls_serve_content_immutably() {
+    let server = TestServer::new();
+    let body = b"body { color: teal }".repeat(100);
+    assert_eq!(put(&server, "/site/app.css", &body, &[]).0, 409, "no parent yet");
+    assert_eq!(curl(&["-X", "MKCOL", &server.url("/site")], None).0, 201);
+    let (_, headers) = put(&server, "/site/app.css", &body, &[]);
+    let etag = header(&headers, "etag").expect("etag");
+    let tag = etag.trim_matches('"');
+
+    let (status, headers, got) = get(&server, &format!("/.tsmfs/by-hash/{tag}/app.css"), &[]);
+    assert_eq!((status, got == body), (200, true));
+    assert_eq!(header(&headers, "cache-control").as_deref(), Some("public, max-age=31536000, immutable"));
+    assert_eq!(header(&headers, "content-type").as_deref(), Some("text/css"));
+    assert_eq!(header(&headers, "etag"), Some(etag.clone()));
+    let (status, headers, _) = get(&server, &format!("/.tsmfs/by-hash/{tag}"), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type").as_deref(), Some("application/octet-stream"));
+    let inm = format!("If-None-Match: {etag}");
+    assert_eq!(get(&server, &format!("/.tsmfs/by-hash/{tag}/app.css"), &["-H", &inm]).0, 304);
+    assert_eq!(get(&server, &format!("/.tsmfs/by-hash/{tag}/x"), &["-H", "Range: bytes=0-3"]).2, b"body");
+
+    // Only content some file holds, under its one canonical name.
+    assert_eq!(get(&server, &format!("/.tsmfs/by-hash/{tag}-0000000000000000"), &[]).0, 404);
+    assert_eq!(get(&server, &format!("/.tsmfs/by-hash/{}", tag.to_uppercase()), &[]).0, 404);
+    assert_eq!(get(&server, "/.tsmfs/by-hash/not-a-hash", &[]).0, 404);
+    assert_eq!(put(&server, "/site/app.css", b"new version", &[]).0, 204);
+    assert_eq!(get(&server, &format!("/.tsmfs/by-hash/{tag}"), &[]).0, 404, "no file holds it any more");
+}
+
+#[test]
+fn cache_control_follows_the_longest_matching_prefix() {
+    let mut server = TestServer::new();
+    server.stop();
+    let mut server = TestServer::start_with(
+        &server.data.clone(),
+        &["--cache-control", "/assets/=public, max-age=3600", "--cache-control", "/assets/raw/=no-store"],
+    );
+    for dir in ["/assets", "/assets/raw"] {
+        assert_eq!(curl(&["-X", "MKCOL", &server.url(dir)], None).0, 201);
+    }
+    for (path, expected) in [
+        ("/plain.txt", "no-cache"),
+        ("/assets/a.js", "public, max-age=3600"),
+        ("/assets/raw/b.bin", "no-store"),
+    ] {
+        assert!(matches!(put(&server, path, b"x", &[]).0, 201));
+        let (_, headers, _) = get(&server, path, &[]);
+        assert_eq!(header(&headers, "cache-control").as_deref(), Some(expected), "{path}");
+        let inm = format!("If-None-Match: {}", header(&headers, "etag").expect("etag"));
+        let (status, headers, _) = get(&server, path, &["-H", &inm]);
+        assert_eq!(status, 304);
+        assert_eq!(header(&headers, "cache-control").as_deref(), Some(expected), "the 304 too: {path}");
+    }
+    server.stop();
+    let refused = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .args(["webdav", "--listen", "127.0.0.1:0", "--cache-control", "assets=x"])
+        .arg(&server.data)
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("must start with /"));
+}
+
+#[test]
+fn every_get_after_a_put_sees_that_put() {
+    let server = TestServer::new();
+    for i in 0..200 {
+        let body = format!("version {i} ").repeat(1 + i % 50).into_bytes();
+        assert!(matches!(put(&server, "/hot.txt", &body, &[]).0, 201 | 204));
+        let (status, headers, got) = get(&server, "/hot.txt", &[]);
+        assert_eq!(status, 200);
+        assert!(got == body, "GET {i} after PUT {i}");
+        assert_eq!(header(&headers, "etag"), Some(sha1_id(&body).etag()));
+    }
 }
 
 #[test]

@@ -129,6 +129,11 @@ enum Command {
         /// (see `tsmfs mount --help`).
         #[arg(long)]
         passthrough: bool,
+        /// Cache-Control for files under a path prefix, as PREFIX=VALUE
+        /// (repeatable; the longest prefix wins; default: no-cache), e.g.
+        /// --cache-control '/assets/=public, max-age=86400'.
+        #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
+        cache_control: Vec<String>,
     },
     /// Serve the tree over WebDAV (HTTP) until SIGINT or SIGTERM.
     ///
@@ -143,12 +148,22 @@ enum Command {
         /// Refuse every change (403).
         #[arg(long)]
         read_only: bool,
+        /// Cache-Control for files under a path prefix, as PREFIX=VALUE
+        /// (repeatable; the longest prefix wins; default: no-cache), e.g.
+        /// --cache-control '/assets/=public, max-age=86400'.
+        #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
+        cache_control: Vec<String>,
     },
     /// Totals: files, logical bytes, stored bytes, dedup ratio.
     Stats {
         /// Data directory.
         data: PathBuf,
     },
+}
+
+fn http_options(cache_control: &[String]) -> Result<tsmfs::http::ServerOptions> {
+    let cache_policy = tsmfs::http::CachePolicy::parse(cache_control).map_err(anyhow::Error::msg)?;
+    Ok(tsmfs::http::ServerOptions { cache_policy })
 }
 
 /// Parse the process arguments (exits with usage on error).
@@ -166,19 +181,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
-        Command::Serve { data, mountpoint, listen, read_only, allow_other, passthrough } => {
+        Command::Serve { data, mountpoint, listen, read_only, allow_other, passthrough, cache_control } => {
             serve::serve(serve::ServeArgs {
                 data,
                 mountpoint: Some(mountpoint),
                 listen,
                 mount_options: MountOptions { allow_other, read_only, passthrough },
+                http: http_options(&cache_control)?,
             })
         }
-        Command::Webdav { data, listen, read_only } => serve::serve(serve::ServeArgs {
+        Command::Webdav { data, listen, read_only, cache_control } => serve::serve(serve::ServeArgs {
             data,
             mountpoint: None,
             listen,
             mount_options: MountOptions { read_only, ..MountOptions::default() },
+            http: http_options(&cache_control)?,
         }),
         Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
             mount::mount(mount::MountArgs {

@@ -16,23 +16,27 @@ pub struct ServeArgs {
     pub mountpoint: Option<PathBuf>,
     pub listen: SocketAddr,
     pub mount_options: MountOptions,
+    pub http: tsmfs::http::ServerOptions,
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let fs = Arc::new(Fs::open(&args.data, FsOptions { read_only: args.mount_options.read_only })?);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the runtime")?;
+    // Catch the signals before mounting or saying we listen: a SIGTERM
+    // from then on must stop us cleanly (unmounting), not kill us.
+    let stop = runtime.block_on(async { stop_signal() })?;
     let mounted = match &args.mountpoint {
         Some(mountpoint) => mount_or_explain(&fs, mountpoint, &args.mount_options),
         None => None,
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the runtime")?;
     let served = runtime.block_on(async {
-        let server = tsmfs::http::Server::bind(fs.clone(), args.listen)
+        let server = tsmfs::http::Server::bind(fs.clone(), args.listen, args.http.clone())
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
         let addr = server.local_addr().context("bound address")?;
         eprintln!("tsmfs: serving {} over WebDAV, listening on http://{addr}/", args.data.display());
-        server.serve(stop_signal()).await.context("serve")
+        server.serve(stop).await.context("serve")
     });
     // Requests in flight are done: now the mount, then the metadata.
     if let Some(mounted) = mounted {
@@ -65,18 +69,17 @@ fn mount_or_explain(fs: &Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> 
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn stop_signal() {
+/// A future that resolves on the first SIGINT or SIGTERM; the handlers
+/// are in place when this returns.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        tracing::error!("cannot catch SIGINT/SIGTERM; serving until killed");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    eprintln!("tsmfs: stopping");
+    let mut interrupt = signal(SignalKind::interrupt()).context("catch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("catch SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("tsmfs: stopping");
+    })
 }

@@ -209,6 +209,28 @@ impl Fs {
         Ok(View { content, file })
     }
 
+    /// The object file of committed content `id`, open for reading. Objects
+    /// never change, and an open one stays readable after its content is
+    /// released, so whoever holds it reads exactly that version.
+    /// NotFound if no object holds `id` (any more).
+    pub fn open_content(&self, id: &ContentId) -> FsResult<File> {
+        match self.store.open_object(id) {
+            Ok(file) => Ok(file),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(FsError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The size of content `id` if some file holds it now; `None` if none
+    /// does (it may never have existed, or be gone).
+    pub fn content_size(&self, id: &ContentId) -> FsResult<Option<u64>> {
+        if *id == super::EMPTY_CONTENT {
+            return Ok(Some(0));
+        }
+        let record = self.meta.read(|db| db.content(id))?;
+        Ok(record.filter(|r| r.refcount > 0).map(|r| r.size))
+    }
+
     /// How many handles are open (for tests and monitoring).
     pub fn open_handles(&self) -> usize {
         self.open_files.handles.lock().len()

@@ -60,6 +60,32 @@ impl Fs {
         Ok(current)
     }
 
+    /// [`Fs::resolve`] as last committed, in one snapshot: pending writes
+    /// of open files are not applied, so size and content id agree. What
+    /// HTTP serves: committed versions only.
+    pub fn resolve_committed(&self, path: &[u8]) -> FsResult<Attr> {
+        self.meta.read(|db| {
+            let mut current = db.inode(Ino::ROOT)?.ok_or(FsError::NotFound)?;
+            for (depth, part) in path.split(|&b| b == b'/').enumerate() {
+                if depth > MAX_PATH_DEPTH {
+                    return Err(FsError::Loop);
+                }
+                match part {
+                    b"" | b"." => continue,
+                    b".." => return Err(FsError::Invalid("'..' in path")),
+                    name if name.len() > super::NAME_MAX => return Err(FsError::NameTooLong),
+                    name => {
+                        if current.kind != FileKind::Dir {
+                            return Err(FsError::NotDir);
+                        }
+                        current = db.lookup(current.ino, name)?.ok_or(FsError::NotFound)?;
+                    }
+                }
+            }
+            Ok(current)
+        })
+    }
+
     /// Resolve all but the last component of `path`: the parent directory
     /// and the final name.
     pub fn resolve_parent<'p>(&self, path: &'p [u8]) -> FsResult<(Attr, &'p [u8])> {

@@ -213,6 +213,7 @@ pub fn errno(err: &FsError) -> Errno {
         // FUSE writes carry no precondition; this is only for a frontend
         // that asked for one.
         FsError::PreconditionFailed => libc::ECANCELED,
+        FsError::Internal(_) => libc::EIO,
         FsError::Store(e) => {
             let code = e.raw_os_error().unwrap_or(libc::EIO);
             if code == libc::EIO {

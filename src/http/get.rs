@@ -1,10 +1,15 @@
 //! GET and HEAD of files, answered by us (collections go to dav-server's
-//! HTML index). RFC 9110 in full: preconditions in the order of 13.2.2,
-//! If-Range, single and multiple byte ranges, 416; a 304 carries the
-//! headers the 200 would. The bytes come from a core handle opened once,
-//! so a response is one version of the file from its first byte to its
-//! last, even while the file is replaced.
+//! HTML index): the static-asset fast path. RFC 9110 in full:
+//! preconditions in the order of 13.2.2, If-Range, single and multiple
+//! byte ranges, 416; a 304 carries the headers the 200 would.
+//!
+//! HTTP serves committed versions only. The path's version comes from
+//! memory when it can (`assets`), small contents' bytes too; larger ones
+//! are read from their object file, opened once, so a response is one
+//! version from its first byte to its last even while the file is
+//! replaced.
 
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,18 +17,16 @@ use headers::HeaderMapExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
-use super::{ReadHandle, ResponseBody, empty_body, etag_of, full_body};
-use crate::fs::{Attr, FileKind, Fs, FsError, OpenFlags, system_time};
+use super::assets::{Asset, Assets, Found, SMALL_CONTENT, blocking};
+use super::{ResponseBody, empty_body, full_body};
+use crate::fs::FsError;
 
-/// Bytes per core read while streaming a body.
-const PIECE: u32 = 256 * 1024;
+/// Bytes per read of an object file while streaming a body.
+const PIECE: usize = 512 * 1024;
 /// More ranges than this in one request are answered with the whole file
 /// (RFC 9110, 14.2 lets a server ignore Range; many tiny ranges are a
 /// known amplification trick).
 const MAX_RANGES: usize = 64;
-/// What clients may do with what they cached: keep it, but ask each time
-/// (cheap: a 304 on the strong ETag).
-const CACHE_CONTROL: &str = "no-cache";
 
 /// The outcome of looking at a request for a file.
 pub(super) enum Get {
@@ -33,95 +36,160 @@ pub(super) enum Get {
     NotAFile(Request<hyper::body::Incoming>),
 }
 
-/// Answer a GET or HEAD.
-pub(super) async fn get(fs: Arc<Fs>, req: Request<hyper::body::Incoming>) -> Get {
+/// Immutable URLs: `/.tsmfs/by-hash/<etag>` (optionally followed by
+/// `/<name>`, which only sets the Content-Type) serves that content.
+pub(super) const BY_HASH: &[u8] = b"/.tsmfs/by-hash/";
+
+/// What a by-hash URL may be cached for: a year, unchanged.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Answer a by-hash request: `rest` is `<etag>` or `<etag>/<name>`.
+async fn by_hash(
+    assets: &Assets,
+    rest: &[u8],
+    req: &Request<hyper::body::Incoming>,
+) -> Response<ResponseBody> {
+    let (tag, name) = match rest.iter().position(|&b| b == b'/') {
+        Some(slash) => (&rest[..slash], &rest[slash + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let id = std::str::from_utf8(tag).ok().and_then(|tag| {
+        // Only the canonical spelling: one URL per content.
+        crate::id::ContentId::from_etag(tag).ok().filter(|id| id.etag_tag() == tag)
+    });
+    let Some(id) = id else { return status(StatusCode::NOT_FOUND) };
+    let fs = assets.fs().clone();
+    let size = match blocking(move || fs.content_size(&id)).await {
+        Ok(Some(size)) => size,
+        Ok(None) => return status(StatusCode::NOT_FOUND),
+        Err(e) => return failed(&e),
+    };
+    let Some(asset) = super::assets::Asset::of_content(id, size, name) else {
+        return status(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    match source(assets, &asset, req.method()).await {
+        Ok(source) => {
+            respond(req.method(), req.headers(), &asset, HeaderValue::from_static(IMMUTABLE), source)
+        }
+        Err(FsError::NotFound) => status(StatusCode::NOT_FOUND),
+        Err(e) => failed(&e),
+    }
+}
+
+/// Where a response's bytes come from.
+pub(super) enum Source {
+    /// All of the content, in memory.
+    Memory(Bytes),
+    /// The content's object file.
+    File(Arc<std::fs::File>),
+}
+
+/// Answer a GET or HEAD of a path.
+pub(super) async fn get(
+    assets: &Assets,
+    policy: &super::CachePolicy,
+    req: Request<hyper::body::Incoming>,
+) -> Get {
     let Some(path) = super::decoded_path(req.uri()) else {
         return Get::Done(status(StatusCode::BAD_REQUEST));
     };
-    let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default().to_vec();
-    let open_fs = fs.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        let attr = open_fs.resolve(&path)?;
-        if attr.kind != FileKind::File {
-            return Ok(None);
+    if let Some(rest) = path.strip_prefix(BY_HASH) {
+        return Get::Done(by_hash(assets, rest, &req).await);
+    }
+    let cache_control = policy.for_path(&path);
+    // Twice at most: an object removed between the lookup and the open
+    // means the file changed; the change emptied the path map.
+    for _ in 0..2 {
+        let asset = match assets.lookup(&path).await {
+            Ok(Found::File(asset)) => asset,
+            Ok(Found::NotAFile) => return Get::NotAFile(req),
+            Ok(Found::Missing) => return Get::Done(status(StatusCode::NOT_FOUND)),
+            Err(e) => return Get::Done(failed(&e)),
+        };
+        match source(assets, &asset, req.method()).await {
+            Ok(source) => {
+                return Get::Done(respond(
+                    req.method(),
+                    req.headers(),
+                    &asset,
+                    cache_control.clone(),
+                    source,
+                ));
+            }
+            Err(FsError::NotFound) => assets.forget(&path),
+            Err(e) => return Get::Done(failed(&e)),
         }
-        open_fs.open_file(attr.ino, OpenFlags { read: true, ..OpenFlags::default() }).map(Some)
-    })
-    .await;
-    let opened = match opened {
-        Ok(Ok(Some(opened))) => opened,
-        Ok(Ok(None)) => return Get::NotAFile(req),
-        Ok(Err(FsError::NotFound | FsError::NotDir)) => return Get::Done(status(StatusCode::NOT_FOUND)),
-        Ok(Err(e)) => {
-            tracing::warn!("webdav: GET: {e}");
-            return Get::Done(status(StatusCode::INTERNAL_SERVER_ERROR));
-        }
-        Err(e) => {
-            tracing::error!("webdav: GET: blocking task failed: {e}");
-            return Get::Done(status(StatusCode::INTERNAL_SERVER_ERROR));
-        }
-    };
-    let handle = ReadHandle { fs, handle: opened.handle };
-    Get::Done(respond(req.method(), req.headers(), &name, &opened.attr, handle))
+    }
+    Get::Done(status(StatusCode::SERVICE_UNAVAILABLE))
 }
 
-fn status(code: StatusCode) -> Response<ResponseBody> {
+/// The bytes of `asset` (none for HEAD).
+pub(super) async fn source(assets: &Assets, asset: &Asset, method: &Method) -> Result<Source, FsError> {
+    if *method == Method::HEAD || asset.size == 0 {
+        return Ok(Source::Memory(Bytes::new()));
+    }
+    if asset.size <= SMALL_CONTENT {
+        return assets.small_content(asset.content).await.map(Source::Memory);
+    }
+    assets.open(asset.content).await.map(Source::File)
+}
+
+pub(super) fn failed(e: &FsError) -> Response<ResponseBody> {
+    tracing::warn!("http: GET: {e}");
+    status(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+pub(super) fn status(code: StatusCode) -> Response<ResponseBody> {
     let mut response = Response::new(empty_body());
     *response.status_mut() = code;
     response
 }
 
-/// The response for file `attr`, named `name` and open as `handle`, to a
-/// request with `method` and `headers`.
-fn respond(
+/// The response for `asset` with bytes from `source` to a request with
+/// `method` and `headers`.
+pub(super) fn respond(
     method: &Method,
     headers: &HeaderMap,
-    name: &[u8],
-    attr: &Attr,
-    handle: ReadHandle,
+    asset: &Asset,
+    cache_control: HeaderValue,
+    source: Source,
 ) -> Response<ResponseBody> {
-    let Some(etag_text) = etag_of(attr) else { return status(StatusCode::INTERNAL_SERVER_ERROR) };
-    let etag: Option<headers::ETag> = etag_text.parse().ok();
-    let modified = system_time(attr.mtime_ns);
-    let mut validators = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&etag_text) {
-        validators.insert(header::ETAG, value);
+    let mut validators = HeaderMap::with_capacity(4);
+    validators.insert(header::ETAG, asset.etag_value.clone());
+    if let Some(last_modified) = &asset.last_modified {
+        validators.insert(header::LAST_MODIFIED, last_modified.clone());
     }
-    validators.typed_insert(headers::LastModified::from(modified));
-    validators.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    validators.insert(header::CACHE_CONTROL, cache_control);
     validators.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
     // RFC 9110, 13.2.2, steps 1-4.
     if let Some(condition) = headers.typed_get::<headers::IfMatch>() {
-        if !etag.as_ref().is_some_and(|tag| condition.precondition_passes(tag)) {
+        if !condition.precondition_passes(&asset.etag) {
             return with_headers(status(StatusCode::PRECONDITION_FAILED), validators);
         }
     } else if let Some(condition) = headers.typed_get::<headers::IfUnmodifiedSince>()
+        && let Some(modified) = asset.modified
         && !condition.precondition_passes(modified)
     {
         return with_headers(status(StatusCode::PRECONDITION_FAILED), validators);
     }
     let not_modified = match headers.typed_get::<headers::IfNoneMatch>() {
-        Some(condition) => !etag.as_ref().is_none_or(|tag| condition.precondition_passes(tag)),
-        None => {
-            headers.typed_get::<headers::IfModifiedSince>().is_some_and(|since| !since.is_modified(modified))
-        }
+        Some(condition) => !condition.precondition_passes(&asset.etag),
+        None => headers
+            .typed_get::<headers::IfModifiedSince>()
+            .zip(asset.modified)
+            .is_some_and(|(since, modified)| !since.is_modified(modified)),
     };
     if not_modified {
         return with_headers(status(StatusCode::NOT_MODIFIED), validators);
     }
 
-    let len = attr.size;
-    // By the request's name, not the inode: a file has as many names as links.
-    let content_type = mime_guess::from_path(String::from_utf8_lossy(name).as_ref())
-        .first_or_octet_stream()
-        .essence_str()
-        .to_owned();
+    let len = asset.size;
     // Step 5: ranges, for GET only, and only if If-Range (if any) holds.
     let range_applies = *method == Method::GET
         && headers.typed_get::<headers::IfRange>().is_none_or(|condition| {
-            let last_modified = headers::LastModified::from(modified);
-            !condition.is_modified(etag.as_ref(), Some(&last_modified))
+            let last_modified = asset.modified.map(headers::LastModified::from);
+            !condition.is_modified(Some(&asset.etag), last_modified.as_ref())
         });
     let ranges = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(spec) if range_applies => parse_ranges(spec, len),
@@ -134,25 +202,26 @@ fn respond(
             return with_headers(response, validators);
         }
         Ranges::Whole => {
-            let mut response = Response::new(body(method, handle, vec![Part::Bytes(0, len)]));
+            let mut response = Response::new(body(source, vec![Part::Bytes(0, len)]));
             response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            insert_text(response.headers_mut(), header::CONTENT_TYPE, &content_type);
+            response.headers_mut().insert(header::CONTENT_TYPE, asset.content_type.clone());
             response
         }
         Ranges::Some(list) if list.len() == 1 => {
             let (first, last) = list[0];
-            let mut response = Response::new(body(method, handle, vec![Part::Bytes(first, last + 1)]));
+            let mut response = Response::new(body(source, vec![Part::Bytes(first, last + 1)]));
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last + 1 - first));
-            insert_text(headers, header::CONTENT_TYPE, &content_type);
+            headers.insert(header::CONTENT_TYPE, asset.content_type.clone());
             insert_text(headers, header::CONTENT_RANGE, &format!("bytes {first}-{last}/{len}"));
             response
         }
         Ranges::Some(list) => {
             // A boundary made of the content's own SHA-1 cannot occur in
             // the content: that would need a SHA-1 fixed point.
-            let boundary = format!("tsmfs-{}", etag_text.trim_matches('"'));
+            let boundary = format!("tsmfs-{}", asset.content.etag_tag());
+            let content_type = asset.content_type.to_str().unwrap_or("application/octet-stream");
             let mut parts = Vec::with_capacity(list.len() * 2 + 1);
             let mut total = 0u64;
             for (first, last) in list {
@@ -166,7 +235,7 @@ fn respond(
             let tail = format!("\r\n--{boundary}--\r\n");
             total += tail.len() as u64;
             parts.push(Part::Text(Bytes::from(tail)));
-            let mut response = Response::new(body(method, handle, parts));
+            let mut response = Response::new(body(source, parts));
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
@@ -174,6 +243,9 @@ fn respond(
             response
         }
     };
+    if *method == Method::HEAD {
+        *response.body_mut() = empty_body();
+    }
     response.headers_mut().extend(validators);
     response
 }
@@ -260,39 +332,58 @@ enum Part {
     Bytes(u64, u64),
 }
 
-/// The body: nothing for HEAD; else `parts`, the file's bytes read from
-/// `handle` piece by piece off the async workers.
-fn body(method: &Method, handle: ReadHandle, parts: Vec<Part>) -> ResponseBody {
-    if *method == Method::HEAD {
-        return empty_body();
-    }
-    if let [Part::Bytes(0, 0)] = parts.as_slice() {
-        return full_body(Bytes::new());
-    }
-    let state = (Arc::new(handle), parts.into_iter().rev().collect::<Vec<_>>());
-    let stream = futures_util::stream::unfold(state, |(handle, mut parts)| async move {
-        let part = parts.pop()?;
-        let (start, end) = match part {
-            Part::Text(text) => return Some((Ok(hyper::body::Frame::data(text)), (handle, parts))),
+/// The body: `parts`, with file bytes from memory (zero-copy slices) or
+/// read from the object file piece by piece off the async workers.
+fn body(source: Source, parts: Vec<Part>) -> ResponseBody {
+    let file = match source {
+        Source::Memory(bytes) => {
+            let frames: Vec<Bytes> = parts
+                .into_iter()
+                .map(|part| match part {
+                    Part::Text(text) => text,
+                    Part::Bytes(start, end) => bytes.slice(start as usize..(end as usize).min(bytes.len())),
+                })
+                .collect();
+            if let [single] = frames.as_slice() {
+                return full_body(single.clone());
+            }
+            let stream =
+                futures_util::stream::iter(frames.into_iter().map(|b| Ok(hyper::body::Frame::data(b))));
+            return http_body_util::StreamBody::new(stream).boxed_unsync();
+        }
+        Source::File(file) => file,
+    };
+    let state = (file, parts.into_iter().rev().collect::<Vec<_>>());
+    let stream = futures_util::stream::unfold(state, |(file, mut parts)| async move {
+        let (start, end) = match parts.pop()? {
+            Part::Text(text) => return Some((Ok(hyper::body::Frame::data(text)), (file, parts))),
             Part::Bytes(start, end) => (start, end),
         };
-        let size = u32::try_from(end - start).unwrap_or(u32::MAX).min(PIECE);
-        let reader = handle.clone();
-        let read = tokio::task::spawn_blocking(move || reader.fs.read(reader.handle, start, size)).await;
+        let size = usize::try_from(end - start).unwrap_or(PIECE).min(PIECE);
+        let reader = file.clone();
+        let read = blocking(move || {
+            let mut buf = vec![0; size];
+            let n = reader
+                .read_at(&mut buf, start)
+                .map_err(crate::store::StoreError::io("read object", std::path::Path::new("object")))?;
+            buf.truncate(n);
+            Ok(buf)
+        })
+        .await;
         let data = match read {
-            Ok(Ok(data)) if !data.is_empty() => data,
-            Ok(Ok(_)) => {
-                let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than its size");
-                return Some((Err(e), (handle, Vec::new())));
+            Ok(data) if !data.is_empty() => data,
+            Ok(_) => {
+                let e =
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "object shorter than its size");
+                return Some((Err(e), (file, Vec::new())));
             }
-            Ok(Err(e)) => return Some((Err(std::io::Error::other(e.to_string())), (handle, Vec::new()))),
-            Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (handle, Vec::new()))),
+            Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (file, Vec::new()))),
         };
         let next = start + data.len() as u64;
         if next < end {
             parts.push(Part::Bytes(next, end));
         }
-        Some((Ok(hyper::body::Frame::data(Bytes::from(data))), (handle, parts)))
+        Some((Ok(hyper::body::Frame::data(Bytes::from(data))), (file, parts)))
     });
     http_body_util::StreamBody::new(stream).boxed_unsync()
 }

@@ -1,5 +1,6 @@
 //! The HTTP frontend: WebDAV (dav-server on hyper) over the fs core.
 
+mod assets;
 mod dav;
 mod get;
 mod locks;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use dav_server::body::Body;
 use dav_server::{DavConfig, DavHandler};
 use headers::HeaderMapExt;
+use http::HeaderValue;
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -161,15 +163,15 @@ fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
 /// re-tests their condition at commit time; everything else goes to
 /// dav-server as is.
 async fn handle(
-    handler: DavHandler,
-    fs: Arc<Fs>,
+    shared: Arc<Shared>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
+    let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
     if propfind::is_propfind(req.method()) {
         return propfind::propfind(fs, req).await;
     }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
-        match get::get(fs.clone(), req).await {
+        match get::get(&shared.assets, &shared.options.cache_policy, req).await {
             get::Get::Done(response) => return response,
             get::Get::NotAFile(req) => req,
         }
@@ -203,16 +205,71 @@ fn boxed(response: http::Response<Body>) -> http::Response<ResponseBody> {
 /// Bytes per read of a file's body.
 const READ_BUF_SIZE: usize = 256 * 1024;
 
+/// Cache-Control for GET and HEAD of files, by path prefix: the longest
+/// matching prefix wins; the default is `no-cache` (keep, but revalidate:
+/// cheap with strong ETags). By-hash URLs are always immutable.
+#[derive(Clone, Debug)]
+pub struct CachePolicy {
+    rules: Vec<(Vec<u8>, HeaderValue)>,
+    default: HeaderValue,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy { rules: Vec::new(), default: HeaderValue::from_static("no-cache") }
+    }
+}
+
+impl CachePolicy {
+    /// Rules `PREFIX=VALUE`, e.g. `/assets/=public, max-age=3600`.
+    pub fn parse(rules: &[String]) -> Result<CachePolicy, String> {
+        let mut policy = CachePolicy::default();
+        for rule in rules {
+            let (prefix, value) =
+                rule.split_once('=').ok_or_else(|| format!("cache rule {rule:?}: expected PREFIX=VALUE"))?;
+            if !prefix.starts_with('/') {
+                return Err(format!("cache rule {rule:?}: the prefix must start with /"));
+            }
+            let value = HeaderValue::from_str(value.trim())
+                .map_err(|_| format!("cache rule {rule:?}: not a valid header value"))?;
+            policy.rules.push((prefix.as_bytes().to_vec(), value));
+        }
+        // Longest prefix first, so the first match is the most specific.
+        policy.rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Ok(policy)
+    }
+
+    fn for_path(&self, path: &[u8]) -> HeaderValue {
+        self.rules
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix))
+            .map_or_else(|| self.default.clone(), |(_, value)| value.clone())
+    }
+}
+
+/// How the HTTP server behaves.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Cache-Control of files.
+    pub cache_policy: CachePolicy,
+}
+
+/// What every connection shares.
+struct Shared {
+    handler: DavHandler,
+    assets: assets::Assets,
+    options: ServerOptions,
+}
+
 /// A bound WebDAV server, not yet serving.
 pub struct Server {
     listener: TcpListener,
-    handler: DavHandler,
-    fs: Arc<Fs>,
+    shared: Arc<Shared>,
 }
 
 impl Server {
     /// Bind `addr` (port 0 picks a free port) for `fs`.
-    pub async fn bind(fs: Arc<Fs>, addr: SocketAddr) -> std::io::Result<Server> {
+    pub async fn bind(fs: Arc<Fs>, addr: SocketAddr, options: ServerOptions) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let handler = DavHandler::builder()
             .filesystem(DavFs::new(fs.clone()))
@@ -223,7 +280,8 @@ impl Server {
             // pieces mean fewer core calls per response.
             .read_buf_size(READ_BUF_SIZE)
             .build_handler();
-        Ok(Server { listener, handler, fs })
+        let shared = Shared { handler, assets: assets::Assets::new(fs), options };
+        Ok(Server { listener, shared: Arc::new(shared) })
     }
 
     /// The address actually bound.
@@ -246,10 +304,10 @@ impl Server {
                             continue;
                         }
                     };
-                    let (handler, fs) = (self.handler.clone(), self.fs.clone());
+                    let shared = self.shared.clone();
                     let service = service_fn(move |req| {
-                        let (handler, fs) = (handler.clone(), fs.clone());
-                        async move { Ok::<_, Infallible>(handle(handler, fs, req).await) }
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(handle(shared, req).await) }
                     });
                     let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection);
