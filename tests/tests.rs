@@ -27,3 +27,5 @@ mod webdav;
 mod webdav_clients;
 // `tsmfs serve`: FUSE and WebDAV coherent in one process.
 mod serve;
+// Static assets: compressed variants, in an in-process server.
+mod assets;

@@ -231,6 +231,18 @@ impl Fs {
         Ok(record.filter(|r| r.refcount > 0).map(|r| r.size))
     }
 
+    /// The stored variant `encoding` (e.g. `br`) of content `id`, if any.
+    pub fn variant(&self, id: &ContentId, encoding: &str) -> FsResult<Option<Vec<u8>>> {
+        Ok(self.store.read_variant(id, encoding)?)
+    }
+
+    /// Keep `bytes` as the variant `encoding` of content `id`. Variants
+    /// go with their object when it is removed.
+    pub fn store_variant(&self, id: &ContentId, encoding: &str, bytes: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        Ok(self.store.write_variant(id, encoding, bytes)?)
+    }
+
     /// How many handles are open (for tests and monitoring).
     pub fn open_handles(&self) -> usize {
         self.open_files.handles.lock().len()

@@ -21,8 +21,9 @@ use parking_lot::RwLock;
 use crate::fs::{Attr, FileKind, Fs, FsError, system_time};
 use crate::id::ContentId;
 
-/// Contents up to this size are kept in memory once read.
-pub(super) const SMALL_CONTENT: u64 = 256 * 1024;
+/// Contents up to this size are kept in memory once read (then a
+/// response is a reference to them, not a read).
+pub(super) const SMALL_CONTENT: u64 = 4 << 20;
 /// Memory for small contents, in bytes.
 const CONTENT_MEMORY: u64 = 256 << 20;
 /// Paths remembered before the map starts over.
@@ -50,6 +51,21 @@ impl Asset {
         asset.modified = Some(modified);
         asset.last_modified = HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok();
         Some(asset)
+    }
+
+    /// Its variant in `encoding` (of `size` bytes): the same resource,
+    /// another representation, so its own strong ETag `"<id>-<encoding>"`.
+    pub(super) fn variant(&self, encoding: &str, size: u64) -> Asset {
+        let tag = format!("\"{}-{encoding}\"", self.content.etag_tag());
+        Asset {
+            content: self.content,
+            size,
+            modified: self.modified,
+            etag: tag.parse().unwrap_or_else(|_| self.etag.clone()),
+            etag_value: HeaderValue::from_str(&tag).unwrap_or_else(|_| self.etag_value.clone()),
+            last_modified: self.last_modified.clone(),
+            content_type: self.content_type.clone(),
+        }
     }
 
     /// The asset for content `id` of `size` bytes, typed by `name`.

@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::BodyExt;
 
 use super::assets::{Asset, Assets, Found, SMALL_CONTENT, blocking};
+use super::variants;
 use super::{ResponseBody, empty_body, full_body};
 use crate::fs::FsError;
 
@@ -45,10 +46,11 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// Answer a by-hash request: `rest` is `<etag>` or `<etag>/<name>`.
 async fn by_hash(
-    assets: &Assets,
+    shared: &super::Shared,
     rest: &[u8],
     req: &Request<hyper::body::Incoming>,
 ) -> Response<ResponseBody> {
+    let assets = &shared.assets;
     let (tag, name) = match rest.iter().position(|&b| b == b'/') {
         Some(slash) => (&rest[..slash], &rest[slash + 1..]),
         None => (rest, &b""[..]),
@@ -67,13 +69,42 @@ async fn by_hash(
     let Some(asset) = super::assets::Asset::of_content(id, size, name) else {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    match source(assets, &asset, req.method()).await {
-        Ok(source) => {
-            respond(req.method(), req.headers(), &asset, HeaderValue::from_static(IMMUTABLE), source)
-        }
+    match send(shared, req, &asset, HeaderValue::from_static(IMMUTABLE)).await {
+        Ok(response) => response,
         Err(FsError::NotFound) => status(StatusCode::NOT_FOUND),
         Err(e) => failed(&e),
     }
+}
+
+/// The response for `asset`: a compressed variant if the client takes
+/// one and it is ready, else the identity bytes. Responses of
+/// compressible contents carry `Vary: Accept-Encoding`, 304s included.
+async fn send(
+    shared: &super::Shared,
+    req: &Request<hyper::body::Incoming>,
+    asset: &Asset,
+    cache_control: HeaderValue,
+) -> Result<Response<ResponseBody>, FsError> {
+    let (method, headers) = (req.method(), req.headers());
+    let varies = variants::compressible(&asset.content_type, asset.size);
+    // Ranges are served from the identity bytes.
+    if varies
+        && !headers.contains_key(header::RANGE)
+        && let Some(encoding) = variants::choose(headers)
+        && let Some(bytes) = shared.variants.get(asset.content, encoding)
+    {
+        let variant = asset.variant(encoding.name(), bytes.len() as u64);
+        let mut response = respond(method, headers, &variant, cache_control, Source::Memory(bytes));
+        response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding.name()));
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        return Ok(response);
+    }
+    let source = source(&shared.assets, asset, method).await?;
+    let mut response = respond(method, headers, asset, cache_control, source);
+    if varies {
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    Ok(response)
 }
 
 /// Where a response's bytes come from.
@@ -85,16 +116,13 @@ pub(super) enum Source {
 }
 
 /// Answer a GET or HEAD of a path.
-pub(super) async fn get(
-    assets: &Assets,
-    policy: &super::CachePolicy,
-    req: Request<hyper::body::Incoming>,
-) -> Get {
+pub(super) async fn get(shared: &super::Shared, req: Request<hyper::body::Incoming>) -> Get {
+    let (assets, policy) = (&shared.assets, &shared.options.cache_policy);
     let Some(path) = super::decoded_path(req.uri()) else {
         return Get::Done(status(StatusCode::BAD_REQUEST));
     };
     if let Some(rest) = path.strip_prefix(BY_HASH) {
-        return Get::Done(by_hash(assets, rest, &req).await);
+        return Get::Done(by_hash(shared, rest, &req).await);
     }
     let cache_control = policy.for_path(&path);
     // Twice at most: an object removed between the lookup and the open
@@ -106,16 +134,8 @@ pub(super) async fn get(
             Ok(Found::Missing) => return Get::Done(status(StatusCode::NOT_FOUND)),
             Err(e) => return Get::Done(failed(&e)),
         };
-        match source(assets, &asset, req.method()).await {
-            Ok(source) => {
-                return Get::Done(respond(
-                    req.method(),
-                    req.headers(),
-                    &asset,
-                    cache_control.clone(),
-                    source,
-                ));
-            }
+        match send(shared, &req, &asset, cache_control.clone()).await {
+            Ok(response) => return Get::Done(response),
             Err(FsError::NotFound) => assets.forget(&path),
             Err(e) => return Get::Done(failed(&e)),
         }

@@ -5,6 +5,7 @@ mod dav;
 mod get;
 mod locks;
 mod propfind;
+mod variants;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -171,7 +172,7 @@ async fn handle(
         return propfind::propfind(fs, req).await;
     }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
-        match get::get(&shared.assets, &shared.options.cache_policy, req).await {
+        match get::get(&shared, req).await {
             get::Get::Done(response) => return response,
             get::Get::NotAFile(req) => req,
         }
@@ -254,11 +255,26 @@ pub struct ServerOptions {
     pub cache_policy: CachePolicy,
 }
 
+/// Counters of a server (for tests and monitoring).
+#[derive(Debug, Default)]
+pub struct Stats {
+    compressions: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    /// Compressed variants computed (not loaded from the store).
+    pub fn compressions(&self) -> u64 {
+        self.compressions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// What every connection shares.
 struct Shared {
     handler: DavHandler,
     assets: assets::Assets,
+    variants: Arc<variants::Variants>,
     options: ServerOptions,
+    stats: Arc<Stats>,
 }
 
 /// A bound WebDAV server, not yet serving.
@@ -280,8 +296,15 @@ impl Server {
             // pieces mean fewer core calls per response.
             .read_buf_size(READ_BUF_SIZE)
             .build_handler();
-        let shared = Shared { handler, assets: assets::Assets::new(fs), options };
+        let stats = Arc::new(Stats::default());
+        let variants = variants::Variants::new(fs.clone(), stats.clone());
+        let shared = Shared { handler, assets: assets::Assets::new(fs), variants, options, stats };
         Ok(Server { listener, shared: Arc::new(shared) })
+    }
+
+    /// Counters of this server, live.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
     }
 
     /// The address actually bound.

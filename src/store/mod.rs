@@ -80,11 +80,16 @@ pub enum Durability {
 pub struct Store {
     objects: PathBuf,
     staging: PathBuf,
+    variants: PathBuf,
     next_staging: AtomicU64,
 }
 
 const OBJECTS_DIR: &str = "objects";
 const STAGING_DIR: &str = "staging";
+const VARIANTS_DIR: &str = "variants";
+
+/// The encodings a variant may have (HTTP content codings).
+pub const VARIANT_ENCODINGS: &[&str] = &["br", "gzip"];
 
 impl Store {
     /// Open (creating if needed) the store under `data_dir`.
@@ -105,7 +110,8 @@ impl Store {
                 sync_dir(dir)?;
             }
         }
-        Ok(Store { objects, staging, next_staging: AtomicU64::new(0) })
+        let variants = data_dir.join(VARIANTS_DIR);
+        Ok(Store { objects, staging, variants, next_staging: AtomicU64::new(0) })
     }
 
     /// Path of an object file. Private to the crate: frontends get open
@@ -184,8 +190,58 @@ impl Store {
         let path = self.object_path(id);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove object", &path)(e)),
-            _ => Ok(()),
+            _ => self.remove_variants(id),
         }
+    }
+
+    /// Path of a variant of object `id`: derived bytes (a compressed
+    /// encoding), kept apart from the objects under
+    /// `variants/<2 hex>/<lo>-<hi>.<encoding>`.
+    fn variant_path(&self, id: &ContentId, encoding: &str) -> PathBuf {
+        let lo = id.lo_hex();
+        let mut path = self.variants.join(&lo[0..2]);
+        path.push(format!("{lo}-{:016x}.{encoding}", id.hi));
+        path
+    }
+
+    /// The variant `encoding` of object `id`, if stored.
+    pub fn read_variant(&self, id: &ContentId, encoding: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.variant_path(id, encoding);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read variant", &path)(e)),
+        }
+    }
+
+    /// Store the variant `encoding` of object `id`, whole or not at all
+    /// (written aside, then renamed). Not fsynced: a variant lost in a
+    /// crash is computed again.
+    pub fn write_variant(&self, id: &ContentId, encoding: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.variant_path(id, encoding);
+        let dir = path.parent().unwrap_or(&self.variants);
+        fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+        let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
+        let aside = self.staging.join(format!("variant-{}-{n}", std::process::id()));
+        fs::write(&aside, bytes).map_err(StoreError::io("write variant", &aside))?;
+        fs::rename(&aside, &path).map_err(|e| {
+            let _ = fs::remove_file(&aside);
+            StoreError::io("publish variant", &path)(e)
+        })
+    }
+
+    /// Remove every variant of object `id`.
+    fn remove_variants(&self, id: &ContentId) -> Result<(), StoreError> {
+        for encoding in VARIANT_ENCODINGS {
+            let path = self.variant_path(id, encoding);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(StoreError::io("remove variant", &path)(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Flush everything written to the store's filesystem (one `syncfs`),
