@@ -699,3 +699,83 @@ fn litmus_passes_every_default_group() {
         assert!(line.contains(" 0 failed") && line.ends_with("100.0%"), "{line}");
     }
 }
+
+#[test]
+fn a_read_only_server_refuses_every_change() {
+    let mut server = TestServer::new();
+    assert_eq!(put(&server, "/f.txt", b"kept", &[]).0, 201);
+    server.stop();
+    let server = TestServer::start_with(&server.data.clone(), &["--read-only"]);
+    let to = format!("Destination: {}", server.url("/g.txt"));
+    let lockinfo = br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#;
+    let patch = br#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:a>1</Z:a></D:prop></D:set></D:propertyupdate>"#;
+    assert_eq!(put(&server, "/f.txt", b"changed", &[]).0, 403);
+    assert_eq!(put(&server, "/new.txt", b"new", &[]).0, 403);
+    for (method, extra, body) in [
+        ("MKCOL", None, None),
+        ("DELETE", None, None),
+        ("MOVE", Some(to.as_str()), None),
+        ("COPY", Some(to.as_str()), None),
+        ("PROPPATCH", None, Some(&patch[..])),
+        ("LOCK", None, Some(&lockinfo[..])),
+    ] {
+        let mut args = vec!["-X", method];
+        if let Some(extra) = extra {
+            args.extend(["-H", extra]);
+        }
+        let url = server.url(if method == "MKCOL" { "/dir" } else { "/f.txt" });
+        args.push(&url);
+        assert_eq!(curl(&args, body).0, 403, "{method}");
+    }
+    let (status, _, body) = get(&server, "/f.txt", &[]);
+    assert_eq!((status, body.as_slice()), (200, &b"kept"[..]));
+    assert_eq!(propfind(&server, "/", Some("1"), b"").0, 207, "reads still work");
+}
+
+#[test]
+fn authentication_guards_every_request_and_non_loopback_needs_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let users = dir.path().join("users");
+    let passwd = crate::util::tsmfs_stdin(&["passwd", users.to_str().unwrap(), "ann"], b"s3cret pass\n");
+    assert!(passwd.status.success(), "{}", crate::util::stderr(&passwd));
+    let mut server = TestServer::new();
+    server.stop();
+    let server = TestServer::start_with(&server.data.clone(), &["--auth-file", users.to_str().unwrap()]);
+    let url = server.url("/f.txt");
+    for args in [
+        vec![url.as_str()],
+        vec!["-u", "ann:wrong", url.as_str()],
+        vec!["-u", "bob:s3cret pass", url.as_str()],
+    ] {
+        let (status, headers, _) = curl(&args, None);
+        assert_eq!(status, 401, "{args:?}");
+        assert_eq!(
+            header(&headers, "www-authenticate").as_deref(),
+            Some("Basic realm=\"tsmfs\", charset=\"UTF-8\"")
+        );
+    }
+    assert_eq!(put(&server, "/f.txt", b"x", &[]).0, 401);
+    assert_eq!(put(&server, "/f.txt", b"x", &["-u", "ann:s3cret pass"]).0, 201);
+    let (status, _, body) = get(&server, "/f.txt", &["-u", "ann:s3cret pass"]);
+    assert_eq!((status, body.as_slice()), (200, &b"x"[..]));
+    assert_eq!(curl(&["-X", "PROPFIND", "-H", "Depth: 0", &url], None).0, 401);
+    let mut server = server;
+    server.stop();
+
+    // Beyond loopback: authentication, or an explicit opt-out.
+    let refused = crate::util::tsmfs(&["webdav", "--listen", "0.0.0.0:0", server.data.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let message = crate::util::stderr(&refused);
+    assert!(message.contains("refusing to serve 0.0.0.0:0 without authentication"), "{message}");
+    // (192.0.2.1 is a documentation address: the bind fails after the check.)
+    let opted_out = crate::util::tsmfs(&[
+        "webdav",
+        "--listen",
+        "192.0.2.1:0",
+        "--insecure-no-auth",
+        server.data.to_str().unwrap(),
+    ]);
+    assert!(!opted_out.status.success());
+    let message = crate::util::stderr(&opted_out);
+    assert!(message.contains("listen on 192.0.2.1:0") && !message.contains("refusing"), "{message}");
+}

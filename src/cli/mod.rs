@@ -134,6 +134,14 @@ enum Command {
         /// --cache-control '/assets/=public, max-age=86400'.
         #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
         cache_control: Vec<String>,
+        /// Require HTTP Basic authentication against this file of users
+        /// and argon2 password hashes (see `tsmfs passwd`).
+        #[arg(long, value_name = "FILE")]
+        auth_file: Option<PathBuf>,
+        /// Serve a non-loopback address without authentication (to
+        /// everyone who can reach it).
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Serve the tree over WebDAV (HTTP) until SIGINT or SIGTERM.
     ///
@@ -153,6 +161,22 @@ enum Command {
         /// --cache-control '/assets/=public, max-age=86400'.
         #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
         cache_control: Vec<String>,
+        /// Require HTTP Basic authentication against this file of users
+        /// and argon2 password hashes (see `tsmfs passwd`).
+        #[arg(long, value_name = "FILE")]
+        auth_file: Option<PathBuf>,
+        /// Serve a non-loopback address without authentication (to
+        /// everyone who can reach it).
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
+    /// Add a user to a password file for --auth-file, or change their
+    /// password. The password is read from standard input (one line).
+    Passwd {
+        /// Password file (created with mode 0600).
+        file: PathBuf,
+        /// User name.
+        user: String,
     },
     /// Totals: files, logical bytes, stored bytes, dedup ratio.
     Stats {
@@ -161,9 +185,37 @@ enum Command {
     },
 }
 
-fn http_options(cache_control: &[String]) -> Result<tsmfs::http::ServerOptions> {
+fn http_options(
+    listen: std::net::SocketAddr,
+    cache_control: &[String],
+    auth_file: Option<&Path>,
+    insecure_no_auth: bool,
+) -> Result<tsmfs::http::ServerOptions> {
     let cache_policy = tsmfs::http::CachePolicy::parse(cache_control).map_err(anyhow::Error::msg)?;
-    Ok(tsmfs::http::ServerOptions { cache_policy })
+    let users = auth_file.map(tsmfs::http::auth::Users::load).transpose()?.map(std::sync::Arc::new);
+    if users.is_none() && !insecure_no_auth && !listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve {listen} without authentication: anyone who can reach it could read and change \
+             everything. Give --auth-file FILE (make one with `tsmfs passwd FILE USER`), or \
+             --insecure-no-auth if that is really meant"
+        );
+    }
+    if users.is_some() && !listen.ip().is_loopback() {
+        eprintln!("tsmfs: warning: passwords cross the network in clear text (HTTP Basic without TLS)");
+    }
+    Ok(tsmfs::http::ServerOptions { cache_policy, users })
+}
+
+fn passwd(file: &Path, user: &str) -> Result<ExitCode> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("read the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    tsmfs::http::auth::set_password(file, user, password)?;
+    eprintln!("tsmfs: password of {user} set in {}", file.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parse the process arguments (exits with usage on error).
@@ -181,22 +233,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
-        Command::Serve { data, mountpoint, listen, read_only, allow_other, passthrough, cache_control } => {
+        Command::Serve {
+            data,
+            mountpoint,
+            listen,
+            read_only,
+            allow_other,
+            passthrough,
+            cache_control,
+            auth_file,
+            insecure_no_auth,
+        } => serve::serve(serve::ServeArgs {
+            data,
+            mountpoint: Some(mountpoint),
+            listen,
+            mount_options: MountOptions { allow_other, read_only, passthrough },
+            http: http_options(listen, &cache_control, auth_file.as_deref(), insecure_no_auth)?,
+        }),
+        Command::Webdav { data, listen, read_only, cache_control, auth_file, insecure_no_auth } => {
             serve::serve(serve::ServeArgs {
                 data,
-                mountpoint: Some(mountpoint),
+                mountpoint: None,
                 listen,
-                mount_options: MountOptions { allow_other, read_only, passthrough },
-                http: http_options(&cache_control)?,
+                mount_options: MountOptions { read_only, ..MountOptions::default() },
+                http: http_options(listen, &cache_control, auth_file.as_deref(), insecure_no_auth)?,
             })
         }
-        Command::Webdav { data, listen, read_only, cache_control } => serve::serve(serve::ServeArgs {
-            data,
-            mountpoint: None,
-            listen,
-            mount_options: MountOptions { read_only, ..MountOptions::default() },
-            http: http_options(&cache_control)?,
-        }),
+        Command::Passwd { file, user } => passwd(&file, &user),
         Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
             mount::mount(mount::MountArgs {
                 data,

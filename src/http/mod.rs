@@ -1,6 +1,7 @@
 //! The HTTP frontend: WebDAV (dav-server on hyper) over the fs core.
 
 mod assets;
+pub mod auth;
 mod dav;
 mod get;
 mod locks;
@@ -147,6 +148,17 @@ fn put_guard(headers: &http::HeaderMap) -> Option<PutGuard> {
     }))
 }
 
+/// Whether the request's credentials are good; argon2 runs off the async
+/// workers, and only the first time a client's credentials are seen.
+async fn authorized(users: &Arc<auth::Users>, headers: &http::HeaderMap) -> bool {
+    let authorization = headers.get(http::header::AUTHORIZATION).cloned();
+    if users.known_good(authorization.as_ref()) {
+        return true;
+    }
+    let users = users.clone();
+    tokio::task::spawn_blocking(move || users.check(authorization.as_ref())).await.unwrap_or(false)
+}
+
 /// A COPY's source and destination paths, decoded as dav-server does;
 /// `None` if either is malformed (dav-server then refuses the request).
 fn copy_roots<B>(req: &http::Request<B>) -> Option<CopyRoots> {
@@ -167,9 +179,25 @@ async fn handle(
     shared: Arc<Shared>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
+    if let Some(users) = &shared.options.users
+        && !authorized(users, req.headers()).await
+    {
+        let mut refused = http::Response::new(empty_body());
+        *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+        let challenge = HeaderValue::from_static("Basic realm=\"tsmfs\", charset=\"UTF-8\"");
+        refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
+        return refused;
+    }
     let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
     if propfind::is_propfind(req.method()) {
         return propfind::propfind(fs, req).await;
+    }
+    // dav-server's lock system can only answer "locked" (423); a lock on
+    // a read-only tree is refused, as every other change is.
+    if fs.is_read_only() && req.method().as_str() == "LOCK" {
+        let mut refused = http::Response::new(empty_body());
+        *refused.status_mut() = http::StatusCode::FORBIDDEN;
+        return refused;
     }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         match get::get(&shared, req).await {
@@ -253,6 +281,8 @@ impl CachePolicy {
 pub struct ServerOptions {
     /// Cache-Control of files.
     pub cache_policy: CachePolicy,
+    /// Who may use the server (HTTP Basic); `None`: everyone.
+    pub users: Option<Arc<auth::Users>>,
 }
 
 /// Counters of a server (for tests and monitoring).

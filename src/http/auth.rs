@@ -1,0 +1,203 @@
+//! HTTP Basic authentication against a file of argon2 password hashes.
+//!
+//! The file has one `user:hash` line per user (PHC strings, as
+//! `tsmfs passwd` writes them); `#` starts a comment. Clients send their
+//! credentials with every request and argon2 is slow on purpose, so a
+//! successful check is remembered (by user and the password's blake3,
+//! never the password) for the life of the server.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use http::HeaderValue;
+use parking_lot::Mutex;
+
+/// Checks remembered before the memory starts over.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Why a password file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unreadable or unwritable.
+    #[error("password file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A line is not `user:hash`.
+    #[error("password file {}, line {line}: {reason}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Hashing failed.
+    #[error("hashing the password: {0}")]
+    Hash(String),
+}
+
+/// The users who may use the server.
+#[derive(Debug)]
+pub struct Users {
+    hashes: HashMap<String, String>,
+    verified: Mutex<HashSet<(String, [u8; 32])>>,
+}
+
+impl Users {
+    /// Read a password file.
+    pub fn load(path: &Path) -> Result<Users, AuthError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AuthError::Io { path: path.to_owned(), source })?;
+        let mut hashes = HashMap::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let syntax = |reason: &str| AuthError::Syntax {
+                path: path.to_owned(),
+                line: index + 1,
+                reason: reason.into(),
+            };
+            let (user, hash) = line.split_once(':').ok_or_else(|| syntax("expected user:hash"))?;
+            if user.is_empty() {
+                return Err(syntax("empty user name"));
+            }
+            PasswordHash::new(hash).map_err(|e| syntax(&format!("not a password hash ({e})")))?;
+            hashes.insert(user.to_owned(), hash.to_owned());
+        }
+        if hashes.is_empty() {
+            return Err(AuthError::Syntax { path: path.to_owned(), line: 0, reason: "no users".into() });
+        }
+        Ok(Users { hashes, verified: Mutex::new(HashSet::new()) })
+    }
+
+    /// Whether an `Authorization` header names a user with the right
+    /// password. Blocking (argon2): call off the async workers.
+    pub fn check(&self, authorization: Option<&HeaderValue>) -> bool {
+        let Some((user, password)) = authorization.and_then(basic_credentials) else { return false };
+        let Some(hash) = self.hashes.get(&user) else { return false };
+        let key = (user, *blake3::hash(password.as_bytes()).as_bytes());
+        if self.verified.lock().contains(&key) {
+            return true;
+        }
+        let Ok(parsed) = PasswordHash::new(hash) else { return false };
+        if argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_err() {
+            return false;
+        }
+        let mut verified = self.verified.lock();
+        if verified.len() >= MAX_REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(key);
+        true
+    }
+
+    /// Whether this header was checked good before (no argon2 needed).
+    pub fn known_good(&self, authorization: Option<&HeaderValue>) -> bool {
+        let Some((user, password)) = authorization.and_then(basic_credentials) else { return false };
+        self.verified.lock().contains(&(user, *blake3::hash(password.as_bytes()).as_bytes()))
+    }
+}
+
+/// User and password of a `Basic` Authorization header.
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let value = value.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// An argon2id hash of `password` with a fresh salt, as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Add `user` to the password file at `path` (created, mode 0600), or
+/// give them a new password.
+pub fn set_password(path: &Path, user: &str, password: &str) -> Result<(), AuthError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| AuthError::Io { path: path.to_owned(), source };
+    if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
+        return Err(AuthError::Syntax {
+            path: path.to_owned(),
+            line: 0,
+            reason: format!("invalid user name {user:?}"),
+        });
+    }
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let mut lines: Vec<String> = existing
+        .lines()
+        .filter(|line| line.trim().split_once(':').is_none_or(|(name, _)| name != user))
+        .map(str::to_owned)
+        .collect();
+    lines.push(format!("{user}:{}", hash_password(password)?));
+    // Written aside and renamed: a crash leaves the old file or the new.
+    let aside = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&aside)
+        .map_err(io)?;
+    file.write_all((lines.join("\n") + "\n").as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
+    std::fs::rename(&aside, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> HeaderValue {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
+    }
+
+    #[test]
+    fn passwords_are_checked_against_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users");
+        set_password(&file, "ann", "correct horse").unwrap();
+        set_password(&file, "bob", "first").unwrap();
+        set_password(&file, "bob", "second").unwrap();
+        let users = Users::load(&file).unwrap();
+        assert!(users.check(Some(&basic("ann", "correct horse"))));
+        assert!(users.known_good(Some(&basic("ann", "correct horse"))));
+        assert!(!users.check(Some(&basic("ann", "wrong"))));
+        assert!(!users.check(Some(&basic("bob", "first"))), "replaced");
+        assert!(users.check(Some(&basic("bob", "second"))));
+        assert!(!users.check(Some(&basic("eve", "second"))));
+        assert!(!users.check(None));
+        assert!(!users.check(Some(&HeaderValue::from_static("Bearer x"))));
+        assert!(!std::fs::read_to_string(&file).unwrap().contains("correct horse"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+        std::fs::write(&file, "# users\nann\n").unwrap();
+        let err = Users::load(&file).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(set_password(&file, "a:b", "x").is_err());
+    }
+}
