@@ -29,3 +29,5 @@ mod webdav_clients;
 mod serve;
 // Static assets: compressed variants, in an in-process server.
 mod assets;
+// fsck, scrub and gc against damage done on purpose.
+mod check;

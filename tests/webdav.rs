@@ -34,6 +34,11 @@ impl TestServer {
         TestServer::start_with(data, &[])
     }
 
+    /// A server on an existing data directory (kept by the caller).
+    pub(crate) fn start_on(data: &Path) -> TestServer {
+        TestServer::start(data)
+    }
+
     fn start_with(data: &Path, extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
             .args(["webdav", "--listen", "127.0.0.1:0"])

@@ -1,5 +1,6 @@
 //! Command-line interface: one function per subcommand.
 
+mod check;
 mod import;
 mod mount;
 mod serve;
@@ -178,6 +179,33 @@ enum Command {
         /// User name.
         user: String,
     },
+    /// Check the metadata against the store: reference counts, link
+    /// counts, dangling entries, missing, stray and unreferenced objects.
+    ///
+    /// Needs the data directory to itself (stop `serve` first). Exits 1
+    /// if problems are left.
+    Fsck {
+        /// Data directory.
+        data: PathBuf,
+        /// Fix what can be fixed without losing data.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Hash every object again (SHA-1 and blake3). Corrupt objects are
+    /// moved to DATA/quarantine, so their files fail to read (EIO, HTTP
+    /// 500) rather than return bad bytes. Exits 1 if any is corrupt or
+    /// missing. Needs the data directory to itself.
+    Scrub {
+        /// Data directory.
+        data: PathBuf,
+    },
+    /// Remove objects and variants nothing refers to any more (left by a
+    /// crash; a running server removes its garbage itself). Needs the
+    /// data directory to itself.
+    Gc {
+        /// Data directory.
+        data: PathBuf,
+    },
     /// Totals: files, logical bytes, stored bytes, dedup ratio.
     Stats {
         /// Data directory.
@@ -260,6 +288,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             })
         }
         Command::Passwd { file, user } => passwd(&file, &user),
+        Command::Fsck { data, repair } => check::fsck(&open_writable(&data)?, repair),
+        Command::Scrub { data } => check::scrub(&open_writable(&data)?),
+        Command::Gc { data } => check::gc(&open_writable(&data)?),
         Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
             mount::mount(mount::MountArgs {
                 data,

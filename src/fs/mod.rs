@@ -11,6 +11,7 @@
 //! `default_permissions` (the kernel checks them) and WebDAV access is
 //! decided by the server's own authentication.
 
+mod check;
 mod content;
 mod error;
 mod events;
@@ -26,6 +27,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use check::{CheckReport, GcReport, Problem, ScrubReport};
 pub use error::{FsError, FsResult};
 pub use events::{Change, ChangeOp, Origin};
 pub use io::{CopyOutcome, OpenFlags, Opened};

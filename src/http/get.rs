@@ -140,7 +140,13 @@ pub(super) async fn get(shared: &super::Shared, req: Request<hyper::body::Incomi
             Err(e) => return Get::Done(failed(&e)),
         }
     }
-    Get::Done(status(StatusCode::SERVICE_UNAVAILABLE))
+    // Twice gone: not a race with a change; the object itself is missing
+    // (quarantined by scrub, or lost).
+    tracing::error!(
+        "http: GET {}: the file's object is missing (quarantined by `tsmfs scrub`?); run `tsmfs fsck`",
+        String::from_utf8_lossy(&path)
+    );
+    Get::Done(status(StatusCode::INTERNAL_SERVER_ERROR))
 }
 
 /// The bytes of `asset` (none for HEAD).

@@ -79,6 +79,14 @@ const REFRESH_LOCK: &str = "UPDATE locks SET expires_ns = ?3, timeout_s = ?4 WHE
 const DELETE_LOCK: &str = "DELETE FROM locks WHERE token = ?1 AND path = ?2";
 const DELETE_LOCKS_UNDER: &str = "DELETE FROM locks WHERE path = ?1 OR (path > ?2 AND path < ?3)";
 const DELETE_EXPIRED_LOCKS: &str = "DELETE FROM locks WHERE expires_ns <= ?1";
+const CONTENT_REFERENCES: &str =
+    "SELECT c.lo, c.hi, c.refcount, (SELECT COUNT(*) FROM inodes i WHERE i.content = c.id) FROM contents c";
+const LINK_COUNTS: &str = "SELECT i.ino, i.kind = ?1, i.nlink, (SELECT COUNT(*) FROM dirents d WHERE d.child = i.ino), (SELECT COUNT(*) FROM dirents d JOIN inodes c ON c.ino = d.child WHERE d.parent = i.ino AND c.kind = ?1) FROM inodes i";
+const DANGLING_ENTRIES: &str = "SELECT d.parent, d.name, d.child FROM dirents d WHERE NOT EXISTS (SELECT 1 FROM inodes i WHERE i.ino = d.child) OR NOT EXISTS (SELECT 1 FROM inodes p WHERE p.ino = d.parent)";
+const LIVE_CONTENTS: &str =
+    "SELECT hi, lo, size, blake3, refcount FROM contents WHERE refcount > 0 ORDER BY lo";
+const SET_REFCOUNT: &str = "UPDATE contents SET refcount = ?3 WHERE lo = ?1 AND hi = ?2";
+const SET_NLINK: &str = "UPDATE inodes SET nlink = ?2 WHERE ino = ?1";
 const LOG_CHANGE: &str = "INSERT INTO changes (at_ns, origin, op, ino, parent, name, new_parent, new_name, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Every statement, for the re-prepare test.
@@ -122,6 +130,12 @@ const ALL_STATEMENTS: &[&str] = &[
     DELETE_LOCK,
     DELETE_LOCKS_UNDER,
     DELETE_EXPIRED_LOCKS,
+    CONTENT_REFERENCES,
+    LINK_COUNTS,
+    DANGLING_ENTRIES,
+    LIVE_CONTENTS,
+    SET_REFCOUNT,
+    SET_NLINK,
     LOG_CHANGE,
 ];
 
@@ -637,6 +651,66 @@ impl<'c> Db<'c> {
     pub fn delete_locks_under(&self, path: &[u8]) -> Result<(), MetaError> {
         let (low, high) = path_descendants(path);
         self.execute(DELETE_LOCKS_UNDER, params![path, low, high], "remove locks under a path")?;
+        Ok(())
+    }
+
+    // ---- Consistency checks (fsck, scrub) --------------------------------
+
+    /// Every content with its recorded reference count and the number of
+    /// inodes that actually name it.
+    pub fn content_references(&self) -> Result<Vec<(ContentId, u64, u64)>, MetaError> {
+        self.collect(
+            CONTENT_REFERENCES,
+            [],
+            |r| {
+                let id = ContentId::new(r.get::<_, i64>(1)? as u64, r.get(0)?);
+                Ok((id, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64))
+            },
+            "count content references",
+        )
+    }
+
+    /// Every inode with its recorded link count and the count its entries
+    /// imply (directories: 2 + subdirectories; the root has no entry).
+    pub fn link_counts(&self) -> Result<Vec<(Ino, u32, u32)>, MetaError> {
+        self.collect(
+            LINK_COUNTS,
+            params![FileKind::Dir.mode_bits()],
+            |r| {
+                let ino = Ino::from_sql(r.get(0)?);
+                let is_dir: bool = r.get(1)?;
+                let (entries, subdirs): (u32, u32) = (r.get(3)?, r.get(4)?);
+                let expected = if is_dir { 2 + subdirs } else { entries };
+                Ok((ino, r.get(2)?, expected))
+            },
+            "count links",
+        )
+    }
+
+    /// Entries whose parent or child inode does not exist.
+    pub fn dangling_entries(&self) -> Result<Vec<(Ino, Vec<u8>, Ino)>, MetaError> {
+        self.collect(
+            DANGLING_ENTRIES,
+            [],
+            |r| Ok((Ino::from_sql(r.get(0)?), r.get(1)?, Ino::from_sql(r.get(2)?))),
+            "find dangling entries",
+        )
+    }
+
+    /// Every content some inode holds (by SHA-1).
+    pub fn live_contents(&self) -> Result<Vec<ContentRecord>, MetaError> {
+        self.collect(LIVE_CONTENTS, [], content_from_row, "list contents")
+    }
+
+    /// Set a content's reference count.
+    pub fn set_refcount(&self, id: &ContentId, refcount: u64) -> Result<(), MetaError> {
+        self.execute(SET_REFCOUNT, params![id.lo, id.hi as i64, refcount as i64], "set a reference count")?;
+        Ok(())
+    }
+
+    /// Set an inode's link count.
+    pub fn set_nlink(&self, ino: Ino, nlink: u32) -> Result<(), MetaError> {
+        self.execute(SET_NLINK, params![ino.as_sql(), nlink], "set a link count")?;
         Ok(())
     }
 

@@ -87,6 +87,21 @@ pub struct Store {
 const OBJECTS_DIR: &str = "objects";
 const STAGING_DIR: &str = "staging";
 const VARIANTS_DIR: &str = "variants";
+const QUARANTINE_DIR: &str = "quarantine";
+
+/// A file found in the object area.
+#[derive(Debug)]
+pub enum ObjectFile {
+    /// An object: its id (from its name) and length.
+    Object {
+        /// The content id its name gives.
+        id: ContentId,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// A file whose name is no object name.
+    Stray(PathBuf),
+}
 
 /// The encodings a variant may have (HTTP content codings).
 pub const VARIANT_ENCODINGS: &[&str] = &["br", "gzip"];
@@ -192,6 +207,51 @@ impl Store {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove object", &path)(e)),
             _ => self.remove_variants(id),
         }
+    }
+
+    /// Every file in the object area.
+    pub fn list_objects(&self) -> Result<Vec<ObjectFile>, StoreError> {
+        let mut found = Vec::new();
+        for byte in 0..=255u8 {
+            let dir = self.objects.join(format!("{byte:02x}"));
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io("list", &dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(StoreError::io("list", &dir))?;
+                let path = entry.path();
+                let id = entry.file_name().to_str().and_then(|name| ContentId::from_etag(name).ok());
+                match id.filter(|id| self.object_path(id) == path) {
+                    Some(id) => {
+                        let len = entry.metadata().map_err(StoreError::io("stat", &path))?.len();
+                        found.push(ObjectFile::Object { id, len });
+                    }
+                    None => found.push(ObjectFile::Stray(path)),
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Move object `id` out of the way into `quarantine/`, where nothing
+    /// reads it, and return where it went.
+    pub fn quarantine(&self, id: &ContentId) -> Result<PathBuf, StoreError> {
+        let from = self.object_path(id);
+        let dir = self.objects.with_file_name(QUARANTINE_DIR);
+        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        let to = dir.join(from.file_name().unwrap_or_default());
+        fs::rename(&from, &to).map_err(StoreError::io("quarantine", &from))?;
+        Ok(to)
+    }
+
+    /// Remove a file found in the object area that is no object.
+    pub fn remove_stray(&self, path: &Path) -> Result<(), StoreError> {
+        if !path.starts_with(&self.objects) {
+            return Ok(());
+        }
+        fs::remove_file(path).map_err(StoreError::io("remove", path))
     }
 
     /// Path of a variant of object `id`: derived bytes (a compressed

@@ -1,0 +1,80 @@
+//! `tsmfs fsck`, `tsmfs scrub`, `tsmfs gc`: a progress bar on a terminal,
+//! a summary, and a non-zero exit on problems left.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use tsmfs::fs::Fs;
+
+fn bar(template: &str) -> ProgressBar {
+    // indicatif draws nothing when stderr is not a terminal.
+    ProgressBar::new(0)
+        .with_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()))
+}
+
+fn follow(bar: &ProgressBar) -> impl Fn(u64, u64) + '_ {
+    move |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+}
+
+pub fn fsck(fs: &Fs, repair: bool) -> Result<ExitCode> {
+    let progress = bar("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} objects");
+    let report = fs.check(repair, &follow(&progress))?;
+    progress.finish_and_clear();
+    for problem in &report.problems {
+        let tag = if !problem.repairable() {
+            "not repairable"
+        } else if repair {
+            "repaired"
+        } else {
+            "repairable"
+        };
+        println!("{problem} [{tag}]");
+    }
+    let left = if repair { report.problems.len() - report.repaired } else { report.problems.len() };
+    println!(
+        "fsck: {} contents, {} inodes, {} object files; {} problems, {} repaired, {left} left",
+        report.contents,
+        report.inodes,
+        report.objects,
+        report.problems.len(),
+        report.repaired
+    );
+    Ok(if left == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub fn scrub(fs: &Fs) -> Result<ExitCode> {
+    let progress =
+        bar("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta})");
+    let report = fs.scrub(&follow(&progress))?;
+    progress.finish_and_clear();
+    for (id, reason, moved) in &report.corrupt {
+        println!("object {} is corrupt ({reason}); quarantined at {}", id.etag_tag(), moved.display());
+    }
+    for id in &report.missing {
+        println!("object {} is missing", id.etag_tag());
+    }
+    println!(
+        "scrub: {} objects, {} hashed (SHA-1 and blake3); {} corrupt, {} missing",
+        report.objects,
+        HumanBytes(report.bytes),
+        report.corrupt.len(),
+        report.missing.len()
+    );
+    Ok(if report.corrupt.is_empty() && report.missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn gc(fs: &Fs) -> Result<ExitCode> {
+    let progress = bar("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} objects");
+    let report = fs.gc(&follow(&progress))?;
+    progress.finish_and_clear();
+    println!("gc: removed {} objects, {}", report.objects, HumanBytes(report.bytes));
+    Ok(ExitCode::SUCCESS)
+}

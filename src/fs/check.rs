@@ -1,0 +1,292 @@
+//! Self-checks: `check` (fsck: metadata against the store), `scrub`
+//! (every object hashed again) and `gc` (what nothing refers to).
+//!
+//! Each runs on an `Fs` opened for writing, so it holds the data
+//! directory's lock: nothing else changes the tree meanwhile.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use super::{Fs, FsResult, Origin};
+use crate::id::{ContentId, Ino};
+use crate::store::{ContentHasher, ObjectFile, StoreError};
+
+/// One inconsistency. (Fields are named for what they hold.)
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// A content's reference count is not the number of inodes naming it.
+    RefcountWrong { id: ContentId, recorded: u64, actual: u64 },
+    /// An inode's link count is not what its entries make it.
+    LinkCountWrong { ino: Ino, recorded: u32, expected: u32 },
+    /// A directory entry whose parent or child inode is gone.
+    DanglingEntry { parent: Ino, name: Vec<u8>, child: Ino },
+    /// A content some file holds has no object: its bytes are lost.
+    MissingObject { id: ContentId },
+    /// An object's length is not its content's.
+    ObjectSizeWrong { id: ContentId, expected: u64, found: u64 },
+    /// An object no content row names (left by a crash): garbage.
+    UnreferencedObject { id: ContentId },
+    /// A file in the object area that is no object.
+    StrayFile { path: PathBuf },
+}
+
+impl Problem {
+    /// Whether `--repair` can fix it without losing anything.
+    pub fn repairable(&self) -> bool {
+        !matches!(self, Problem::MissingObject { .. } | Problem::ObjectSizeWrong { .. })
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::RefcountWrong { id, recorded, actual } => {
+                write!(
+                    f,
+                    "content {}: reference count {recorded}, but {actual} inodes hold it",
+                    id.etag_tag()
+                )
+            }
+            Problem::LinkCountWrong { ino, recorded, expected } => {
+                write!(f, "inode {}: link count {recorded}, its entries make {expected}", ino.0)
+            }
+            Problem::DanglingEntry { parent, name, child } => write!(
+                f,
+                "entry {:?} in directory {} names inode {}, which does not exist (or its directory does not)",
+                String::from_utf8_lossy(name),
+                parent.0,
+                child.0
+            ),
+            Problem::MissingObject { id } => {
+                write!(f, "content {}: its object file is missing", id.etag_tag())
+            }
+            Problem::ObjectSizeWrong { id, expected, found } => {
+                write!(f, "content {}: object has {found} bytes, not {expected} (run scrub)", id.etag_tag())
+            }
+            Problem::UnreferencedObject { id } => write!(f, "object {}: nothing refers to it", id.etag_tag()),
+            Problem::StrayFile { path } => write!(f, "{}: not an object", path.display()),
+        }
+    }
+}
+
+/// What [`Fs::check`] found (and fixed).
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+    /// How many of them were repaired.
+    pub repaired: usize,
+    /// Contents looked at.
+    pub contents: usize,
+    /// Inodes looked at.
+    pub inodes: usize,
+    /// Object files looked at.
+    pub objects: usize,
+}
+
+/// What [`Fs::scrub`] found.
+#[derive(Debug, Default)]
+pub struct ScrubReport {
+    /// Objects hashed.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Objects whose bytes do not hash to their id: moved to quarantine.
+    pub corrupt: Vec<(ContentId, String, PathBuf)>,
+    /// Contents whose object file is missing.
+    pub missing: Vec<ContentId>,
+}
+
+/// What [`Fs::gc`] removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Objects removed (with their variants).
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl Fs {
+    /// Check metadata against the store; with `repair`, fix what can be
+    /// fixed without losing data. `progress(done, total)` follows the
+    /// object files.
+    pub fn check(&self, repair: bool, progress: &dyn Fn(u64, u64)) -> FsResult<CheckReport> {
+        let mut report = CheckReport::default();
+        let (references, links, dangling, live) = self.meta.read(|db| {
+            Ok::<_, crate::meta::MetaError>((
+                db.content_references()?,
+                db.link_counts()?,
+                db.dangling_entries()?,
+                db.live_contents()?,
+            ))
+        })?;
+        report.contents = references.len();
+        report.inodes = links.len();
+        for (id, recorded, actual) in &references {
+            if recorded != actual {
+                report.problems.push(Problem::RefcountWrong {
+                    id: *id,
+                    recorded: *recorded,
+                    actual: *actual,
+                });
+            }
+        }
+        for (ino, recorded, expected) in links {
+            if recorded != expected {
+                report.problems.push(Problem::LinkCountWrong { ino, recorded, expected });
+            }
+        }
+        for (parent, name, child) in dangling {
+            report.problems.push(Problem::DanglingEntry { parent, name, child });
+        }
+
+        let objects = self.store.list_objects()?;
+        report.objects = objects.len();
+        let named: HashMap<ContentId, u64> =
+            references.iter().filter(|(_, _, actual)| *actual > 0).map(|(id, _, _)| (*id, 0)).collect();
+        let sizes: HashMap<ContentId, u64> = live.iter().map(|c| (c.id, c.size)).collect();
+        let mut on_disk: HashMap<ContentId, u64> = HashMap::new();
+        let total = objects.len() as u64;
+        for (done, object) in objects.into_iter().enumerate() {
+            progress(done as u64, total);
+            match object {
+                ObjectFile::Object { id, len } => {
+                    on_disk.insert(id, len);
+                    if !named.contains_key(&id) {
+                        report.problems.push(Problem::UnreferencedObject { id });
+                    } else if let Some(&expected) = sizes.get(&id)
+                        && expected != len
+                    {
+                        report.problems.push(Problem::ObjectSizeWrong { id, expected, found: len });
+                    }
+                }
+                ObjectFile::Stray(path) => report.problems.push(Problem::StrayFile { path }),
+            }
+        }
+        progress(total, total);
+        for id in named.keys() {
+            if !on_disk.contains_key(id) {
+                report.problems.push(Problem::MissingObject { id: *id });
+            }
+        }
+        if repair {
+            report.repaired = self.repair(&report.problems)?;
+        }
+        Ok(report)
+    }
+
+    /// Fix the repairable `problems`; returns how many were fixed.
+    fn repair(&self, problems: &[Problem]) -> FsResult<usize> {
+        let fixable: Vec<&Problem> = problems.iter().filter(|p| p.repairable()).collect();
+        let mut unneeded: Vec<ContentId> = Vec::new();
+        self.transact(Origin::Internal, true, |tx| {
+            for problem in &fixable {
+                match problem {
+                    Problem::RefcountWrong { id, actual, .. } => {
+                        tx.db.set_refcount(id, *actual)?;
+                        if *actual == 0 {
+                            tx.db.delete_content(id)?;
+                            unneeded.push(*id);
+                        }
+                    }
+                    Problem::LinkCountWrong { ino, expected, .. } => tx.db.set_nlink(*ino, *expected)?,
+                    Problem::DanglingEntry { parent, name, .. } => tx.db.delete_dirent(*parent, name)?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        })?;
+        for problem in &fixable {
+            match problem {
+                Problem::UnreferencedObject { id } => unneeded.push(*id),
+                Problem::StrayFile { path } => self.store.remove_stray(path)?,
+                _ => {}
+            }
+        }
+        for id in unneeded {
+            self.store.remove_object(&id)?;
+        }
+        Ok(fixable.len())
+    }
+
+    /// Hash every object again (SHA-1 and blake3) and compare with its id
+    /// and record. A corrupt object goes to quarantine: reads of its
+    /// files then fail (EIO, HTTP 500) instead of returning bad bytes.
+    /// `progress(bytes_done, bytes_total)`.
+    pub fn scrub(&self, progress: &dyn Fn(u64, u64)) -> FsResult<ScrubReport> {
+        let live = self.meta.read(|db| db.live_contents())?;
+        let total: u64 = live.iter().map(|c| c.size).sum();
+        let mut report = ScrubReport::default();
+        let mut buf = vec![0u8; 1 << 20];
+        for record in live {
+            progress(report.bytes, total);
+            let mut file = match self.store.open_object(&record.id) {
+                Ok(file) => file,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    report.missing.push(record.id);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let path = PathBuf::from(record.id.etag_tag());
+            let mut hasher = ContentHasher::new();
+            loop {
+                let n = file.read(&mut buf).map_err(StoreError::io("read object", &path))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            let digest = hasher.finish();
+            report.objects += 1;
+            report.bytes += digest.size;
+            let wrong = if digest.size != record.size {
+                Some(format!("{} bytes, not {}", digest.size, record.size))
+            } else if digest.sha1 != record.id.lo {
+                Some("SHA-1 differs from its id".to_owned())
+            } else if digest.blake3 != record.blake3 {
+                Some("blake3 differs from the record".to_owned())
+            } else {
+                None
+            };
+            if let Some(reason) = wrong {
+                let moved = self.store.quarantine(&record.id)?;
+                tracing::error!(
+                    "scrub: object {} is corrupt ({reason}); moved to {}",
+                    record.id.etag_tag(),
+                    moved.display()
+                );
+                report.corrupt.push((record.id, reason, moved));
+            }
+        }
+        progress(total, total);
+        Ok(report)
+    }
+
+    /// Remove objects (and their variants) that no content row holds,
+    /// and content rows no inode holds: what a crash between a commit
+    /// and its cleanup leaves behind.
+    pub fn gc(&self, progress: &dyn Fn(u64, u64)) -> FsResult<GcReport> {
+        let report = self.check(false, progress)?;
+        let mut gc = GcReport::default();
+        let garbage: Vec<Problem> = report
+            .problems
+            .into_iter()
+            .filter(|p| {
+                matches!(p, Problem::UnreferencedObject { .. } | Problem::RefcountWrong { actual: 0, .. })
+            })
+            .collect();
+        for problem in &garbage {
+            if let Problem::UnreferencedObject { id } | Problem::RefcountWrong { id, .. } = problem
+                && let Ok(file) = self.store.open_object(id)
+            {
+                gc.objects += 1;
+                gc.bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        self.repair(&garbage)?;
+        Ok(gc)
+    }
+}

@@ -1,0 +1,123 @@
+//! `tsmfs fsck`, `scrub` and `gc` against damage done on purpose.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::{sha1_id, stderr, stdout, tsmfs};
+
+/// A data dir with a few files, through the CLI.
+fn data_dir(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    assert!(tsmfs(&["init", data.to_str().unwrap()]).status.success());
+    for (name, body) in [("a.txt", "alpha"), ("b.txt", "bravo"), ("c.txt", "alpha")] {
+        let src = dir.join(name);
+        std::fs::write(&src, body).unwrap();
+        let out = tsmfs(&["put", data.to_str().unwrap(), src.to_str().unwrap(), &format!("/d/{name}")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    data
+}
+
+fn object_path(data: &Path, bytes: &[u8]) -> PathBuf {
+    let lo = sha1_id(bytes).lo_hex();
+    data.join("objects").join(&lo[..2]).join(format!("{lo}-0000000000000000"))
+}
+
+fn sql(data: &Path, statement: &str) {
+    let conn = rusqlite::Connection::open(data.join("meta.sqlite")).unwrap();
+    conn.execute_batch(statement).unwrap();
+}
+
+#[test]
+fn fsck_finds_and_repairs_what_it_safely_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let clean = tsmfs(&["fsck", d]);
+    assert!(clean.status.success(), "{}", stdout(&clean));
+    assert!(stdout(&clean).contains("0 problems"), "{}", stdout(&clean));
+
+    // Damage: wrong counts, a stray file, an object nothing names.
+    sql(&data, "UPDATE contents SET refcount = 7; UPDATE inodes SET nlink = 5 WHERE ino = 1;");
+    let stray = data.join("objects/00/not-an-object");
+    std::fs::write(&stray, b"?").unwrap();
+    let orphan = object_path(&data, b"orphan bytes");
+    std::fs::write(&orphan, b"orphan bytes").unwrap();
+    let found = tsmfs(&["fsck", d]);
+    assert_eq!(found.status.code(), Some(1));
+    let text = stdout(&found);
+    for expected in [
+        "reference count 7, but 2 inodes hold it",
+        "inode 1: link count 5",
+        "not an object",
+        "nothing refers to it",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+
+    let repaired = tsmfs(&["fsck", "--repair", d]);
+    assert!(repaired.status.success(), "{}", stdout(&repaired));
+    assert!(!stray.exists() && !orphan.exists());
+    assert!(stdout(&tsmfs(&["fsck", d])).contains("0 problems"));
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/a.txt"])), "alpha", "the files are intact");
+}
+
+#[test]
+fn fsck_reports_a_lost_object_as_not_repairable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    std::fs::remove_file(object_path(&data, b"bravo")).unwrap();
+    let out = tsmfs(&["fsck", "--repair", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("its object file is missing [not repairable]"), "{}", stdout(&out));
+}
+
+#[test]
+fn scrub_quarantines_a_corrupt_object_and_reads_of_it_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let clean = tsmfs(&["scrub", d]);
+    assert!(clean.status.success());
+    assert!(stdout(&clean).contains("2 objects"), "{}", stdout(&clean));
+
+    // Same length, one byte different: only hashing can tell.
+    let object = object_path(&data, b"alpha");
+    std::fs::write(&object, b"alphA").unwrap();
+    let out = tsmfs(&["scrub", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("SHA-1 differs from its id"), "{}", stdout(&out));
+    assert!(!object.exists());
+    assert!(data.join("quarantine").read_dir().unwrap().count() == 1, "kept for a look, out of the way");
+
+    let read = tsmfs(&["get", d, "/d/a.txt"]);
+    assert!(!read.status.success(), "bad bytes are never served as good");
+    assert_eq!(stdout(&read), "");
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let status = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &server.url("/d/c.txt")])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "500", "a file with the same content fails too");
+    server.stop();
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/b.txt"])), "bravo", "the rest reads");
+    assert_eq!(tsmfs(&["fsck", d]).status.code(), Some(1), "fsck knows the object is gone");
+}
+
+#[test]
+fn gc_removes_garbage_and_refuses_to_run_beside_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let orphan = object_path(&data, b"left by a crash");
+    std::fs::write(&orphan, b"left by a crash").unwrap();
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let refused = tsmfs(&["gc", d]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("in use"), "{}", stderr(&refused));
+    server.stop();
+    let out = tsmfs(&["gc", d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed 1 objects"), "{}", stdout(&out));
+    assert!(!orphan.exists());
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/c.txt"])), "alpha");
+}
