@@ -81,7 +81,7 @@ const DELETE_LOCKS_UNDER: &str = "DELETE FROM locks WHERE path = ?1 OR (path > ?
 const DELETE_EXPIRED_LOCKS: &str = "DELETE FROM locks WHERE expires_ns <= ?1";
 const CONTENT_REFERENCES: &str =
     "SELECT c.lo, c.hi, c.refcount, (SELECT COUNT(*) FROM inodes i WHERE i.content = c.id) FROM contents c";
-const LINK_COUNTS: &str = "SELECT i.ino, i.kind = ?1, i.nlink, (SELECT COUNT(*) FROM dirents d WHERE d.child = i.ino), (SELECT COUNT(*) FROM dirents d JOIN inodes c ON c.ino = d.child WHERE d.parent = i.ino AND c.kind = ?1) FROM inodes i";
+const LINK_COUNTS: &str = "SELECT i.ino, i.kind = +?1, i.nlink, (SELECT COUNT(*) FROM dirents d WHERE d.child = i.ino), (SELECT COUNT(*) FROM dirents d JOIN inodes c ON c.ino = d.child WHERE d.parent = i.ino AND c.kind = +?1) FROM inodes i";
 const DANGLING_ENTRIES: &str = "SELECT d.parent, d.name, d.child FROM dirents d WHERE NOT EXISTS (SELECT 1 FROM inodes i WHERE i.ino = d.child) OR NOT EXISTS (SELECT 1 FROM inodes p WHERE p.ino = d.parent)";
 const LIVE_CONTENTS: &str =
     "SELECT hi, lo, size, blake3, refcount FROM contents WHERE refcount > 0 ORDER BY lo";
