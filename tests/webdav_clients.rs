@@ -13,8 +13,21 @@ use crate::webdav::TestServer;
 
 /// Run `program` with `args` (and `stdin`), killed after `limit`.
 fn run(program: &str, package: &str, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
+    run_with_env(program, package, args, &[], stdin, limit)
+}
+
+/// As [`run`], with extra environment variables.
+fn run_with_env(
+    program: &str,
+    package: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> Output {
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -118,6 +131,12 @@ fn rclone_copies_a_tree_up_and_down_unchanged() {
 
     let copy_up: Vec<&str> = ["copy", up_arg, remote].iter().chain(&flags).copied().collect();
     ok(&run("rclone", "rclone", &copy_up, None, limit), "rclone copy up");
+    // Names and sizes (the remote offers no hash rclone knows), then
+    // every byte.
+    let check: Vec<&str> = ["check", up_arg, remote].iter().chain(&flags).copied().collect();
+    let out = run("rclone", "rclone", &check, None, limit);
+    ok(&out, "rclone check");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 differences found"), "{out:?}");
     let check: Vec<&str> = ["check", "--download", up_arg, remote].iter().chain(&flags).copied().collect();
     ok(&run("rclone", "rclone", &check, None, limit), "rclone check --download");
 
@@ -306,6 +325,9 @@ fn chromium_renders_the_html_index() {
         ok(&out, "curl PUT");
     }
     let dir = tempfile::tempdir().expect("temp dir");
+    // Chromium writes under $HOME (.cache, .pki) besides its profile.
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("home");
     let profile = format!("--user-data-dir={}", dir.path().join("profile").display());
     let shot = dir.path().join("index.png");
     let url = server.url("/web/");
@@ -313,7 +335,8 @@ fn chromium_renders_the_html_index() {
         let mut args = vec!["--headless", "--no-sandbox", "--disable-gpu", &profile];
         args.extend_from_slice(extra);
         args.push(&url);
-        ok(&run("chromium", "chromium", &args, None, Duration::from_secs(90)), "chromium")
+        let env = [("HOME", home.as_path())];
+        ok(&run_with_env("chromium", "chromium", &args, &env, None, Duration::from_secs(90)), "chromium")
     };
     let dom = browse(&["--dump-dom"]);
     assert!(dom.contains("<title>Index of /web/</title>"), "{dom}");

@@ -32,15 +32,19 @@ pub fn fsck(fs: &Fs, repair: bool) -> Result<ExitCode> {
         } else {
             "repairable"
         };
-        println!("{problem} [{tag}]");
+        let kind = if problem.is_garbage() { "garbage: " } else { "" };
+        println!("{kind}{problem} [{tag}]");
     }
-    let left = if repair { report.problems.len() - report.repaired } else { report.problems.len() };
+    // Garbage (objects a crash left unreferenced) is no inconsistency.
+    let (garbage, problems): (Vec<_>, Vec<_>) = report.problems.iter().partition(|p| p.is_garbage());
+    let left = if repair { problems.iter().filter(|p| !p.repairable()).count() } else { problems.len() };
     println!(
-        "fsck: {} contents, {} inodes, {} object files; {} problems, {} repaired, {left} left",
+        "fsck: {} contents, {} inodes, {} object files; {} problems, {} garbage, {} repaired, {left} left",
         report.contents,
         report.inodes,
         report.objects,
-        report.problems.len(),
+        problems.len(),
+        garbage.len(),
         report.repaired
     );
     Ok(if left == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -28,6 +28,9 @@ pub struct MountArgs {
 
 pub fn mount(args: MountArgs) -> Result<ExitCode> {
     let data = args.data.canonicalize().with_context(|| format!("data directory {}", args.data.display()))?;
+    if tsmfs::fuse::clear_stale_mount(&args.mountpoint).context("detach a stale mount")? {
+        eprintln!("tsmfs: {} was a stale mount (a tsmfs that died); detached it", args.mountpoint.display());
+    }
     let mountpoint = args
         .mountpoint
         .canonicalize()

@@ -53,6 +53,13 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
 
 /// Mount, or say on stderr why not and go on without the mount.
 fn mount_or_explain(fs: &Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Option<Mounted> {
+    match tsmfs::fuse::clear_stale_mount(mountpoint) {
+        Ok(true) => {
+            eprintln!("tsmfs: {} was a stale mount (a tsmfs that died); detached it", mountpoint.display())
+        }
+        Ok(false) => {}
+        Err(e) => eprintln!("tsmfs: {} is a stale mount, and detaching it failed: {e}", mountpoint.display()),
+    }
     let mounted = mountpoint
         .canonicalize()
         .with_context(|| format!("mount point {}", mountpoint.display()))

@@ -37,6 +37,13 @@ impl Problem {
     pub fn repairable(&self) -> bool {
         !matches!(self, Problem::MissingObject { .. } | Problem::ObjectSizeWrong { .. })
     }
+
+    /// Whether it is only garbage, not an inconsistency: an object that a
+    /// crash left between the commit that released it and its removal
+    /// (docs/architecture.md, Durability). `tsmfs gc` removes it.
+    pub fn is_garbage(&self) -> bool {
+        matches!(self, Problem::UnreferencedObject { .. })
+    }
 }
 
 impl std::fmt::Display for Problem {

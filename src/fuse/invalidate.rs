@@ -4,8 +4,9 @@
 //! page contents across opens. That is right only while every change
 //! comes through the mount. Every change committed by another frontend is
 //! therefore pushed to the kernel as invalidations: `inval_entry` for each
-//! name that appeared, vanished or moved, `inval_inode` (attributes and
-//! all cached pages) for each inode whose attributes or content changed.
+//! name that appeared, vanished or moved, `inval_inode` (attributes) for
+//! each inode whose attributes or content changed; cached pages of a
+//! changed content are dropped at the next open (no FOPEN_KEEP_CACHE).
 //!
 //! The notifications are written to /dev/fuse from one dedicated thread,
 //! never from a FUSE callback nor under a lock a callback needs: the
@@ -98,8 +99,14 @@ fn push(notifier: &Notifier, change: &Change) {
     for (parent, name) in &change.entries {
         report(notifier.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name)), "entry", parent.0);
     }
+    // Attributes only (offset -1): the kernel then drops no pages here,
+    // so it never waits on a page lock held by a read in flight (which,
+    // were the daemon killed meanwhile, would never be answered and
+    // would keep the dying process from exiting). Stale pages go at the
+    // next open instead: without FOPEN_KEEP_CACHE for changed content,
+    // the kernel drops them itself; open handles keep their version.
     for ino in std::iter::once(&change.ino).chain(&change.also) {
-        report(notifier.inval_inode(INodeNo(ino.0), 0, 0), "inode", ino.0);
+        report(notifier.inval_inode(INodeNo(ino.0), -1, 0), "inode", ino.0);
     }
 }
 

@@ -183,6 +183,31 @@ fn raise_readahead(mountpoint: &Path) {
     }
 }
 
+/// If `path` is a FUSE mount whose daemon is gone (a crash or SIGKILL
+/// leaves it answering ENOTCONN), detach it so it can be mounted again.
+/// Returns whether there was one. Needs root (or the mount's owner).
+pub fn clear_stale_mount(path: &Path) -> std::io::Result<bool> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // statfs, not stat: the kernel answers stat of a mount's root from its
+    // attribute cache, but always asks the daemon for statfs.
+    // SAFETY: statfs writes into the zeroed struct we own; the path is
+    // NUL-terminated.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stats) } == 0 {
+        return Ok(false);
+    }
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN) {
+        return Ok(false);
+    }
+    // SAFETY: umount2 reads the NUL-terminated path we own.
+    if unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    tracing::warn!("{}: detached a stale mount left by a dead tsmfs", path.display());
+    Ok(true)
+}
+
 fn check_mountpoint(path: &Path) -> Result<(), MountError> {
     let fail = |reason: String| MountError::MountPoint { path: path.to_path_buf(), reason };
     let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
