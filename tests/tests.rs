@@ -31,3 +31,5 @@ mod serve;
 mod assets;
 // fsck, scrub and gc against damage done on purpose.
 mod check;
+// SIGKILL at random moments under mixed writes: nothing acknowledged lost.
+mod crash;

@@ -13,6 +13,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::invalidate::KernelInodes;
 use super::open_state::{Access, OpenState};
 use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
@@ -40,6 +41,8 @@ pub(super) struct TsmFuse {
     passthrough: bool,
     /// Tells the `Mounted` handle what the kernel granted.
     granted: Arc<std::sync::atomic::AtomicBool>,
+    /// Which inodes the kernel holds (for the invalidation thread).
+    kernel: Arc<KernelInodes>,
 }
 
 impl TsmFuse {
@@ -47,6 +50,7 @@ impl TsmFuse {
         fs: Arc<Fs>,
         options: &super::MountOptions,
         granted: Arc<std::sync::atomic::AtomicBool>,
+        kernel: Arc<KernelInodes>,
     ) -> TsmFuse {
         TsmFuse {
             fs,
@@ -55,6 +59,7 @@ impl TsmFuse {
             want_passthrough: options.passthrough,
             passthrough: false,
             granted,
+            kernel,
         }
     }
 
@@ -66,9 +71,12 @@ impl TsmFuse {
         if self.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
     }
 
-    fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation)),
+            Ok(attr) => {
+                self.kernel.handed(attr.ino);
+                reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -236,13 +244,14 @@ impl Filesystem for TsmFuse {
             b".." => self.fs.parent_of(parent).and_then(|p| self.fs.getattr(p)),
             name => self.fs.lookup(parent, name),
         };
-        Self::reply_entry(reply, result);
+        self.reply_entry(reply, result);
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         // The kernel sends a forget only as it evicts the inode (with every
         // lookup it counted), so its page cache is gone too.
         self.opens.forgotten(Ino(ino.0));
+        self.kernel.forgotten(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -313,14 +322,14 @@ impl Filesystem for TsmFuse {
             let kind = FileKind::from_mode(mode).unwrap_or(FileKind::File);
             self.fs.mknod(Ino(parent.0), name_bytes(name), kind, mode & 0o7777, rdev, &Self::caller(req))
         });
-        Self::reply_entry(reply, result);
+        self.reply_entry(reply, result);
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let result = self
             .writable()
             .and_then(|()| self.fs.mkdir(Ino(parent.0), name_bytes(name), mode & 0o7777, &Self::caller(req)));
-        Self::reply_entry(reply, result);
+        self.reply_entry(reply, result);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -345,7 +354,7 @@ impl Filesystem for TsmFuse {
                 &Self::caller(req),
             )
         });
-        Self::reply_entry(reply, result);
+        self.reply_entry(reply, result);
     }
 
     fn rename(
@@ -382,7 +391,7 @@ impl Filesystem for TsmFuse {
         let result = self.writable().and_then(|()| {
             self.fs.link(Ino(ino.0), Ino(newparent.0), name_bytes(newname), &Self::caller(req))
         });
-        Self::reply_entry(reply, result);
+        self.reply_entry(reply, result);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
@@ -423,13 +432,16 @@ impl Filesystem for TsmFuse {
             self.open_handle(attr.ino, flags, |_| Err(std::io::Error::other("new file")))
         })();
         match result {
-            Ok(FuseOpen { handle, flags, attr, .. }) => reply.created(
-                &TTL,
-                &file_attr(&attr),
-                Generation(attr.generation),
-                FileHandle(handle.0),
-                flags,
-            ),
+            Ok(FuseOpen { handle, flags, attr, .. }) => {
+                self.kernel.handed(attr.ino);
+                reply.created(
+                    &TTL,
+                    &file_attr(&attr),
+                    Generation(attr.generation),
+                    FileHandle(handle.0),
+                    flags,
+                )
+            }
             Err(e) => reply.error(e.errno()),
         }
     }
@@ -570,7 +582,22 @@ impl Filesystem for TsmFuse {
         let filled = self.fill_entries(ino, offset, |row, entry_offset| {
             let name = OsStr::from_bytes(&row.name);
             let generation = Generation(row.inode.generation);
-            reply.add(INodeNo(row.inode.ino.0), entry_offset, name, &TTL, &file_attr(&row.inode), generation)
+            // Counted first: once added, the entry may reach the kernel.
+            self.kernel.handed(row.inode.ino);
+            let full = reply.add(
+                INodeNo(row.inode.ino.0),
+                entry_offset,
+                name,
+                &TTL,
+                &file_attr(&row.inode),
+                generation,
+            );
+            if full {
+                // Not added after all; an extra count only costs a
+                // needless notification, but keep the count exact.
+                self.kernel.forgotten(row.inode.ino, 1);
+            }
+            full
         });
         match filled {
             Ok(()) => reply.ok(),

@@ -145,7 +145,8 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
     let passthrough = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let adapter = filesystem::TsmFuse::new(fs.clone(), options, passthrough.clone());
+    let kernel = Arc::new(invalidate::KernelInodes::default());
+    let adapter = filesystem::TsmFuse::new(fs.clone(), options, passthrough.clone(), kernel.clone());
     let session = fuser::spawn_mount(adapter, mountpoint, &config).map_err(|source| {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -157,12 +158,13 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
         MountError::Mount { path: mountpoint.to_path_buf(), source, hint }
     })?;
     raise_readahead(mountpoint);
-    let invalidator =
-        invalidate::Invalidator::start(&fs, session.notifier()).map_err(|source| MountError::Mount {
+    let invalidator = invalidate::Invalidator::start(&fs, session.notifier(), kernel).map_err(|source| {
+        MountError::Mount {
             path: mountpoint.to_path_buf(),
             source,
             hint: " (could not start the invalidation thread)",
-        })?;
+        }
+    })?;
     Ok(Mounted { session, mountpoint: mountpoint.to_path_buf(), passthrough, invalidator })
 }
 

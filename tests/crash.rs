@@ -1,0 +1,391 @@
+//! Crash safety: `tsmfs serve` killed with SIGKILL at random moments
+//! while mixed changes go through the mount (create + write + close,
+//! rename, unlink) and over WebDAV (PUT, MOVE, DELETE, also of files the
+//! mount made and the kernel holds); after each kill the process restarts
+//! (clearing the stale mount) and
+//! - `tsmfs fsck` finds no inconsistency (garbage objects are allowed:
+//!   a crash may leave released objects for gc),
+//! - every acknowledged change (close/rename/unlink returned, 201/204
+//!   received) is there, each file reading back exactly,
+//! - an unacknowledged one is either not there or whole: no name holds
+//!   anything but one of the versions written to it (or, on the mount,
+//!   the empty file an acknowledged open(O_CREAT) made).
+//!
+//! The suite runs 20 kills; `TSMFS_KILLS=150 cargo test crash` runs more.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What each name may hold now: one state once settled, two while a
+/// change to it is unacknowledged (`None`: the name is absent).
+#[derive(Default)]
+struct Ledger(BTreeMap<String, Vec<State>>);
+
+type State = Option<Arc<Vec<u8>>>;
+type Shared = Arc<Mutex<Ledger>>;
+
+impl Ledger {
+    /// A change to `name` is under way: `state` becomes possible.
+    fn begin(&mut self, name: &str, state: State) {
+        self.0.entry(name.to_owned()).or_insert_with(|| vec![None]).push(state);
+    }
+
+    /// The change was acknowledged: `state` is the only one possible.
+    fn acknowledge(&mut self, name: &str, state: State) {
+        self.0.insert(name.to_owned(), vec![state]);
+    }
+}
+
+/// Names a writer may change (no other writer touches them).
+struct Owned(Vec<(String, Arc<Vec<u8>>)>);
+
+impl Owned {
+    fn take(&mut self, pick: u64) -> Option<(String, Arc<Vec<u8>>)> {
+        (!self.0.is_empty()).then(|| self.0.swap_remove(pick as usize % self.0.len()))
+    }
+}
+
+/// A serve process, killed (and its mount detached) if the test panics.
+struct Running {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            if !reaped_within(&mut self.child, Duration::from_secs(5)) {
+                abort_fuse_connection(&self.mnt);
+                let _ = self.child.wait();
+            }
+        }
+        if std::thread::panicking() && mounted(&self.mnt).is_some() {
+            abort_fuse_connection(&self.mnt);
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// Whether `child` exited within `limit` (polling: `wait` cannot time out).
+fn reaped_within(child: &mut Child, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The device (`major:minor`) of the mount at `mnt`, from mountinfo: a
+/// stat of the mount point could hang on a dead daemon.
+fn mounted(mnt: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mnt = mnt.to_str()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (fields.get(4) == Some(&mnt)).then(|| fields[2].to_owned())
+    })
+}
+
+/// Abort the FUSE connection behind `mnt` (fusectl), failing its
+/// requests: the way out for a daemon that cannot finish dying.
+fn abort_fuse_connection(mnt: &Path) {
+    let Some(device) = mounted(mnt) else { return };
+    let minor = device.rsplit(':').next().unwrap_or_default();
+    let control = Path::new("/sys/fs/fuse/connections");
+    let mounted_here = !control.join(minor).exists()
+        && Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(control)
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = std::fs::write(control.join(minor).join("abort"), "1");
+    if mounted_here {
+        let _ = Command::new("umount").arg(control).status();
+    }
+}
+
+/// What the threads of a process are waiting on, for a failure message.
+fn thread_states(pid: u32) -> String {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|dir| dir.flatten().collect::<Vec<_>>());
+    let mut out = String::new();
+    for task in tasks.unwrap_or_default() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        let stack: Vec<String> = read("stack").lines().take(6).map(str::to_owned).collect();
+        out += &format!("  {} ({}): {}\n", read("comm").trim(), read("wchan"), stack.join(" < "));
+    }
+    out
+}
+
+fn serve(data: &Path, mnt: &Path) -> (Running, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .arg("serve")
+        .arg(data)
+        .arg("--mount")
+        .arg(mnt)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tsmfs serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let base = loop {
+        let line = lines.next().expect("serve exited early").expect("read");
+        assert!(!line.contains("not mounted"), "{line}");
+        if let Some(at) = line.find("http://") {
+            break line[at..].trim_end_matches('/').to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (Running { child, mnt: mnt.to_owned() }, base)
+}
+
+/// Bytes of write `n`: its length and contents depend on `n`.
+fn bytes_of(n: u64) -> Arc<Vec<u8>> {
+    let len = (n * 7919) % 200_000 + 1;
+    let mut state = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    Arc::new(
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect(),
+    )
+}
+
+/// One WebDAV request; its status, or None when the server is gone.
+fn http(agent: &ureq::Agent, method: &str, url: &str, destination: Option<&str>, body: &[u8]) -> Option<u16> {
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(destination) = destination {
+        request = request.header("Destination", destination).header("Overwrite", "F");
+    }
+    let response = agent.run(request.body(body.to_vec()).ok()?).ok()?;
+    Some(response.status().as_u16())
+}
+
+/// Mount-made files the mount writer handed to WebDAV writer 1 (which
+/// then moves or deletes them: names the kernel holds, changed elsewhere).
+type Handoff = Arc<Mutex<Vec<(String, Arc<Vec<u8>>)>>>;
+
+fn writers(
+    base: &str,
+    mnt: &Path,
+    round: u64,
+    ledger: &Shared,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let handoff = Handoff::default();
+    let mut threads = Vec::new();
+    for writer in 0..2u64 {
+        let (ledger, stop, base, handoff) = (ledger.clone(), stop.clone(), base.to_owned(), handoff.clone());
+        threads.push(std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            let mut owned = Owned(Vec::new());
+            let fresh = |n: u64| format!("http-{round}-{writer}-{n}");
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let handed = if writer == 1 { handoff.lock().unwrap().pop() } else { None };
+                let (from, bytes) = match (n % 5, handed) {
+                    (_, Some(file)) => file,
+                    (3 | 4, None) => match owned.take(n) {
+                        Some(file) => file,
+                        None => continue,
+                    },
+                    _ => {
+                        let (name, bytes) = (fresh(n), bytes_of(round * 1_000_000 + writer * 10_000 + n));
+                        ledger.lock().unwrap().begin(&name, Some(bytes.clone()));
+                        if http(&agent, "PUT", &format!("{base}/{name}"), None, &bytes) != Some(201) {
+                            break;
+                        }
+                        ledger.lock().unwrap().acknowledge(&name, Some(bytes.clone()));
+                        owned.0.push((name, bytes));
+                        continue;
+                    }
+                };
+                if n % 2 == 0 {
+                    let to = fresh(n);
+                    ledger.lock().unwrap().begin(&from, None);
+                    ledger.lock().unwrap().begin(&to, Some(bytes.clone()));
+                    let moved =
+                        http(&agent, "MOVE", &format!("{base}/{from}"), Some(&format!("{base}/{to}")), &[]);
+                    if moved != Some(201) {
+                        break;
+                    }
+                    let mut ledger = ledger.lock().unwrap();
+                    ledger.acknowledge(&from, None);
+                    ledger.acknowledge(&to, Some(bytes.clone()));
+                    owned.0.push((to, bytes));
+                } else {
+                    ledger.lock().unwrap().begin(&from, None);
+                    if http(&agent, "DELETE", &format!("{base}/{from}"), None, &[]) != Some(204) {
+                        break;
+                    }
+                    ledger.lock().unwrap().acknowledge(&from, None);
+                }
+            }
+        }));
+    }
+    let (ledger, stop, mnt) = (ledger.clone(), stop.clone(), mnt.to_owned());
+    threads.push(std::thread::spawn(move || {
+        let mut owned = Owned(Vec::new());
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let done = match (n % 6, owned.take(n)) {
+                (3, Some((from, bytes))) => {
+                    let to = format!("fuse-{round}-{n}");
+                    ledger.lock().unwrap().begin(&from, None);
+                    ledger.lock().unwrap().begin(&to, Some(bytes.clone()));
+                    std::fs::rename(mnt.join(&from), mnt.join(&to)).map(|()| {
+                        let mut ledger = ledger.lock().unwrap();
+                        ledger.acknowledge(&from, None);
+                        ledger.acknowledge(&to, Some(bytes.clone()));
+                        owned.0.push((to, bytes));
+                    })
+                }
+                (4, Some((name, _))) => {
+                    ledger.lock().unwrap().begin(&name, None);
+                    std::fs::remove_file(mnt.join(&name))
+                        .map(|()| ledger.lock().unwrap().acknowledge(&name, None))
+                }
+                (_, taken) => {
+                    owned.0.extend(taken);
+                    let name = format!("fuse-{round}-{n}");
+                    let bytes = bytes_of(round * 1_000_000 + 900_000 + n);
+                    ledger.lock().unwrap().begin(&name, Some(Arc::new(Vec::new())));
+                    ledger.lock().unwrap().begin(&name, Some(bytes.clone()));
+                    // close() returning 0 is the acknowledgement (FLUSH
+                    // commits).
+                    write_and_close(&mnt.join(&name), &bytes).map(|()| {
+                        ledger.lock().unwrap().acknowledge(&name, Some(bytes.clone()));
+                        if n % 6 == 5 {
+                            handoff.lock().unwrap().push((name, bytes));
+                        } else {
+                            owned.0.push((name, bytes));
+                        }
+                    })
+                }
+            };
+            if done.is_err() {
+                break;
+            }
+        }
+    }));
+    threads
+}
+
+/// Not std::fs::write: dropping a File ignores close's errors.
+fn write_and_close(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    // SAFETY: the descriptor came from into_raw_fd and is closed once.
+    if unsafe { libc::close(file.into_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What `/name` holds committed, read through the library (a read-only
+/// open takes no lock).
+fn read_back(fs: &tsmfs::fs::Fs, name: &str) -> State {
+    use std::io::Read;
+    let attr = fs.resolve_committed(format!("/{name}").as_bytes()).ok()?;
+    let Some(id) = attr.content else { return Some(Arc::new(Vec::new())) };
+    let mut bytes = Vec::new();
+    fs.open_content(&id).expect("object of a committed file").read_to_end(&mut bytes).expect("read object");
+    Some(Arc::new(bytes))
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_change() {
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts for real");
+    let kills: u64 = std::env::var("TSMFS_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (data, mnt): (PathBuf, PathBuf) = (dir.path().join("data"), dir.path().join("mnt"));
+    std::fs::create_dir(&mnt).expect("mount point");
+    let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("init");
+    assert!(init.status.success());
+    let ledger = Shared::default();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let (mut checks, mut acknowledged, mut unsettled, mut took_new) = (0u64, 0u64, 0u64, 0u64);
+    for round in 0..kills {
+        let (mut running, base) = serve(&data, &mnt);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = writers(&base, &mnt, round, &ledger, &stop);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(50 + seed % 400));
+        running.child.kill().expect("SIGKILL");
+        if !reaped_within(&mut running.child, Duration::from_secs(10)) {
+            let states = thread_states(running.child.id());
+            abort_fuse_connection(&mnt);
+            panic!("round {round}: the killed serve did not exit within 10 s; its threads:\n{states}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for thread in threads {
+            thread.join().expect("writer");
+        }
+
+        let fsck = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("fsck").arg(&data).output().expect("fsck");
+        let report = String::from_utf8_lossy(&fsck.stdout);
+        assert!(
+            fsck.status.success(),
+            "round {round}: fsck after SIGKILL:\n{report}{}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        let fs =
+            tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions { read_only: true }).expect("open read-only");
+        let mut ledger = ledger.lock().unwrap();
+        for (name, allowed) in ledger.0.iter_mut() {
+            let found = read_back(&fs, name);
+            let Some(at) = allowed.iter().position(|state| *state == found) else {
+                let what = found.map_or("absent".to_owned(), |bytes| format!("{} bytes", bytes.len()));
+                let expected: Vec<String> = allowed
+                    .iter()
+                    .map(|s| s.as_ref().map_or("absent".into(), |b| format!("{} bytes", b.len())))
+                    .collect();
+                panic!("round {round}: {name} is {what}; possible were only {expected:?}");
+            };
+            checks += 1;
+            if allowed.len() == 1 {
+                acknowledged += 1;
+            } else {
+                unsettled += 1;
+                took_new += u64::from(at == allowed.len() - 1);
+            }
+            // Settled: what is there now is there for good.
+            *allowed = vec![found];
+        }
+    }
+    // The next start detaches the last stale mount, and stops cleanly.
+    let (mut running, _) = serve(&data, &mnt);
+    // SAFETY: kill(2) on our own child's pid touches no memory.
+    unsafe { libc::kill(running.child.id() as i32, libc::SIGTERM) };
+    let status = running.child.wait().expect("wait");
+    assert!(status.success());
+    assert!(mounted(&mnt).is_none(), "a mount left behind");
+    let names = ledger.lock().unwrap().0.len();
+    eprintln!(
+        "{kills} kills, {names} names: {checks} checks passed ({acknowledged} settled, {unsettled} in flight at a kill, of which {took_new} show the new state)"
+    );
+    assert!(acknowledged > 0, "the writers got nothing done");
+}
