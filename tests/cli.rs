@@ -212,8 +212,13 @@ fn an_import_killed_at_random_moments_leaves_a_consistent_tree() {
         }
     }
     std::fs::write(host.join("big"), vec![42u8; 8 << 20]).unwrap();
-    let files_in_tree =
-        || Fs::open(Path::new(&data), FsOptions { read_only: true }).unwrap().totals().unwrap().files;
+    let files_in_tree = || {
+        Fs::open(Path::new(&data), FsOptions { read_only: true, ..Default::default() })
+            .unwrap()
+            .totals()
+            .unwrap()
+            .files
+    };
     // Kill right away, and right after the first, second and third batch
     // of files became visible (while the next one is being staged or
     // committed).

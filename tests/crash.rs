@@ -352,8 +352,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_change() {
             "round {round}: fsck after SIGKILL:\n{report}{}",
             String::from_utf8_lossy(&fsck.stderr)
         );
-        let fs =
-            tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions { read_only: true }).expect("open read-only");
+        let fs = tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions { read_only: true, ..Default::default() })
+            .expect("open read-only");
         let mut ledger = ledger.lock().unwrap();
         for (name, allowed) in ledger.0.iter_mut() {
             let found = read_back(&fs, name);

@@ -179,7 +179,7 @@ fn handles_enforce_their_access_mode() {
 fn a_read_only_fs_refuses_every_change_but_reads() {
     let t = TestFs::new();
     let f = t.put(Ino::ROOT, "f", b"readable");
-    let ro = tsmfs::fs::Fs::open(&t.data(), FsOptions { read_only: true }).unwrap();
+    let ro = tsmfs::fs::Fs::open(&t.data(), FsOptions { read_only: true, ..Default::default() }).unwrap();
     assert!(matches!(ro.mkdir(Ino::ROOT, b"d", 0o755, &caller()), Err(FsError::ReadOnly)));
     assert!(matches!(ro.open_file(f.ino, rw()), Err(FsError::ReadOnly)));
     assert!(matches!(ro.unlink(Ino::ROOT, b"f", &caller()), Err(FsError::ReadOnly)));

@@ -33,3 +33,5 @@ mod assets;
 mod check;
 // SIGKILL at random moments under mixed writes: nothing acknowledged lost.
 mod crash;
+// Hostile HTTP input: random requests, limits and their statuses.
+mod hostile;

@@ -144,7 +144,8 @@ impl TestMount {
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         Fs::init(&data, Caller { uid: 0, gid: 0, origin: Origin::Cli }).expect("init");
         let fs = std::sync::Arc::new(
-            Fs::open(&data, FsOptions { read_only: options.read_only }).expect("open data dir"),
+            Fs::open(&data, FsOptions { read_only: options.read_only, ..Default::default() })
+                .expect("open data dir"),
         );
         let mounted = tsmfs::fuse::mount(fs.clone(), &mnt, &options).expect("mount");
         // The first request waits for the kernel's INIT handshake.

@@ -307,7 +307,7 @@ fn open_writable(data: &Path) -> Result<Fs> {
 }
 
 fn open_read_only(data: &Path) -> Result<Fs> {
-    Ok(Fs::open(data, FsOptions { read_only: true })?)
+    Ok(Fs::open(data, FsOptions { read_only: true, ..Default::default() })?)
 }
 
 fn init(data: &Path) -> Result<ExitCode> {

@@ -54,7 +54,7 @@ fn run_mount(
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("signal handlers")?;
     let started = (|| -> Result<(Arc<Fs>, Mounted)> {
-        let fs = Arc::new(Fs::open(data, FsOptions { read_only: options.read_only })?);
+        let fs = Arc::new(Fs::open(data, FsOptions { read_only: options.read_only, ..Default::default() })?);
         let mounted = tsmfs::fuse::mount(fs.clone(), mountpoint, options)?;
         Ok((fs, mounted))
     })();

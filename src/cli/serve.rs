@@ -20,7 +20,10 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let fs = Arc::new(Fs::open(&args.data, FsOptions { read_only: args.mount_options.read_only })?);
+    let fs = Arc::new(Fs::open(
+        &args.data,
+        FsOptions { read_only: args.mount_options.read_only, ..Default::default() },
+    )?);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the runtime")?;
     // Catch the signals before mounting or saying we listen: a SIGTERM

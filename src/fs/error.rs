@@ -56,6 +56,9 @@ pub enum FsError {
     /// A conditional write found the target changed (see `Fs::put_if`).
     #[error("precondition failed: the file changed")]
     PreconditionFailed,
+    /// A limit on what clients may accumulate (e.g. locks) was reached.
+    #[error("limit reached: {0}")]
+    LimitReached(&'static str),
     /// Something in tsmfs itself failed (a worker task died).
     #[error("internal error: {0}")]
     Internal(&'static str),

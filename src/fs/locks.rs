@@ -7,7 +7,7 @@
 //! and with depth infinity everything below it. Expired locks are
 //! ignored everywhere and purged when a new lock is taken.
 
-use super::{Caller, Fs, FsResult, now_ns};
+use super::{Caller, Fs, FsError, FsResult, now_ns};
 use crate::meta::{Db, PathLock};
 
 /// Lifetime of a lock whose client asked for none; an unbounded lock left
@@ -112,8 +112,20 @@ fn conflict_below(
     Ok(locks.into_iter().find(|lock| (!lock.shared || !shared_ok) && !holder.holds(lock)))
 }
 
+/// Locks in force at once, in the whole tree, by default: each is a row
+/// and is checked on every change below it, so clients may not pile them
+/// up (see [`super::FsOptions::max_locks`]).
+pub const MAX_LOCKS: u64 = 100_000;
+
 impl Fs {
+    /// How many locks are in force.
+    pub fn active_locks(&self) -> FsResult<u64> {
+        let now = now_ns();
+        Ok(self.meta.read(|db| db.active_locks(now))?)
+    }
+
     /// Take a lock, unless one in force conflicts: then `Ok(Err(that))`.
+    /// Fails with [`FsError::LimitReached`] at the limit of locks.
     pub fn lock_path(&self, request: &LockRequest, caller: &Caller) -> FsResult<Result<PathLock, PathLock>> {
         self.transact(caller.origin, false, |tx| {
             let key = lock_key(&request.path);
@@ -125,6 +137,9 @@ impl Fs {
                 && let Some(conflict) = conflict_below(tx.db, key, tx.now, &nobody, request.shared)?
             {
                 return Ok(Err(conflict));
+            }
+            if tx.db.active_locks(tx.now)? >= self.max_locks {
+                return Err(FsError::LimitReached("too many locks"));
             }
             let (expires_ns, timeout_s) = expiry(tx.now, request.timeout_s);
             let lock = PathLock {

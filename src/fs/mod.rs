@@ -31,7 +31,7 @@ pub use check::{CheckReport, GcReport, Problem, ScrubReport};
 pub use error::{FsError, FsResult};
 pub use events::{Change, ChangeOp, Origin};
 pub use io::{CopyOutcome, OpenFlags, Opened};
-pub use locks::{DEFAULT_LOCK_TIMEOUT_S, LockHolder, LockRequest, lock_key};
+pub use locks::{DEFAULT_LOCK_TIMEOUT_S, LockHolder, LockRequest, MAX_LOCKS, lock_key};
 pub use put::{Precondition, PutOptions, Staged, StagedPut};
 
 pub use namespace::RenameFlags;
@@ -92,11 +92,19 @@ impl Caller {
 }
 
 /// How to open a data directory.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct FsOptions {
     /// Refuse every change; take no lock and run no recovery, so this
     /// works beside a running `tsmfs serve`.
     pub read_only: bool,
+    /// WebDAV locks in force at once ([`MAX_LOCKS`] by default).
+    pub max_locks: u64,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions { read_only: false, max_locks: MAX_LOCKS }
+    }
 }
 
 /// File system statistics (statfs).
@@ -208,6 +216,7 @@ pub struct Fs {
     events: Events,
     open_files: io::OpenFiles,
     read_only: bool,
+    max_locks: u64,
     counters: IoCounters,
     /// Objects whose last reference a commit dropped, to remove once that
     /// commit is durable (see [`Fs::remove_unreferenced`]).
@@ -282,6 +291,7 @@ impl Fs {
             events: Events::default(),
             open_files: io::OpenFiles::default(),
             read_only: options.read_only,
+            max_locks: options.max_locks,
             unreferenced: parking_lot::Mutex::new(Vec::new()),
             counters: IoCounters::default(),
             _lock: lock,
@@ -316,6 +326,11 @@ impl Fs {
     /// What I/O the core has served.
     pub fn counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    /// WebDAV locks that may be in force at once.
+    pub fn max_locks(&self) -> u64 {
+        self.max_locks
     }
 
     /// Whether changes are refused.

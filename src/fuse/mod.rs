@@ -240,6 +240,7 @@ pub fn errno(err: &FsError) -> Errno {
         // FUSE writes carry no precondition; this is only for a frontend
         // that asked for one.
         FsError::PreconditionFailed => libc::ECANCELED,
+        FsError::LimitReached(_) => libc::ENOSPC,
         FsError::Internal(_) => libc::EIO,
         FsError::Store(e) => {
             let code = e.raw_os_error().unwrap_or(libc::EIO);

@@ -142,7 +142,7 @@ impl Assets {
         let (fs, owned) = (self.fs.clone(), path.to_vec());
         let attr = match blocking(move || fs.resolve_committed(&owned)).await {
             Ok(attr) => attr,
-            Err(FsError::NotFound | FsError::NotDir) => return Ok(Found::Missing),
+            Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong) => return Ok(Found::Missing),
             Err(e) => return Err(e),
         };
         if attr.kind != FileKind::File {

@@ -130,12 +130,18 @@ fn dav_error(e: FsError) -> DavError {
         FsError::Exists | FsError::NotEmpty | FsError::IsDir => DavError::Exists,
         FsError::NameTooLong => DavError::PathTooLong,
         FsError::TooBig => DavError::TooLarge,
-        FsError::ReadOnly | FsError::NotPermitted(_) => DavError::Forbidden,
+        // Invalid: the request names something it cannot apply to (a PUT
+        // of the root, a move into its own subtree): refused, not failed.
+        FsError::ReadOnly | FsError::NotPermitted(_) | FsError::Invalid(_) => DavError::Forbidden,
         FsError::Loop => DavError::LoopDetected,
         FsError::Unsupported(_) => DavError::NotImplemented,
         // The service turns this into 412 (see `PutGuard`).
         FsError::PreconditionFailed => DavError::GeneralFailure,
         e if e.is_disk_full() => DavError::InsufficientStorage,
+        FsError::LimitReached(what) => {
+            tracing::warn!("webdav: {what}");
+            DavError::InsufficientStorage
+        }
         e => {
             tracing::warn!("webdav: {e}");
             DavError::GeneralFailure

@@ -161,8 +161,15 @@ pub(super) async fn source(assets: &Assets, asset: &Asset, method: &Method) -> R
 }
 
 pub(super) fn failed(e: &FsError) -> Response<ResponseBody> {
-    tracing::warn!("http: GET: {e}");
-    status(StatusCode::INTERNAL_SERVER_ERROR)
+    match e {
+        // A name over 255 bytes cannot exist, so it is not found.
+        FsError::NotFound | FsError::NotDir | FsError::NameTooLong => status(StatusCode::NOT_FOUND),
+        FsError::Loop => status(StatusCode::LOOP_DETECTED),
+        e => {
+            tracing::warn!("http: GET: {e}");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
 }
 
 pub(super) fn status(code: StatusCode) -> Response<ResponseBody> {

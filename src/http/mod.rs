@@ -4,6 +4,7 @@ mod assets;
 pub mod auth;
 mod dav;
 mod get;
+mod limits;
 mod locks;
 mod propfind;
 mod variants;
@@ -188,16 +189,12 @@ async fn handle(
         refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
         return refused;
     }
-    let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
-    if propfind::is_propfind(req.method()) {
-        return propfind::propfind(fs, req).await;
+    if !req.headers().get_all("if").iter().all(|value| limits::if_header_is_safe(value.as_bytes())) {
+        return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed If header");
     }
-    // dav-server's lock system can only answer "locked" (423); a lock on
-    // a read-only tree is refused, as every other change is.
-    if fs.is_read_only() && req.method().as_str() == "LOCK" {
-        let mut refused = http::Response::new(empty_body());
-        *refused.status_mut() = http::StatusCode::FORBIDDEN;
-        return refused;
+    let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
+    if limits::has_xml_body(req.method()) {
+        return xml_request(handler, fs, req).await;
     }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         match get::get(&shared, req).await {
@@ -225,6 +222,52 @@ async fn handle(
         return failed;
     }
     boxed(response)
+}
+
+/// PROPFIND, PROPPATCH and LOCK: their XML bodies are read and checked
+/// against the limits first.
+async fn xml_request(
+    handler: DavHandler,
+    fs: Arc<Fs>,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<ResponseBody> {
+    let req = match limits::bounded_xml(req).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
+    if propfind::is_propfind(req.method()) {
+        return propfind::propfind(fs, req).await;
+    }
+    if req.method().as_str() == "LOCK" {
+        // dav-server's lock system can only answer "locked" (423); a lock
+        // on a read-only tree is refused, as every other change is.
+        if fs.is_read_only() {
+            return limits::refusal(http::StatusCode::FORBIDDEN, "read-only");
+        }
+        // A new lock has a body (a refresh has none): is there room?
+        let creates = hyper::body::Body::size_hint(req.body()).exact() != Some(0);
+        let limit = fs.max_locks();
+        let count = tokio::task::spawn_blocking(move || fs.active_locks()).await;
+        if creates && matches!(count, Ok(Ok(n)) if n >= limit) {
+            return limits::refusal(http::StatusCode::INSUFFICIENT_STORAGE, "too many locks");
+        }
+    }
+    boxed(handler.handle(weak_if_none_match(req)).await)
+}
+
+/// A request whose handling panics (a bug, ours or a library's) gets a
+/// 500 and a log line instead of a dropped connection.
+async fn answer_even_if_panicking(
+    handling: impl std::future::Future<Output = http::Response<ResponseBody>>,
+) -> http::Response<ResponseBody> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("http: a request panicked (a bug: please report it with the request)");
+            limits::refusal(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
 }
 
 fn boxed(response: http::Response<Body>) -> http::Response<ResponseBody> {
@@ -360,9 +403,12 @@ impl Server {
                     let shared = self.shared.clone();
                     let service = service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+                        async move { Ok::<_, Infallible>(answer_even_if_panicking(handle(shared, req)).await) }
                     });
-                    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    let connection = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(limits::HEAD_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {

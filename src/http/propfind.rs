@@ -17,8 +17,6 @@ use tokio::sync::mpsc;
 use super::{ResponseBody, escape_xml, etag_of, url_path};
 use crate::fs::{Attr, DeadProps, FileKind, Fs, FsError, PathLock, lock_key, now_ns, system_time};
 
-/// Largest PROPFIND request body we read.
-const MAX_REQUEST_BODY: usize = 1 << 20;
 /// Entries per core call while listing.
 const PAGE: u32 = 1024;
 /// Response bytes gathered before they are sent on.
@@ -125,7 +123,10 @@ struct Resource<'a> {
 }
 
 /// Answer a PROPFIND.
-pub(super) async fn propfind(fs: Arc<Fs>, req: Request<hyper::body::Incoming>) -> Response<ResponseBody> {
+pub(super) async fn propfind(
+    fs: Arc<Fs>,
+    req: Request<http_body_util::Full<bytes::Bytes>>,
+) -> Response<ResponseBody> {
     let depth = match req.headers().get("depth").map(HeaderValue::as_bytes) {
         Some(b"0") => 0,
         Some(b"1") => 1,
@@ -135,10 +136,10 @@ pub(super) async fn propfind(fs: Arc<Fs>, req: Request<hyper::body::Incoming>) -
         Some(_) => return status(StatusCode::BAD_REQUEST),
     };
     let Some(path) = super::decoded_path(req.uri()) else { return status(StatusCode::BAD_REQUEST) };
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BODY).collect().await {
+    // Read and checked against the limits already (`limits::bounded_xml`).
+    let body = match req.into_body().collect().await {
         Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return status(StatusCode::PAYLOAD_TOO_LARGE),
-        Err(_) => return status(StatusCode::BAD_REQUEST),
+        Err(never) => match never {},
     };
     let Some(query) = parse_query(&body) else { return status(StatusCode::BAD_REQUEST) };
 
@@ -146,7 +147,9 @@ pub(super) async fn propfind(fs: Arc<Fs>, req: Request<hyper::body::Incoming>) -
     let lookup_path = path.clone();
     let target = match tokio::task::spawn_blocking(move || lookup_fs.resolve(&lookup_path)).await {
         Ok(Ok(attr)) => attr,
-        Ok(Err(FsError::NotFound | FsError::NotDir)) => return status(StatusCode::NOT_FOUND),
+        Ok(Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong)) => {
+            return status(StatusCode::NOT_FOUND);
+        }
         Ok(Err(e)) => {
             tracing::warn!("webdav: PROPFIND: {e}");
             return status(StatusCode::INTERNAL_SERVER_ERROR);

@@ -78,6 +78,7 @@ const INSERT_LOCK: &str = "INSERT INTO locks (token, path, principal, owner_xml,
 const REFRESH_LOCK: &str = "UPDATE locks SET expires_ns = ?3, timeout_s = ?4 WHERE token = ?1 AND path = ?2";
 const DELETE_LOCK: &str = "DELETE FROM locks WHERE token = ?1 AND path = ?2";
 const DELETE_LOCKS_UNDER: &str = "DELETE FROM locks WHERE path = ?1 OR (path > ?2 AND path < ?3)";
+const ACTIVE_LOCKS: &str = "SELECT COUNT(*) FROM locks WHERE expires_ns IS NULL OR expires_ns > ?1";
 const DELETE_EXPIRED_LOCKS: &str = "DELETE FROM locks WHERE expires_ns <= ?1";
 const CONTENT_REFERENCES: &str =
     "SELECT c.lo, c.hi, c.refcount, (SELECT COUNT(*) FROM inodes i WHERE i.content = c.id) FROM contents c";
@@ -130,6 +131,7 @@ const ALL_STATEMENTS: &[&str] = &[
     DELETE_LOCK,
     DELETE_LOCKS_UNDER,
     DELETE_EXPIRED_LOCKS,
+    ACTIVE_LOCKS,
     CONTENT_REFERENCES,
     LINK_COUNTS,
     DANGLING_ENTRIES,
@@ -608,6 +610,15 @@ impl<'c> Db<'c> {
     pub fn locks_below(&self, path: &[u8], now_ns: i64) -> Result<Vec<PathLock>, MetaError> {
         let (low, high) = path_descendants(path);
         self.collect(LOCKS_BELOW, params![low, high, now_ns], lock_from_row, "list locks below a path")
+    }
+
+    /// How many locks are in force.
+    pub fn active_locks(&self, now_ns: i64) -> Result<u64, MetaError> {
+        self.conn
+            .prepare_cached(ACTIVE_LOCKS)
+            .and_then(|mut st| st.query_row([now_ns], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(MetaError::sql("count locks"))
     }
 
     /// Record a new lock, first dropping expired ones.

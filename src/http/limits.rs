@@ -1,0 +1,146 @@
+//! Limits on what a client may send, each answered with a clear status
+//! before any work is done.
+//!
+//! - Request line and headers: hyper's read buffer bounds them (about
+//!   400 KiB, always by 1 MiB: then 431; a URI over 64 KiB gets 414), and a client has
+//!   [`HEAD_TIMEOUT`] to send them (slow clients cannot hold connections
+//!   open for free).
+//! - XML bodies (PROPFIND, PROPPATCH, LOCK): at most [`MAX_XML_BODY`] bytes
+//!   (413) and [`MAX_XML_DEPTH`] levels of nesting (400). The depth check
+//!   matters: the XML tree builder dav-server and we use recurses once per
+//!   level, and a 64 KiB body of nested elements overflows a worker
+//!   thread's stack, which aborts the whole process.
+//! - An `If` header whose `<…>` or `[…]` is never closed is refused
+//!   (400) before dav-server's parser, which indexes past its end (a
+//!   panic) on such input.
+//! - Active locks: at most [`crate::fs::MAX_LOCKS`] by default (507, RFC 4918, 11.5).
+//! - PUT bodies are limited only by the disk (507 when it is full);
+//!   PROPFIND answers are streamed in pages with bounded memory, and an
+//!   infinite depth is refused (403), so their size needs no limit.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::ResponseBody;
+
+/// Time to receive the request line and headers.
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// An XML request body (dav-server's own limit for them is the same).
+pub(super) const MAX_XML_BODY: usize = 64 * 1024;
+/// Nesting of an XML request body; real ones use five or six levels.
+pub(super) const MAX_XML_DEPTH: usize = 32;
+
+/// Whether requests of `method` carry an XML body that gets parsed.
+pub(super) fn has_xml_body(method: &http::Method) -> bool {
+    matches!(method.as_str(), "PROPFIND" | "PROPPATCH" | "LOCK")
+}
+
+/// The request with its whole body read, if it is within the limits;
+/// otherwise the answer to send.
+pub(super) async fn bounded_xml<B>(req: Request<B>) -> Result<Request<Full<Bytes>>, Response<ResponseBody>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_XML_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(refusal(StatusCode::PAYLOAD_TOO_LARGE, "request body over 64 KiB"));
+        }
+        Err(_) => return Err(refusal(StatusCode::BAD_REQUEST, "request body cut off")),
+    };
+    if xml_depth(&body) > MAX_XML_DEPTH {
+        return Err(refusal(StatusCode::BAD_REQUEST, "XML nested too deeply"));
+    }
+    Ok(Request::from_parts(parts, Full::new(body)))
+}
+
+/// How deeply the elements of `xml` nest, without building a tree (the
+/// reader is iterative). Malformed XML counts as far as it reads: the
+/// parser proper reports it.
+fn xml_depth(xml: &[u8]) -> usize {
+    let reader = xml::reader::EventReader::new(xml);
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for event in reader {
+        match event {
+            Ok(xml::reader::XmlEvent::StartElement { .. }) => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > MAX_XML_DEPTH {
+                    break;
+                }
+            }
+            Ok(xml::reader::XmlEvent::EndElement { .. }) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    deepest
+}
+
+/// Whether dav-server's `If` parser can read `value` without running
+/// past its end: every `<` or `[` that starts a token must be closed by
+/// `>` or `]` (outside double quotes, which may hold them), or stopped
+/// earlier by whitespace, which the parser reports as an error.
+pub(super) fn if_header_is_safe(value: &[u8]) -> bool {
+    let mut at = 0;
+    while at < value.len() {
+        let close = match value[at] {
+            b'<' => b'>',
+            b'[' => b']',
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        let mut quoted = false;
+        let mut end = at + 1;
+        loop {
+            match value.get(end) {
+                None => return false,
+                Some(b' ' | b'\t' | b'\r' | b'\n') => return true,
+                Some(&c) if c == close && !quoted => break,
+                Some(b'"') => quoted = !quoted,
+                Some(_) => {}
+            }
+            end += 1;
+        }
+        at = end + 1;
+    }
+    true
+}
+
+/// A plain-text refusal (the reason helps whoever debugs a client).
+pub(super) fn refusal(status: StatusCode, reason: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(super::full_body(Bytes::from_static(reason.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_headers_that_would_be_read_past_their_end_are_caught() {
+        for good in [&b"(<urn:uuid:1>)"[..], b"<http://h/a> ([\"x\"])", b"(Not <a> [\"]\"])", b"<a b", b""] {
+            assert!(if_header_is_safe(good), "{}", String::from_utf8_lossy(good));
+        }
+        for bad in [&b"<"[..], b"(<urn:uuid:1", b"([\"x\"", b"([\"]", b"(<a>) ["] {
+            assert!(!if_header_is_safe(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn depth_counts_nesting_not_siblings() {
+        assert_eq!(xml_depth(b"<a><b/><b/><b><c/></b></a>"), 3);
+        assert_eq!(xml_depth(b""), 0);
+        let deep = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
+        assert_eq!(xml_depth(deep.as_bytes()), MAX_XML_DEPTH + 1, "stops reading once too deep");
+    }
+}
