@@ -22,10 +22,23 @@ fn main() -> ExitCode {
                 // `tsmfs get ... | head` is not an error.
                 return ExitCode::SUCCESS;
             }
-            eprintln!("tsmfs: {err:#}");
+            eprintln!("tsmfs: {}", message(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: our messages often include
+/// their cause's text already.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use crate::util::sha1_id;
 
 /// A `tsmfs serve` process with its mount and HTTP address.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     base: String,
     mnt: PathBuf,
@@ -17,10 +17,17 @@ struct Served {
 
 impl Served {
     fn start(extra: &[&str]) -> Served {
-        assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: these tests mount for real");
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        let mnt = dir.path().join("mnt");
+        let mut served = Served::start_at(dir.path(), extra);
+        served.dir = Some(dir);
+        served
+    }
+
+    /// Serve `root/data` (made here), mounted at `root/mnt`.
+    pub(crate) fn start_at(root: &Path, extra: &[&str]) -> Served {
+        assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: these tests mount for real");
+        let data = root.join("data");
+        let mnt = root.join("mnt");
         std::fs::create_dir(&mnt).expect("mount point");
         let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("init");
         assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
@@ -46,19 +53,19 @@ impl Served {
         };
         assert!(mounted, "the mount came up before the listener");
         std::thread::spawn(move || lines.for_each(drop));
-        Served { child, base, mnt, dir: Some(dir) }
+        Served { child, base, mnt, dir: None }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.mnt.join(name)
     }
 
     /// SIGTERM; the exit status must be 0 and the mount gone.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         // SAFETY: kill(2) on our own child's pid touches no memory.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().expect("wait");
@@ -79,11 +86,11 @@ impl Drop for Served {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).allow_non_standard_methods(true).build().into()
 }
 
-fn put(agent: &ureq::Agent, url: &str, bytes: &[u8], headers: &[(&str, &str)]) -> u16 {
+pub(crate) fn put(agent: &ureq::Agent, url: &str, bytes: &[u8], headers: &[(&str, &str)]) -> u16 {
     let mut request = agent.put(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -92,14 +99,19 @@ fn put(agent: &ureq::Agent, url: &str, bytes: &[u8], headers: &[(&str, &str)]) -
 }
 
 /// Status, ETag and body of a GET.
-fn get(agent: &ureq::Agent, url: &str) -> (u16, Option<String>, Vec<u8>) {
+pub(crate) fn get(agent: &ureq::Agent, url: &str) -> (u16, Option<String>, Vec<u8>) {
     let mut response = agent.get(url).call().expect("GET");
     let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = response.body_mut().with_config().limit(1 << 30).read_to_vec().expect("body");
     (response.status().as_u16(), etag, body)
 }
 
-fn request(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub(crate) fn request(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut builder = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);

@@ -35,3 +35,5 @@ mod check;
 mod crash;
 // Hostile HTTP input: random requests, limits and their statuses.
 mod hostile;
+// A full disk and read-only media (tmpfs mounts, root).
+mod disk;

@@ -17,8 +17,8 @@ pub(crate) enum Body {
 
 impl Tx<'_, '_> {
     /// Make `staged` (hashed to `digest`) a stored content and take one
-    /// reference to it. The staging file is taken out of `staged` only when
-    /// it is published; a duplicate stays there for the caller to drop. Returns `None` for empty content, which is never
+    /// reference to it; `staged` stays for the caller to drop once the
+    /// transaction is over. Returns `None` for empty content, which is never
     /// stored. Must run inside the transaction that records the reference,
     /// so two commits of the same new bytes cannot both publish.
     pub(super) fn adopt(
@@ -37,7 +37,7 @@ impl Tx<'_, '_> {
                     // The object was lost (quarantined or deleted by hand):
                     // these bytes are a verified copy, so put them back.
                     tracing::warn!("restoring missing object {}", existing.id);
-                    self.publish(staged, &existing.id, durability)?;
+                    self.publish(&*staged, &existing.id, durability)?;
                 }
                 existing.id
             }
@@ -51,7 +51,7 @@ impl Tx<'_, '_> {
                         same_sha1.len()
                     );
                 }
-                self.publish(staged, &id, durability)?;
+                self.publish(&*staged, &id, durability)?;
                 self.db.insert_content(&id, digest.size, &digest.blake3, self.now)?;
                 id
             }
@@ -60,15 +60,17 @@ impl Tx<'_, '_> {
         Ok(Some(id))
     }
 
-    fn publish(&self, staged: &mut Option<Body>, id: &ContentId, durability: Durability) -> FsResult<()> {
-        match staged.take() {
-            Some(Body::File(staging)) => Ok(self.store.publish(*staging, id, durability)?),
-            Some(Body::Bytes(bytes)) => Ok(self.store.publish_bytes(&bytes, id, durability)?),
-            // An earlier attempt of this same commit published it and then
-            // rolled back; the object is in place.
-            None if self.store.contains(id) => Ok(()),
-            None => Err(FsError::Invalid("staged content was lost before commit")),
+    /// Publish the staged bytes as object `id`. They stay staged: should
+    /// the transaction fail, the object goes (see [`Fs::transact`]) and a
+    /// retry publishes them again.
+    fn publish(&self, staged: &Option<Body>, id: &ContentId, durability: Durability) -> FsResult<()> {
+        match staged {
+            Some(Body::File(staging)) => self.store.publish(staging, id, durability)?,
+            Some(Body::Bytes(bytes)) => self.store.publish_bytes(bytes, id, durability)?,
+            None => return Err(FsError::Invalid("staged content was lost before commit")),
         }
+        self.published.borrow_mut().push(*id);
+        Ok(())
     }
 
     /// Make `new` (already referenced once for it) the content of `inode`

@@ -164,6 +164,9 @@ pub enum OpenError {
     /// `init` on a non-empty directory that is not ours.
     #[error("{} is not empty; tsmfs init wants a new or empty directory", .0.display())]
     NotEmpty(PathBuf),
+    /// A writable open of a data directory on read-only media.
+    #[error("{} is on a read-only file system: serve or mount it with --read-only", .0.display())]
+    ReadOnlyMedia(PathBuf),
     /// Another process holds the data directory.
     #[error("{} is in use by another tsmfs process", .0.display())]
     Locked(PathBuf),
@@ -287,7 +290,7 @@ impl Fs {
         let fs = Fs {
             data_dir: data_dir.to_path_buf(),
             store: Store::open(data_dir)?,
-            meta: Meta::open(data_dir)?,
+            meta: if options.read_only { Meta::open_read_only(data_dir)? } else { Meta::open(data_dir)? },
             events: Events::default(),
             open_files: io::OpenFiles::default(),
             read_only: options.read_only,
@@ -407,7 +410,8 @@ impl Fs {
         f: impl FnOnce(&mut Tx<'_, '_>) -> FsResult<T>,
     ) -> FsResult<T> {
         self.check_writable()?;
-        let (value, changes, released) = self.meta.write(durable, |db| {
+        let published = std::cell::RefCell::new(Vec::new());
+        let written = self.meta.write(durable, |db| {
             let mut tx = Tx {
                 db,
                 store: &self.store,
@@ -415,10 +419,25 @@ impl Fs {
                 now: now_ns(),
                 changes: Vec::new(),
                 released: Vec::new(),
+                published: &published,
             };
             let value = f(&mut tx)?;
             Ok::<_, FsError>((value, tx.changes, tx.released))
-        })?;
+        });
+        let (value, changes, released) = match written {
+            Ok(written) => written,
+            Err(e) => {
+                // Objects published for a transaction that failed (a full
+                // disk, say) name nothing: free their space now (removal
+                // re-checks that no content row names them).
+                let published = published.into_inner();
+                if !published.is_empty() {
+                    self.unreferenced.lock().extend(published);
+                    self.remove_unreferenced();
+                }
+                return Err(e);
+            }
+        };
         let pending = {
             let mut pending = self.unreferenced.lock();
             pending.extend(released);
@@ -479,6 +498,8 @@ pub(crate) struct Tx<'a, 'c> {
     changes: Vec<Change>,
     /// Contents whose last reference this transaction dropped.
     released: Vec<ContentId>,
+    /// Objects this transaction published: removed again if it fails.
+    published: &'a std::cell::RefCell<Vec<ContentId>>,
 }
 
 impl Tx<'_, '_> {
@@ -542,12 +563,12 @@ pub(crate) fn check_name(name: &[u8]) -> FsResult<()> {
 
 fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
     let path = data_dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| OpenError::Io { action: "open", path: path.clone(), source })?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(
+        |source| match source.raw_os_error() {
+            Some(libc::EROFS) => OpenError::ReadOnlyMedia(data_dir.to_path_buf()),
+            _ => OpenError::Io { action: "open", path: path.clone(), source },
+        },
+    )?;
     // Retry briefly: a child forked by another thread of this process may
     // hold a copy of a just-closed lock descriptor until it execs.
     for _ in 0..LOCK_ATTEMPTS {

@@ -612,6 +612,10 @@ impl PutFile {
             Err(_) => Err(DavError::GeneralFailure),
         };
         if !complete {
+            // The writer failed by itself (a full disk): that is the answer.
+            if let Err(failure) = result {
+                return Err(failure);
+            }
             tracing::info!(
                 "webdav: PUT body had {} of {} bytes; nothing published",
                 self.received,

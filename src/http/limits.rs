@@ -10,9 +10,10 @@
 //!   matters: the XML tree builder dav-server and we use recurses once per
 //!   level, and a 64 KiB body of nested elements overflows a worker
 //!   thread's stack, which aborts the whole process.
-//! - An `If` header whose `<…>` or `[…]` is never closed is refused
-//!   (400) before dav-server's parser, which indexes past its end (a
-//!   panic) on such input.
+//! - Headers dav-server's parsers would panic on are refused (400) first:
+//!   an `If` header whose `<…>` or `[…]` is never closed (read past its
+//!   end), an entity tag that is a lone `"` or `W/"` in `If-Match`,
+//!   `If-None-Match` or `If-Range` (sliced backwards).
 //! - Active locks: at most [`crate::fs::MAX_LOCKS`] by default (507, RFC 4918, 11.5).
 //! - PUT bodies are limited only by the disk (507 when it is full);
 //!   PROPFIND answers are streamed in pages with bounded memory, and an
@@ -82,11 +83,23 @@ fn xml_depth(xml: &[u8]) -> usize {
     deepest
 }
 
+/// Whether dav-server can parse the conditional headers without
+/// panicking (see the module notes).
+pub(super) fn conditionals_are_safe(headers: &http::HeaderMap) -> bool {
+    let lone_quote = |value: &http::HeaderValue| {
+        value.as_bytes().split(|&b| b == b',').any(|tag| matches!(tag.trim_ascii(), b"\"" | b"W/\""))
+    };
+    headers.get_all("if").iter().all(|value| if_header_is_safe(value.as_bytes()))
+        && [http::header::IF_MATCH, http::header::IF_NONE_MATCH, http::header::IF_RANGE]
+            .iter()
+            .all(|name| !headers.get_all(name).iter().any(lone_quote))
+}
+
 /// Whether dav-server's `If` parser can read `value` without running
 /// past its end: every `<` or `[` that starts a token must be closed by
 /// `>` or `]` (outside double quotes, which may hold them), or stopped
 /// earlier by whitespace, which the parser reports as an error.
-pub(super) fn if_header_is_safe(value: &[u8]) -> bool {
+fn if_header_is_safe(value: &[u8]) -> bool {
     let mut at = 0;
     while at < value.len() {
         let close = match value[at] {
@@ -134,6 +147,20 @@ mod tests {
         for bad in [&b"<"[..], b"(<urn:uuid:1", b"([\"x\"", b"([\"]", b"(<a>) ["] {
             assert!(!if_header_is_safe(bad), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn lone_quotes_in_tag_lists_are_caught() {
+        let headers = |name: &'static str, value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(name, http::HeaderValue::from_static(value));
+            headers
+        };
+        assert!(conditionals_are_safe(&headers("if-match", "\"a\", W/\"b\"")));
+        assert!(conditionals_are_safe(&headers("if-none-match", "*")));
+        assert!(!conditionals_are_safe(&headers("if-match", "\"")));
+        assert!(!conditionals_are_safe(&headers("if-none-match", "\"a\", W/\"")));
+        assert!(!conditionals_are_safe(&headers("if", "(<a")));
     }
 
     #[test]

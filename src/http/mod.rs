@@ -189,8 +189,8 @@ async fn handle(
         refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
         return refused;
     }
-    if !req.headers().get_all("if").iter().all(|value| limits::if_header_is_safe(value.as_bytes())) {
-        return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed If header");
+    if !limits::conditionals_are_safe(req.headers()) {
+        return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed conditional header");
     }
     let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
     if limits::has_xml_body(req.method()) {

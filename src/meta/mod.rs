@@ -52,6 +52,24 @@ pub enum MetaError {
         /// Why.
         source: std::io::Error,
     },
+    /// A read-only open found an older schema (it would need migrating).
+    #[error(
+        "metadata schema version {found} is older than this tsmfs's ({known}): open it writable once to upgrade"
+    )]
+    SchemaOld {
+        /// Version in the file.
+        found: u32,
+        /// Version this build uses.
+        known: u32,
+    },
+    /// On a read-only file system, the write-ahead log holds commits the
+    /// database file does not: SQLite could read them only by writing.
+    #[error(
+        "{} is on a read-only file system and its write-ahead log holds changes not yet in the database: \
+         mount it writable and open it once (e.g. `tsmfs fsck`), then read-only works",
+        .0.display()
+    )]
+    LogOnReadOnlyMedia(PathBuf),
     /// A row holds a value no tsmfs writes (damaged database).
     #[error("metadata database is inconsistent: {0}")]
     Corrupt(String),
@@ -243,8 +261,18 @@ pub struct Totals {
 /// The metadata database of one data directory.
 pub struct Meta {
     path: PathBuf,
+    /// Read-only media: connections open the file immutable.
+    immutable: bool,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+}
+
+impl Drop for Meta {
+    fn drop(&mut self) {
+        // Readers first: the last connection to close checkpoints the log
+        // and removes it, but only if it can write (the writer can).
+        self.readers.lock().clear();
+    }
 }
 
 impl std::fmt::Debug for Meta {
@@ -264,7 +292,41 @@ impl Meta {
         configure(&writer)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(MetaError::sql("enable WAL"))?;
         schema::migrate(&mut writer)?;
-        Ok(Meta { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        Ok(Meta { path, immutable: false, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+    }
+
+    /// Open for reading only: nothing is created, migrated or written, so
+    /// this works beside a running writer and on read-only media. There
+    /// SQLite cannot create the WAL index it reads through, so the file is
+    /// opened immutable, which is right only while the log is empty (a
+    /// clean shutdown checkpoints it).
+    pub fn open_read_only(data_dir: &Path) -> Result<Meta, MetaError> {
+        let path = data_dir.join(DB_FILE);
+        let immutable = on_read_only_media(data_dir);
+        if immutable && std::fs::metadata(wal_path(&path)).is_ok_and(|wal| wal.len() > 0) {
+            return Err(MetaError::LogOnReadOnlyMedia(data_dir.to_path_buf()));
+        }
+        let meta = Meta {
+            path,
+            immutable,
+            writer: Mutex::new(Connection::open_in_memory().map_err(MetaError::sql("open"))?),
+            readers: Mutex::new(Vec::new()),
+        };
+        let conn = meta.open_reader()?;
+        let found: u32 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(MetaError::sql("read schema version"))?;
+        match found.cmp(&schema::SCHEMA_VERSION) {
+            std::cmp::Ordering::Greater => {
+                return Err(MetaError::SchemaTooNew { found, known: schema::SCHEMA_VERSION });
+            }
+            std::cmp::Ordering::Less => {
+                return Err(MetaError::SchemaOld { found, known: schema::SCHEMA_VERSION });
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        *meta.writer.lock() = conn;
+        Ok(meta)
     }
 
     /// Run `f` on a read connection. Each statement sees the latest commit.
@@ -337,10 +399,16 @@ impl Meta {
     }
 
     fn open_reader(&self) -> Result<Connection, MetaError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if self.immutable {
+            let path = percent_encoding::percent_encode(self.path.as_os_str().as_encoded_bytes(), URI_PATH);
+            Connection::open_with_flags(
+                format!("file:{path}?immutable=1"),
+                flags | OpenFlags::SQLITE_OPEN_URI,
+            )
+        } else {
+            Connection::open_with_flags(&self.path, flags)
+        }
         .map_err(MetaError::sql("open read connection"))?;
         configure(&conn)?;
         Ok(conn)
@@ -370,6 +438,29 @@ fn run_transaction<T, E: From<MetaError>>(
     let value = result?;
     ended?;
     Ok(value)
+}
+
+/// Bytes of a path %-encoded in an SQLite URI.
+const URI_PATH: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#').add(b' ');
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Whether `dir` is on a file system mounted read-only.
+fn on_read_only_media(dir: &Path) -> bool {
+    statvfs_read_only(dir).unwrap_or(false)
+}
+
+fn statvfs_read_only(dir: &Path) -> Option<bool> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is
+    // NUL-terminated.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(path.as_ptr(), &mut stats) } == 0).then_some(stats.f_flag & libc::ST_RDONLY != 0)
 }
 
 fn configure(conn: &Connection) -> Result<(), MetaError> {

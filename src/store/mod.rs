@@ -167,7 +167,12 @@ impl Store {
     /// Move a finished staging file into place as object `id`. The staging
     /// file has been fsynced by [`Staging::finish`]; with
     /// [`Durability::Immediate`] the directory entry is fsynced as well.
-    pub fn publish(&self, staged: Staging, id: &ContentId, durability: Durability) -> Result<(), StoreError> {
+    pub fn publish(
+        &self,
+        staged: &Staging,
+        id: &ContentId,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let target = self.object_path(id);
         staged.link_as(&target)?;
         if durability == Durability::Immediate {
@@ -196,7 +201,7 @@ impl Store {
         if durability == Durability::Immediate {
             staging.sync()?;
         }
-        self.publish(staging, id, durability)
+        self.publish(&staging, id, durability)
     }
 
     /// Remove an object file. A missing file is not an error (a crash may

@@ -40,8 +40,6 @@ pub struct Staging {
     /// While large sequential writes arrive: a thread that hashes them
     /// behind the writer (it holds the running hash meanwhile).
     follower: Option<Follower>,
-    /// Whether the file was handed over (no cleanup on drop).
-    taken: bool,
 }
 
 impl std::fmt::Debug for ContentHasher {
@@ -71,15 +69,7 @@ impl Staging {
             }
             Err(e) => return Err(StoreError::io("create staging file in", dir)(e)),
         };
-        Ok(Staging {
-            file,
-            path,
-            anonymous,
-            len: 0,
-            hasher: Some(ContentHasher::new()),
-            follower: None,
-            taken: false,
-        })
+        Ok(Staging { file, path, anonymous, len: 0, hasher: Some(ContentHasher::new()), follower: None })
     }
 
     /// Copy all of `source` into this (empty) staging file. The running
@@ -314,26 +304,25 @@ impl Staging {
     /// Give the file the name `target`, read-only. An existing file there
     /// is replaced: the caller holds the writer lock and knows no metadata
     /// refers to it (a leftover of a crash).
-    pub(super) fn link_as(mut self, target: &Path) -> Result<(), StoreError> {
+    pub(super) fn link_as(&self, target: &Path) -> Result<(), StoreError> {
         // Objects are read-only: nothing may rewrite published content.
         self.file
             .set_permissions(std::fs::Permissions::from_mode(0o444))
             .map_err(StoreError::io("set permissions on", &self.path))?;
-        if self.anonymous {
-            let link = || link_fd(&self.file, target);
-            match link() {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    std::fs::remove_file(target).map_err(StoreError::io("replace stale object", target))?;
-                    link()
-                }
-                other => other,
+        // A link, never a rename, so the staged bytes stay here until the
+        // transaction that names the object commits: if it fails, the
+        // object is removed and a retry publishes them again.
+        let link = || {
+            if self.anonymous { link_fd(&self.file, target) } else { std::fs::hard_link(&self.path, target) }
+        };
+        match link() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(target).map_err(StoreError::io("replace stale object", target))?;
+                link()
             }
-            .map_err(StoreError::io("publish object", target))?;
-        } else {
-            std::fs::rename(&self.path, target).map_err(StoreError::io("publish object", target))?;
+            other => other,
         }
-        self.taken = true;
-        Ok(())
+        .map_err(StoreError::io("publish object", target))
     }
 
     /// Write any buffered data (there is none: writes go straight to the
@@ -345,7 +334,7 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.taken && !self.anonymous {
+        if !self.anonymous {
             // Best effort: a leftover staging file is harmless and gc removes it.
             let _ = std::fs::remove_file(&self.path);
         }
