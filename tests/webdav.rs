@@ -51,7 +51,7 @@ impl TestServer {
         let mut lines = BufReader::new(stderr).lines();
         let base = loop {
             let line = lines.next().expect("server exited before listening").expect("read stderr");
-            if let Some(at) = line.find("http://") {
+            if let Some(at) = line.find("http://").or_else(|| line.find("https://")) {
                 break line[at..].trim_end_matches('/').to_owned();
             }
         };
@@ -783,4 +783,65 @@ fn authentication_guards_every_request_and_non_loopback_needs_it() {
     assert!(!opted_out.status.success());
     let message = crate::util::stderr(&opted_out);
     assert!(message.contains("listen on 192.0.2.1:0") && !message.contains("refusing"), "{message}");
+}
+
+#[test]
+fn https_with_a_certificate_and_key_and_clear_errors_for_bad_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).expect("cert");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut first = TestServer::new();
+    first.stop();
+    let data = first.data.clone();
+    let mut server = TestServer::start_with(&data, &["--tls-cert", cert_arg, "--tls-key", key_arg]);
+    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    let url = server.url("/secret.txt");
+    let (status, _, _) = curl(&["--cacert", cert_arg, "-X", "PUT", &url], Some(b"over TLS"));
+    assert_eq!(status, 201);
+    let (status, headers, body) = curl(&["--cacert", cert_arg, &url], None);
+    assert_eq!((status, body.as_slice()), (200, &b"over TLS"[..]));
+    assert_eq!(header(&headers, "etag"), Some(crate::util::sha1_id(b"over TLS").etag()));
+    // A client that does not trust the certificate, and plain HTTP to the
+    // TLS port, get nowhere.
+    let untrusted = Command::new("curl").args(["-s", "-o", "/dev/null", &url]).status().expect("curl");
+    assert_eq!(untrusted.code(), Some(60), "curl's 'certificate not trusted'");
+    let plain_url = url.replacen("https://", "http://", 1);
+    let plain = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &plain_url])
+        .output()
+        .expect("curl");
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP answered on the TLS port");
+    server.stop();
+
+    // Bad files: one clear line each, exit 1.
+    std::fs::write(dir.path().join("empty.pem"), b"").expect("write");
+    let empty = dir.path().join("empty.pem");
+    for (cert, key, expected) in [
+        (cert_arg, empty.to_str().unwrap(), "no usable private key"),
+        (empty.to_str().unwrap(), key_arg, "no PEM certificate"),
+        ("/nonexistent/cert.pem", key_arg, "/nonexistent/cert.pem"),
+    ] {
+        let out = crate::util::tsmfs(&[
+            "webdav",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            data.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{cert} {key}");
+        let message = crate::util::stderr(&out);
+        assert!(message.contains(expected), "{message}");
+    }
+    let half = crate::util::tsmfs(&["webdav", "--tls-cert", cert_arg, data.to_str().unwrap()]);
+    assert!(
+        crate::util::stderr(&half).contains("--tls-key"),
+        "a certificate without a key is refused by the parser"
+    );
 }

@@ -116,10 +116,6 @@ enum Command {
         /// Empty directory to mount on.
         #[arg(long = "mount", value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
-        /// Address and port to listen on (loopback unless told otherwise;
-        /// port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
         /// Refuse every change, on both sides (EROFS, 403).
         #[arg(long)]
         read_only: bool,
@@ -130,19 +126,8 @@ enum Command {
         /// (see `tsmfs mount --help`).
         #[arg(long)]
         passthrough: bool,
-        /// Cache-Control for files under a path prefix, as PREFIX=VALUE
-        /// (repeatable; the longest prefix wins; default: no-cache), e.g.
-        /// --cache-control '/assets/=public, max-age=86400'.
-        #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
-        cache_control: Vec<String>,
-        /// Require HTTP Basic authentication against this file of users
-        /// and argon2 password hashes (see `tsmfs passwd`).
-        #[arg(long, value_name = "FILE")]
-        auth_file: Option<PathBuf>,
-        /// Serve a non-loopback address without authentication (to
-        /// everyone who can reach it).
-        #[arg(long)]
-        insecure_no_auth: bool,
+        #[command(flatten)]
+        http: HttpFlags,
     },
     /// Serve the tree over WebDAV (HTTP) until SIGINT or SIGTERM.
     ///
@@ -151,25 +136,11 @@ enum Command {
     Webdav {
         /// Data directory.
         data: PathBuf,
-        /// Address and port to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
         /// Refuse every change (403).
         #[arg(long)]
         read_only: bool,
-        /// Cache-Control for files under a path prefix, as PREFIX=VALUE
-        /// (repeatable; the longest prefix wins; default: no-cache), e.g.
-        /// --cache-control '/assets/=public, max-age=86400'.
-        #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
-        cache_control: Vec<String>,
-        /// Require HTTP Basic authentication against this file of users
-        /// and argon2 password hashes (see `tsmfs passwd`).
-        #[arg(long, value_name = "FILE")]
-        auth_file: Option<PathBuf>,
-        /// Serve a non-loopback address without authentication (to
-        /// everyone who can reach it).
-        #[arg(long)]
-        insecure_no_auth: bool,
+        #[command(flatten)]
+        http: HttpFlags,
     },
     /// Add a user to a password file for --auth-file, or change their
     /// password. The password is read from standard input (one line).
@@ -213,25 +184,63 @@ enum Command {
     },
 }
 
-fn http_options(
+/// How the HTTP side listens and whom it lets in (`serve`, `webdav`).
+#[derive(clap::Args, Debug)]
+struct HttpFlags {
+    /// Address and port to listen on (loopback unless told otherwise;
+    /// port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
-    cache_control: &[String],
-    auth_file: Option<&Path>,
+    /// Cache-Control for files under a path prefix, as PREFIX=VALUE
+    /// (repeatable; the longest prefix wins; default: no-cache), e.g.
+    /// --cache-control '/assets/=public, max-age=86400'.
+    #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
+    cache_control: Vec<String>,
+    /// Require HTTP Basic authentication against this file of users and
+    /// argon2 password hashes (see `tsmfs passwd`).
+    #[arg(long, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (to everyone
+    /// who can reach it).
+    #[arg(long)]
     insecure_no_auth: bool,
-) -> Result<tsmfs::http::ServerOptions> {
-    let cache_policy = tsmfs::http::CachePolicy::parse(cache_control).map_err(anyhow::Error::msg)?;
-    let users = auth_file.map(tsmfs::http::auth::Users::load).transpose()?.map(std::sync::Arc::new);
-    if users.is_none() && !insecure_no_auth && !listen.ip().is_loopback() {
-        bail!(
-            "refusing to serve {listen} without authentication: anyone who can reach it could read and change \
-             everything. Give --auth-file FILE (make one with `tsmfs passwd FILE USER`), or \
-             --insecure-no-auth if that is really meant"
-        );
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl HttpFlags {
+    fn server_options(&self) -> Result<tsmfs::http::ServerOptions> {
+        let listen = self.listen;
+        let cache_policy =
+            tsmfs::http::CachePolicy::parse(&self.cache_control).map_err(anyhow::Error::msg)?;
+        let users = self
+            .auth_file
+            .as_deref()
+            .map(tsmfs::http::auth::Users::load)
+            .transpose()?
+            .map(std::sync::Arc::new);
+        if users.is_none() && !self.insecure_no_auth && !listen.ip().is_loopback() {
+            bail!(
+                "refusing to serve {listen} without authentication: anyone who can reach it could read and change \
+                 everything. Give --auth-file FILE (make one with `tsmfs passwd FILE USER`), or \
+                 --insecure-no-auth if that is really meant"
+            );
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(tsmfs::http::tls::server_config(cert, key)?),
+            _ => None,
+        };
+        if users.is_some() && tls.is_none() && !listen.ip().is_loopback() {
+            eprintln!(
+                "tsmfs: warning: passwords cross the network in clear text (HTTP Basic without TLS: give --tls-cert and --tls-key)"
+            );
+        }
+        Ok(tsmfs::http::ServerOptions { cache_policy, users, tls })
     }
-    if users.is_some() && !listen.ip().is_loopback() {
-        eprintln!("tsmfs: warning: passwords cross the network in clear text (HTTP Basic without TLS)");
-    }
-    Ok(tsmfs::http::ServerOptions { cache_policy, users })
 }
 
 fn passwd(file: &Path, user: &str) -> Result<ExitCode> {
@@ -261,32 +270,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
-        Command::Serve {
-            data,
-            mountpoint,
-            listen,
-            read_only,
-            allow_other,
-            passthrough,
-            cache_control,
-            auth_file,
-            insecure_no_auth,
-        } => serve::serve(serve::ServeArgs {
-            data,
-            mountpoint: Some(mountpoint),
-            listen,
-            mount_options: MountOptions { allow_other, read_only, passthrough },
-            http: http_options(listen, &cache_control, auth_file.as_deref(), insecure_no_auth)?,
-        }),
-        Command::Webdav { data, listen, read_only, cache_control, auth_file, insecure_no_auth } => {
+        Command::Serve { data, mountpoint, read_only, allow_other, passthrough, http } => {
             serve::serve(serve::ServeArgs {
                 data,
-                mountpoint: None,
-                listen,
-                mount_options: MountOptions { read_only, ..MountOptions::default() },
-                http: http_options(listen, &cache_control, auth_file.as_deref(), insecure_no_auth)?,
+                mountpoint: Some(mountpoint),
+                listen: http.listen,
+                mount_options: MountOptions { read_only, allow_other, passthrough },
+                http: http.server_options()?,
             })
         }
+        Command::Webdav { data, read_only, http } => serve::serve(serve::ServeArgs {
+            data,
+            mountpoint: None,
+            listen: http.listen,
+            mount_options: MountOptions { read_only, ..MountOptions::default() },
+            http: http.server_options()?,
+        }),
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Fsck { data, repair } => check::fsck(&open_writable(&data)?, repair),
         Command::Scrub { data } => check::scrub(&open_writable(&data)?),

@@ -38,7 +38,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
         let addr = server.local_addr().context("bound address")?;
-        eprintln!("tsmfs: serving {} over WebDAV, listening on http://{addr}/", args.data.display());
+        let scheme = if args.http.tls.is_some() { "https" } else { "http" };
+        eprintln!("tsmfs: serving {} over WebDAV, listening on {scheme}://{addr}/", args.data.display());
         server.serve(stop).await.context("serve")
     });
     // Requests in flight are done: now the mount, then the metadata.

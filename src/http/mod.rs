@@ -7,6 +7,7 @@ mod get;
 mod limits;
 mod locks;
 mod propfind;
+pub mod tls;
 mod variants;
 
 use std::convert::Infallible;
@@ -326,6 +327,8 @@ pub struct ServerOptions {
     pub cache_policy: CachePolicy,
     /// Who may use the server (HTTP Basic); `None`: everyone.
     pub users: Option<Arc<auth::Users>>,
+    /// HTTPS (see [`tls::server_config`]); `None`: plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// Counters of a server (for tests and monitoring).
@@ -353,6 +356,7 @@ struct Shared {
 /// A bound WebDAV server, not yet serving.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
 }
 
@@ -371,8 +375,9 @@ impl Server {
             .build_handler();
         let stats = Arc::new(Stats::default());
         let variants = variants::Variants::new(fs.clone(), stats.clone());
+        let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let shared = Shared { handler, assets: assets::Assets::new(fs), variants, options, stats };
-        Ok(Server { listener, shared: Arc::new(shared) })
+        Ok(Server { listener, tls, shared: Arc::new(shared) })
     }
 
     /// Counters of this server, live.
@@ -405,16 +410,39 @@ impl Server {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(answer_even_if_panicking(handle(shared, req)).await) }
                     });
-                    let connection = http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(limits::HEAD_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!("webdav: connection from {peer}: {e}");
+                    let builder = {
+                        let mut builder = http1::Builder::new();
+                        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits::HEAD_TIMEOUT);
+                        builder
+                    };
+                    match self.tls.clone() {
+                        None => {
+                            let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                            tokio::spawn(async move {
+                                if let Err(e) = connection.await {
+                                    tracing::debug!("webdav: connection from {peer}: {e}");
+                                }
+                            });
                         }
-                    });
+                        Some(acceptor) => {
+                            // The handshake runs in the connection's task,
+                            // within the header timeout, so a silent client
+                            // holds nothing but its own task.
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                let handshake = tokio::time::timeout(limits::HEAD_TIMEOUT, acceptor.accept(stream));
+                                let stream = match handshake.await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => return tracing::debug!("webdav: TLS handshake with {peer}: {e}"),
+                                    Err(_) => return tracing::debug!("webdav: TLS handshake with {peer} timed out"),
+                                };
+                                let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                                if let Err(e) = connection.await {
+                                    tracing::debug!("webdav: connection from {peer}: {e}");
+                                }
+                            });
+                        }
+                    }
                 }
                 () = &mut shutdown => break,
             }
