@@ -389,3 +389,193 @@ fn sigkill_at_random_moments_loses_no_acknowledged_change() {
     );
     assert!(acknowledged > 0, "the writers got nothing done");
 }
+
+/// An ext4 file system on a loop device, mounted for the test.
+struct LoopDisk {
+    image: PathBuf,
+    at: PathBuf,
+}
+
+impl LoopDisk {
+    fn create(image: PathBuf, at: PathBuf) -> LoopDisk {
+        let file = std::fs::File::create(&image).expect("image");
+        file.set_len(512 << 20).expect("size the image");
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image)
+            .status()
+            .expect("run mkfs.ext4 (e2fsprogs)");
+        assert!(mkfs.success(), "mkfs.ext4");
+        std::fs::create_dir(&at).expect("disk mount point");
+        let disk = LoopDisk { image, at };
+        disk.mount();
+        disk
+    }
+
+    fn mount(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&self.image)
+            .arg(&self.at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a loop device needs root and /dev/loop-control");
+    }
+
+    fn unmount(&self) {
+        let status = Command::new("umount").arg(&self.at).status().expect("umount");
+        assert!(status.success(), "unmount the loop disk");
+    }
+
+    /// What a power cut does to the disk: ext4 stops at once, and what
+    /// was not on disk yet (page cache, journal not yet committed) is
+    /// lost (EXT4_IOC_SHUTDOWN with EXT4_GOING_FLAGS_NOLOGFLUSH, as
+    /// xfstests' "godown").
+    fn cut_power(&self) {
+        const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
+        const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+        let dir = std::fs::File::open(&self.at).expect("open the disk's root");
+        let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
+        // SAFETY: the ioctl reads one u32 from the pointer we pass.
+        let done = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&dir), EXT4_IOC_SHUTDOWN, &flags) };
+        assert_eq!(done, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).stderr(Stdio::null()).status();
+    }
+}
+
+/// Writers for the power cut: WebDAV PUTs (new names and overwrites) and
+/// mount writes that end in fsync, the one acknowledgement that promises
+/// durability. Returns the names whose write was fsynced.
+fn durable_writers(
+    base: &str,
+    mnt: &Path,
+    round: u64,
+    ledger: &Shared,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (http_ledger, http_stop, base) = (ledger.clone(), stop.clone(), base.to_owned());
+    let web = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut n = 0;
+        while !http_stop.load(Ordering::Relaxed) {
+            n += 1;
+            // Every third PUT overwrites an earlier name of this round.
+            let name = if n % 3 == 0 { format!("web-{round}-{}", n / 3) } else { format!("web-{round}-{n}") };
+            let bytes = bytes_of(round * 1_000_000 + 500_000 + n);
+            http_ledger.lock().unwrap().begin(&name, Some(bytes.clone()));
+            // A 201/204 promises what a close does: not durability, so the
+            // name may go back to an earlier state; nothing is settled.
+            if !matches!(http(&agent, "PUT", &format!("{base}/{name}"), None, &bytes), Some(201 | 204)) {
+                break;
+            }
+        }
+    });
+    let (ledger, stop, mnt) = (ledger.clone(), stop.clone(), mnt.to_owned());
+    let fuse = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let name = if n % 3 == 0 {
+                format!("fsynced-{round}-{}", n / 3)
+            } else {
+                format!("fsynced-{round}-{n}")
+            };
+            let bytes = bytes_of(round * 1_000_000 + 700_000 + n);
+            ledger.lock().unwrap().begin(&name, Some(Arc::new(Vec::new())));
+            ledger.lock().unwrap().begin(&name, Some(bytes.clone()));
+            let written = std::fs::File::create(mnt.join(&name)).and_then(|mut file| {
+                file.write_all(&bytes)?;
+                file.sync_all()
+            });
+            if written.is_err() {
+                break;
+            }
+            ledger.lock().unwrap().acknowledge(&name, Some(bytes));
+        }
+    });
+    vec![web, fuse]
+}
+
+#[test]
+fn power_cuts_lose_nothing_fsynced_and_tear_nothing() {
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts for real");
+    let cuts: u64 = std::env::var("TSMFS_POWERCUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = LoopDisk::create(dir.path().join("disk.img"), dir.path().join("disk"));
+    let (data, mnt) = (disk.at.join("data"), dir.path().join("mnt"));
+    std::fs::create_dir(&mnt).expect("mount point");
+    let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("init");
+    assert!(init.status.success());
+    let ledger = Shared::default();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut durable, mut rolled_back, mut kept) = (0u64, 0u64, 0u64);
+    for round in 0..cuts {
+        let (mut running, base) = serve(&data, &mnt);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = durable_writers(&base, &mnt, round, &ledger, &stop);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(100 + seed % 400));
+        disk.cut_power();
+        running.child.kill().expect("SIGKILL");
+        assert!(
+            reaped_within(&mut running.child, Duration::from_secs(10)),
+            "round {round}: serve did not exit"
+        );
+        stop.store(true, Ordering::Relaxed);
+        for thread in threads {
+            thread.join().expect("writer");
+        }
+        disk.unmount();
+        disk.mount();
+
+        let fsck = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("fsck").arg(&data).output().expect("fsck");
+        assert!(
+            fsck.status.success(),
+            "round {round}: fsck after a power cut:\n{}{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        let fs = tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions { read_only: true, ..Default::default() })
+            .expect("open");
+        let mut ledger = ledger.lock().unwrap();
+        for (name, allowed) in ledger.0.iter_mut() {
+            let found = read_back(&fs, name);
+            let Some(at) = allowed.iter().position(|state| *state == found) else {
+                let describe = |state: &State| {
+                    state.as_ref().map_or("absent".to_owned(), |b| format!("{} bytes", b.len()))
+                };
+                let possible: Vec<String> = allowed.iter().map(describe).collect();
+                panic!(
+                    "round {round}: after a power cut {name} is {}; possible were only {possible:?}",
+                    describe(&found)
+                );
+            };
+            match (allowed.len(), at + 1 == allowed.len()) {
+                (1, _) => durable += 1,
+                (_, true) => kept += 1,
+                (_, false) => rolled_back += 1,
+            }
+            *allowed = vec![found];
+        }
+    }
+    let (mut running, _) = serve(&data, &mnt);
+    // SAFETY: kill(2) on our own child's pid touches no memory.
+    unsafe { libc::kill(running.child.id() as i32, libc::SIGTERM) };
+    assert!(running.child.wait().expect("wait").success());
+    eprintln!(
+        "{cuts} power cuts: {durable} settled or fsynced states all there; unsettled writes: {kept} kept their newest state, {rolled_back} went back to an earlier whole one"
+    );
+    assert!(durable > 0, "nothing was fsynced");
+}
