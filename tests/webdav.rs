@@ -845,3 +845,19 @@ fn https_with_a_certificate_and_key_and_clear_errors_for_bad_ones() {
         "a certificate without a key is refused by the parser"
     );
 }
+
+#[test]
+fn a_lock_on_an_unmapped_url_creates_an_empty_locked_file() {
+    let server = TestServer::new();
+    let url = server.url("/reserved.txt");
+    let lockinfo = b"<?xml version=\"1.0\"?><D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>";
+    let (status, headers, _) = curl(&["-X", "LOCK", "-H", "Timeout: Second-600", &url], Some(lockinfo));
+    assert_eq!(status, 201, "RFC 4918, 7.3");
+    let token = header(&headers, "lock-token").expect("Lock-Token");
+    let (status, _, body) = get(&server, "/reserved.txt", &[]);
+    assert_eq!((status, body.len()), (200, 0), "the resource exists, empty");
+    assert_eq!(put(&server, "/reserved.txt", b"mine", &[]).0, 423, "locked against others");
+    let with_token = format!("If: ({token})");
+    assert_eq!(put(&server, "/reserved.txt", b"mine", &["-H", &with_token]).0, 204);
+    assert_eq!(get(&server, "/reserved.txt", &[]).2, b"mine");
+}

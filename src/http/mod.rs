@@ -248,12 +248,44 @@ async fn xml_request(
         // A new lock has a body (a refresh has none): is there room?
         let creates = hyper::body::Body::size_hint(req.body()).exact() != Some(0);
         let limit = fs.max_locks();
-        let count = tokio::task::spawn_blocking(move || fs.active_locks()).await;
+        let counting = fs.clone();
+        let count = tokio::task::spawn_blocking(move || counting.active_locks()).await;
         if creates && matches!(count, Ok(Ok(n)) if n >= limit) {
             return limits::refusal(http::StatusCode::INSUFFICIENT_STORAGE, "too many locks");
         }
+        let path = decoded_path(req.uri());
+        let response = handler.handle(weak_if_none_match(req)).await;
+        if response.status() == http::StatusCode::CREATED
+            && let Some(path) = path
+        {
+            // RFC 4918, 7.3: a LOCK of an unmapped URL creates an empty
+            // resource (dav-server only records the lock).
+            let created = tokio::task::spawn_blocking(move || create_empty(&fs, &path)).await;
+            if let Ok(Err(e)) = created {
+                tracing::warn!("webdav: LOCK could not create its empty resource: {e}");
+            }
+        }
+        return boxed(response);
     }
     boxed(handler.handle(weak_if_none_match(req)).await)
+}
+
+/// An empty file at `path`, unless something is there by now.
+fn create_empty(fs: &Fs, path: &[u8]) -> Result<(), crate::fs::FsError> {
+    let (parent, name) = fs.resolve_parent(path)?;
+    let caller = crate::fs::Caller::process(crate::fs::Origin::WebDav);
+    let absent = |current: Option<crate::id::ContentId>| current.is_none();
+    match fs.put_if(
+        parent.ino,
+        name,
+        &mut std::io::empty(),
+        crate::fs::PutOptions::default(),
+        &caller,
+        &absent,
+    ) {
+        Ok(_) | Err(crate::fs::FsError::PreconditionFailed) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A request whose handling panics (a bug, ours or a library's) gets a
