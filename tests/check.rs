@@ -110,6 +110,19 @@ fn gc_removes_garbage_and_refuses_to_run_beside_a_server() {
     let d = data.to_str().unwrap();
     let orphan = object_path(&data, b"left by a crash");
     std::fs::write(&orphan, b"left by a crash").unwrap();
+    // A variant whose object is gone, one whose object is there, and a
+    // file that is no variant at all.
+    let variants = data.join("variants/aa");
+    std::fs::create_dir_all(&variants).unwrap();
+    let gone = variants.join(format!("aa{}-0000000000000000.gzip", "0".repeat(38)));
+    std::fs::write(&gone, b"orphan").unwrap();
+    let kept_id = crate::util::sha1_id(b"alpha");
+    let kept =
+        data.join(format!("variants/{}/{}-{:016x}.br", &kept_id.lo_hex()[..2], kept_id.lo_hex(), kept_id.hi));
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    std::fs::write(&kept, b"kept").unwrap();
+    let foreign = variants.join("notes.txt");
+    std::fs::write(&foreign, b"not ours").unwrap();
     let mut server = crate::webdav::TestServer::start_on(&data);
     let refused = tsmfs(&["gc", d]);
     assert!(!refused.status.success());
@@ -118,6 +131,8 @@ fn gc_removes_garbage_and_refuses_to_run_beside_a_server() {
     let out = tsmfs(&["gc", d]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("removed 1 objects"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("1 orphaned compressed variants"), "{}", stdout(&out));
     assert!(!orphan.exists());
+    assert!(!gone.exists() && kept.exists() && foreign.exists());
     assert_eq!(stdout(&tsmfs(&["get", d, "/d/c.txt"])), "alpha");
 }

@@ -79,6 +79,12 @@ pub fn gc(fs: &Fs) -> Result<ExitCode> {
     let progress = bar("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} objects");
     let report = fs.gc(&follow(&progress))?;
     progress.finish_and_clear();
-    println!("gc: removed {} objects, {}", report.objects, HumanBytes(report.bytes));
+    println!(
+        "gc: removed {} objects, {}; {} orphaned compressed variants, {}",
+        report.objects,
+        HumanBytes(report.bytes),
+        report.orphan_variants,
+        HumanBytes(report.orphan_variant_bytes)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -113,6 +113,10 @@ pub struct GcReport {
     pub objects: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Compressed variants removed whose object was already gone.
+    pub orphan_variants: u64,
+    /// Their bytes.
+    pub orphan_variant_bytes: u64,
 }
 
 impl Fs {
@@ -294,6 +298,7 @@ impl Fs {
             }
         }
         self.repair(&garbage)?;
+        (gc.orphan_variants, gc.orphan_variant_bytes) = self.store.remove_orphan_variants()?;
         Ok(gc)
     }
 }

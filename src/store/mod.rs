@@ -295,6 +295,37 @@ impl Store {
         })
     }
 
+    /// Remove the variants whose object is gone (a release racing the
+    /// variant's write can leave one); returns how many and their bytes.
+    /// Files that are not variants are left alone.
+    pub fn remove_orphan_variants(&self) -> Result<(u64, u64), StoreError> {
+        let (mut count, mut bytes) = (0, 0);
+        for byte in 0..=255u8 {
+            let dir = self.variants.join(format!("{byte:02x}"));
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io("list", &dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(StoreError::io("list", &dir))?;
+                let path = entry.path();
+                let name = entry.file_name();
+                let Some((tag, encoding)) = name.to_str().and_then(|name| name.rsplit_once('.')) else {
+                    continue;
+                };
+                let Ok(id) = ContentId::from_etag(tag) else { continue };
+                if self.variant_path(&id, encoding) != path || self.contains(&id) {
+                    continue;
+                }
+                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(&path).map_err(StoreError::io("remove variant", &path))?;
+                count += 1;
+            }
+        }
+        Ok((count, bytes))
+    }
+
     /// Remove every variant of object `id`.
     fn remove_variants(&self, id: &ContentId) -> Result<(), StoreError> {
         for encoding in VARIANT_ENCODINGS {
