@@ -75,9 +75,12 @@ pub fn scrub(fs: &Fs) -> Result<ExitCode> {
     })
 }
 
-pub fn gc(fs: &Fs) -> Result<ExitCode> {
+/// `beside_server`: another process serves the data directory (`fs` is
+/// open read-only).
+pub fn gc(fs: &Fs, beside_server: bool) -> Result<ExitCode> {
     let progress = bar("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} objects");
-    let report = fs.gc(&follow(&progress))?;
+    let report =
+        if beside_server { fs.gc_beside_server(&follow(&progress))? } else { fs.gc(&follow(&progress))? };
     progress.finish_and_clear();
     println!(
         "gc: removed {} objects, {}; {} orphaned compressed variants, {}",

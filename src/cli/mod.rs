@@ -171,8 +171,9 @@ enum Command {
         data: PathBuf,
     },
     /// Remove objects and variants nothing refers to any more (left by a
-    /// crash; a running server removes its garbage itself). Needs the
-    /// data directory to itself.
+    /// crash; a running server removes its garbage itself). Safe beside a
+    /// running server: each removal is re-checked under the database's
+    /// write lock; staging files are then left for the next start.
     Gc {
         /// Data directory.
         data: PathBuf,
@@ -289,7 +290,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Passwd { file, user } => passwd(&file, &user),
         Command::Fsck { data, repair } => check::fsck(&open_writable(&data)?, repair),
         Command::Scrub { data } => check::scrub(&open_writable(&data)?),
-        Command::Gc { data } => check::gc(&open_writable(&data)?),
+        Command::Gc { data } => match Fs::open(&data, FsOptions::default()) {
+            Ok(fs) => check::gc(&fs, false),
+            Err(tsmfs::fs::OpenError::Locked(_)) => {
+                eprintln!("tsmfs: gc: a server holds {}: removing only what nothing names", data.display());
+                check::gc(&open_read_only(&data)?, true)
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
             mount::mount(mount::MountArgs {
                 data,

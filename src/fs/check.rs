@@ -188,6 +188,43 @@ impl Fs {
         Ok(report)
     }
 
+    /// Garbage collection beside a running server (this `Fs` is open
+    /// read-only): remove objects no content row names, and variants
+    /// whose object is gone. Candidates are listed without locks; each is
+    /// removed only after a re-check under SQLite's write lock, with every
+    /// commit durable, so neither a transaction that is publishing an
+    /// object nor a release that a power cut could undo can lose data.
+    /// Staging files and counts are left to `gc` without a server.
+    pub fn gc_beside_server(&self, progress: &dyn Fn(u64, u64)) -> FsResult<GcReport> {
+        let objects = self.store.list_objects()?;
+        let live: std::collections::HashSet<ContentId> =
+            self.meta.read(|db| db.live_contents())?.into_iter().map(|c| c.id).collect();
+        let candidates: Vec<(ContentId, u64)> = objects
+            .into_iter()
+            .filter_map(|object| match object {
+                ObjectFile::Object { id, len } if !live.contains(&id) => Some((id, len)),
+                _ => None,
+            })
+            .collect();
+        let total = candidates.len() as u64;
+        let mut gc = GcReport::default();
+        let removed = self.meta.under_write_lock(|db| -> FsResult<()> {
+            for (done, (id, len)) in candidates.iter().enumerate() {
+                progress(done as u64, total);
+                if db.content(id)?.is_none() {
+                    self.store.remove_object(id)?;
+                    gc.objects += 1;
+                    gc.bytes += len;
+                }
+            }
+            Ok(())
+        })?;
+        removed?;
+        progress(total, total);
+        (gc.orphan_variants, gc.orphan_variant_bytes) = self.store.remove_orphan_variants()?;
+        Ok(gc)
+    }
+
     /// Fix the repairable `problems`; returns how many were fixed.
     fn repair(&self, problems: &[Problem]) -> FsResult<usize> {
         let fixable: Vec<&Problem> = problems.iter().filter(|p| p.repairable()).collect();

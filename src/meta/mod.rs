@@ -378,6 +378,19 @@ impl Meta {
         Ok(f(&Db::new(&conn)))
     }
 
+    /// Run `f` holding SQLite's write lock, taken by a connection of its
+    /// own (so this works beside another process's writer), after every
+    /// commit so far was made durable (the log fsynced). Writes nothing;
+    /// meanwhile no transaction anywhere can commit.
+    pub fn under_write_lock<T>(&self, f: impl FnOnce(&Db<'_>) -> T) -> Result<T, MetaError> {
+        let conn = Connection::open(&self.path).map_err(MetaError::sql("open a locking connection"))?;
+        configure(&conn)?;
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(MetaError::sql("take the write lock"))?;
+        let result = self.sync_wal().map(|()| f(&Db::new(&conn)));
+        let _ = conn.execute_batch("ROLLBACK");
+        result
+    }
+
     fn sync_wal(&self) -> Result<(), MetaError> {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
