@@ -39,6 +39,78 @@ impl Ledger {
     fn acknowledge(&mut self, name: &str, state: State) {
         self.0.insert(name.to_owned(), vec![state]);
     }
+
+    /// After `what` (a kill, a power cut) and a restart: fsck must pass
+    /// and every name must hold one of its possible states, which then
+    /// is its only one. Counts what was found where.
+    fn settle(&mut self, data: &Path, what: &str, tally: &mut Tally) {
+        let fsck = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("fsck").arg(data).output().expect("fsck");
+        assert!(
+            fsck.status.success(),
+            "fsck after {what}:\n{}{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        let fs = tsmfs::fs::Fs::open(data, tsmfs::fs::FsOptions { read_only: true, ..Default::default() })
+            .expect("open read-only");
+        let describe =
+            |state: &State| state.as_ref().map_or("absent".to_owned(), |b| format!("{} bytes", b.len()));
+        for (name, allowed) in self.0.iter_mut() {
+            let found = read_back(&fs, name);
+            let Some(at) = allowed.iter().position(|state| *state == found) else {
+                let possible: Vec<String> = allowed.iter().map(describe).collect();
+                panic!("after {what}, {name} is {}; possible were only {possible:?}", describe(&found));
+            };
+            match (allowed.len(), at + 1 == allowed.len()) {
+                (1, _) => tally.settled += 1,
+                (_, true) => tally.newest += 1,
+                (_, false) => tally.earlier += 1,
+            }
+            *allowed = vec![found];
+        }
+    }
+}
+
+/// What [`Ledger::settle`] found.
+#[derive(Default)]
+struct Tally {
+    /// Names with one possible state (settled or acknowledged), there.
+    settled: u64,
+    /// Names changing at the crash, found in their newest state.
+    newest: u64,
+    /// Names changing at the crash, found in an earlier whole state.
+    earlier: u64,
+}
+
+/// A pause of `min_ms` plus up to `spread_ms`, from a xorshift `seed`.
+fn random_pause(seed: &mut u64, min_ms: u64, spread_ms: u64) {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    std::thread::sleep(Duration::from_millis(min_ms + *seed % spread_ms));
+}
+
+/// A new data directory at `data` and an empty mount point at `mnt`.
+fn init_data(data: &Path, mnt: &Path) {
+    std::fs::create_dir(mnt).expect("mount point");
+    let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(data).output().expect("init");
+    assert!(init.status.success());
+}
+
+/// The next start detaches the last stale mount and stops cleanly.
+fn restart_and_stop(data: &Path, mnt: &Path) {
+    let (mut running, _) = serve(data, mnt);
+    // SAFETY: kill(2) on our own child's pid touches no memory.
+    unsafe { libc::kill(running.child.id() as i32, libc::SIGTERM) };
+    assert!(running.child.wait().expect("wait").success());
+    assert!(mounted(mnt).is_none(), "a mount left behind");
+}
+
+fn stop_writers(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().expect("writer");
+    }
 }
 
 /// Names a writer may change (no other writer touches them).
@@ -320,74 +392,33 @@ fn sigkill_at_random_moments_loses_no_acknowledged_change() {
     let kills: u64 = std::env::var("TSMFS_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let dir = tempfile::tempdir().expect("temp dir");
     let (data, mnt): (PathBuf, PathBuf) = (dir.path().join("data"), dir.path().join("mnt"));
-    std::fs::create_dir(&mnt).expect("mount point");
-    let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("init");
-    assert!(init.status.success());
+    init_data(&data, &mnt);
     let ledger = Shared::default();
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let (mut checks, mut acknowledged, mut unsettled, mut took_new) = (0u64, 0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     for round in 0..kills {
         let (mut running, base) = serve(&data, &mnt);
         let stop = Arc::new(AtomicBool::new(false));
         let threads = writers(&base, &mnt, round, &ledger, &stop);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(50 + seed % 400));
+        random_pause(&mut seed, 50, 400);
         running.child.kill().expect("SIGKILL");
         if !reaped_within(&mut running.child, Duration::from_secs(10)) {
             let states = thread_states(running.child.id());
             abort_fuse_connection(&mnt);
             panic!("round {round}: the killed serve did not exit within 10 s; its threads:\n{states}");
         }
-        stop.store(true, Ordering::Relaxed);
-        for thread in threads {
-            thread.join().expect("writer");
-        }
-
-        let fsck = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("fsck").arg(&data).output().expect("fsck");
-        let report = String::from_utf8_lossy(&fsck.stdout);
-        assert!(
-            fsck.status.success(),
-            "round {round}: fsck after SIGKILL:\n{report}{}",
-            String::from_utf8_lossy(&fsck.stderr)
-        );
-        let fs = tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions { read_only: true, ..Default::default() })
-            .expect("open read-only");
-        let mut ledger = ledger.lock().unwrap();
-        for (name, allowed) in ledger.0.iter_mut() {
-            let found = read_back(&fs, name);
-            let Some(at) = allowed.iter().position(|state| *state == found) else {
-                let what = found.map_or("absent".to_owned(), |bytes| format!("{} bytes", bytes.len()));
-                let expected: Vec<String> = allowed
-                    .iter()
-                    .map(|s| s.as_ref().map_or("absent".into(), |b| format!("{} bytes", b.len())))
-                    .collect();
-                panic!("round {round}: {name} is {what}; possible were only {expected:?}");
-            };
-            checks += 1;
-            if allowed.len() == 1 {
-                acknowledged += 1;
-            } else {
-                unsettled += 1;
-                took_new += u64::from(at == allowed.len() - 1);
-            }
-            // Settled: what is there now is there for good.
-            *allowed = vec![found];
-        }
+        stop_writers(&stop, threads);
+        ledger.lock().unwrap().settle(&data, &format!("SIGKILL {round}"), &mut tally);
     }
-    // The next start detaches the last stale mount, and stops cleanly.
-    let (mut running, _) = serve(&data, &mnt);
-    // SAFETY: kill(2) on our own child's pid touches no memory.
-    unsafe { libc::kill(running.child.id() as i32, libc::SIGTERM) };
-    let status = running.child.wait().expect("wait");
-    assert!(status.success());
-    assert!(mounted(&mnt).is_none(), "a mount left behind");
+    restart_and_stop(&data, &mnt);
     let names = ledger.lock().unwrap().0.len();
+    let Tally { settled, newest, earlier } = tally;
     eprintln!(
-        "{kills} kills, {names} names: {checks} checks passed ({acknowledged} settled, {unsettled} in flight at a kill, of which {took_new} show the new state)"
+        "{kills} kills, {names} names: {} checks passed ({settled} settled, {} in flight at a kill: {newest} in the new state, {earlier} in the old)",
+        settled + newest + earlier,
+        newest + earlier
     );
-    assert!(acknowledged > 0, "the writers got nothing done");
+    assert!(settled > 0, "the writers got nothing done");
 }
 
 /// An ext4 file system on a loop device, mounted for the test.
@@ -513,69 +544,30 @@ fn power_cuts_lose_nothing_fsynced_and_tear_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let disk = LoopDisk::create(dir.path().join("disk.img"), dir.path().join("disk"));
     let (data, mnt) = (disk.at.join("data"), dir.path().join("mnt"));
-    std::fs::create_dir(&mnt).expect("mount point");
-    let init = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("init");
-    assert!(init.status.success());
+    init_data(&data, &mnt);
     let ledger = Shared::default();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let (mut durable, mut rolled_back, mut kept) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     for round in 0..cuts {
         let (mut running, base) = serve(&data, &mnt);
         let stop = Arc::new(AtomicBool::new(false));
         let threads = durable_writers(&base, &mnt, round, &ledger, &stop);
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(100 + seed % 400));
+        random_pause(&mut seed, 100, 400);
         disk.cut_power();
         running.child.kill().expect("SIGKILL");
         assert!(
             reaped_within(&mut running.child, Duration::from_secs(10)),
             "round {round}: serve did not exit"
         );
-        stop.store(true, Ordering::Relaxed);
-        for thread in threads {
-            thread.join().expect("writer");
-        }
+        stop_writers(&stop, threads);
         disk.unmount();
         disk.mount();
-
-        let fsck = Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("fsck").arg(&data).output().expect("fsck");
-        assert!(
-            fsck.status.success(),
-            "round {round}: fsck after a power cut:\n{}{}",
-            String::from_utf8_lossy(&fsck.stdout),
-            String::from_utf8_lossy(&fsck.stderr)
-        );
-        let fs = tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions { read_only: true, ..Default::default() })
-            .expect("open");
-        let mut ledger = ledger.lock().unwrap();
-        for (name, allowed) in ledger.0.iter_mut() {
-            let found = read_back(&fs, name);
-            let Some(at) = allowed.iter().position(|state| *state == found) else {
-                let describe = |state: &State| {
-                    state.as_ref().map_or("absent".to_owned(), |b| format!("{} bytes", b.len()))
-                };
-                let possible: Vec<String> = allowed.iter().map(describe).collect();
-                panic!(
-                    "round {round}: after a power cut {name} is {}; possible were only {possible:?}",
-                    describe(&found)
-                );
-            };
-            match (allowed.len(), at + 1 == allowed.len()) {
-                (1, _) => durable += 1,
-                (_, true) => kept += 1,
-                (_, false) => rolled_back += 1,
-            }
-            *allowed = vec![found];
-        }
+        ledger.lock().unwrap().settle(&data, &format!("power cut {round}"), &mut tally);
     }
-    let (mut running, _) = serve(&data, &mnt);
-    // SAFETY: kill(2) on our own child's pid touches no memory.
-    unsafe { libc::kill(running.child.id() as i32, libc::SIGTERM) };
-    assert!(running.child.wait().expect("wait").success());
+    restart_and_stop(&data, &mnt);
+    let Tally { settled, newest, earlier } = tally;
     eprintln!(
-        "{cuts} power cuts: {durable} settled or fsynced states all there; unsettled writes: {kept} kept their newest state, {rolled_back} went back to an earlier whole one"
+        "{cuts} power cuts: {settled} settled or fsynced states all there; unsettled writes: {newest} kept their newest state, {earlier} went back to an earlier whole one"
     );
-    assert!(durable > 0, "nothing was fsynced");
+    assert!(settled > 0, "nothing was fsynced");
 }

@@ -217,26 +217,18 @@ impl Store {
     /// Every file in the object area.
     pub fn list_objects(&self) -> Result<Vec<ObjectFile>, StoreError> {
         let mut found = Vec::new();
-        for byte in 0..=255u8 {
-            let dir = self.objects.join(format!("{byte:02x}"));
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io("list", &dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(StoreError::io("list", &dir))?;
-                let path = entry.path();
-                let id = entry.file_name().to_str().and_then(|name| ContentId::from_etag(name).ok());
-                match id.filter(|id| self.object_path(id) == path) {
-                    Some(id) => {
-                        let len = entry.metadata().map_err(StoreError::io("stat", &path))?.len();
-                        found.push(ObjectFile::Object { id, len });
-                    }
-                    None => found.push(ObjectFile::Stray(path)),
+        for_each_fanned_out(&self.objects, |entry| {
+            let path = entry.path();
+            let id = entry.file_name().to_str().and_then(|name| ContentId::from_etag(name).ok());
+            match id.filter(|id| self.object_path(id) == path) {
+                Some(id) => {
+                    let len = entry.metadata().map_err(StoreError::io("stat", &path))?.len();
+                    found.push(ObjectFile::Object { id, len });
                 }
+                None => found.push(ObjectFile::Stray(path)),
             }
-        }
+            Ok(())
+        })?;
         Ok(found)
     }
 
@@ -300,29 +292,21 @@ impl Store {
     /// Files that are not variants are left alone.
     pub fn remove_orphan_variants(&self) -> Result<(u64, u64), StoreError> {
         let (mut count, mut bytes) = (0, 0);
-        for byte in 0..=255u8 {
-            let dir = self.variants.join(format!("{byte:02x}"));
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io("list", &dir)(e)),
+        for_each_fanned_out(&self.variants, |entry| {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some((tag, encoding)) = name.to_str().and_then(|name| name.rsplit_once('.')) else {
+                return Ok(());
             };
-            for entry in entries {
-                let entry = entry.map_err(StoreError::io("list", &dir))?;
-                let path = entry.path();
-                let name = entry.file_name();
-                let Some((tag, encoding)) = name.to_str().and_then(|name| name.rsplit_once('.')) else {
-                    continue;
-                };
-                let Ok(id) = ContentId::from_etag(tag) else { continue };
-                if self.variant_path(&id, encoding) != path || self.contains(&id) {
-                    continue;
-                }
-                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(&path).map_err(StoreError::io("remove variant", &path))?;
-                count += 1;
+            let Ok(id) = ContentId::from_etag(tag) else { return Ok(()) };
+            if self.variant_path(&id, encoding) != path || self.contains(&id) {
+                return Ok(());
             }
-        }
+            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(StoreError::io("remove variant", &path))?;
+            count += 1;
+            Ok(())
+        })?;
         Ok((count, bytes))
     }
 
@@ -405,4 +389,24 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// Call `f` on every entry of the 256 fan-out directories (`00`..`ff`)
+/// under `root`; a missing one is empty.
+fn for_each_fanned_out(
+    root: &Path,
+    mut f: impl FnMut(fs::DirEntry) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for byte in 0..=255u8 {
+        let dir = root.join(format!("{byte:02x}"));
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::io("list", &dir)(e)),
+        };
+        for entry in entries {
+            f(entry.map_err(StoreError::io("list", &dir))?)?;
+        }
+    }
+    Ok(())
 }
