@@ -192,6 +192,10 @@ fn a_second_writer_on_one_data_dir_is_refused() {
     let t = TestFs::new();
     let err = tsmfs::fs::Fs::open(&t.data(), FsOptions::default()).unwrap_err();
     assert!(err.to_string().contains("in use"), "{err}");
+    // The holder is named (here: this very process, alive).
+    let holder = tsmfs::fs::LockHolderProcess { pid: std::process::id(), dying: false };
+    assert!(matches!(&err, tsmfs::fs::OpenError::Locked(_, Some(found)) if *found == holder), "{err}");
+    assert!(err.to_string().contains(&format!("(pid {})", std::process::id())), "{err}");
 }
 
 #[test]

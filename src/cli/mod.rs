@@ -292,7 +292,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Scrub { data } => check::scrub(&open_writable(&data)?),
         Command::Gc { data } => match Fs::open(&data, FsOptions::default()) {
             Ok(fs) => check::gc(&fs, false),
-            Err(tsmfs::fs::OpenError::Locked(_)) => {
+            Err(tsmfs::fs::OpenError::Locked(..)) => {
                 eprintln!("tsmfs: gc: a server holds {}: removing only what nothing names", data.display());
                 check::gc(&open_read_only(&data)?, true)
             }

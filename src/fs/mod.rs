@@ -168,8 +168,8 @@ pub enum OpenError {
     #[error("{} is on a read-only file system: serve or mount it with --read-only", .0.display())]
     ReadOnlyMedia(PathBuf),
     /// Another process holds the data directory.
-    #[error("{} is in use by another tsmfs process", .0.display())]
-    Locked(PathBuf),
+    #[error("{} is in use by another tsmfs process{}", .0.display(), describe_holder(.1))]
+    Locked(PathBuf, Option<LockHolderProcess>),
     /// An I/O failure on the directory itself.
     #[error("could not {action} {}: {source}", path.display())]
     Io {
@@ -580,5 +580,45 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
             }
         }
     }
-    Err(OpenError::Locked(data_dir.to_path_buf()))
+    Err(OpenError::Locked(data_dir.to_path_buf(), lock_holder(&file)))
+}
+
+/// The process holding a data directory's lock, as /proc/locks shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockHolderProcess {
+    /// Its process id.
+    pub pid: u32,
+    /// Whether it is a zombie: killed, but a thread of it cannot finish
+    /// (typically stuck on its own FUSE mount).
+    pub dying: bool,
+}
+
+fn describe_holder(holder: &Option<LockHolderProcess>) -> String {
+    match holder {
+        None => String::new(),
+        Some(LockHolderProcess { pid, dying: false }) => format!(" (pid {pid})"),
+        Some(LockHolderProcess { pid, dying: true }) => format!(
+            " (pid {pid}, which was killed but cannot finish exiting: a thread of it is stuck on its FUSE mount; \
+             `umount -f MOUNTPOINT` releases it)"
+        ),
+    }
+}
+
+/// Who holds the flock on `file`: its device and inode in /proc/locks.
+fn lock_holder(file: &File) -> Option<LockHolderProcess> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let key = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid: u32 = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&key.as_str()))
+            .then(|| fields.get(4)?.parse().ok())?
+    })?;
+    // The state follows the command name, which may hold spaces but ends
+    // at the last ')'.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    Some(LockHolderProcess { pid, dying: state == "Z" })
 }
