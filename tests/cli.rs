@@ -323,3 +323,33 @@ fn mount_runs_in_the_background_and_stops_cleanly() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("mount point /no/such/dir"), "{}", stderr(&out));
 }
+
+/// `umount M && tsmfs mount D2 M`: the first daemon, exiting after the
+/// outside unmount, must not unmount the second mount by its path (it
+/// did, every time, through fuser's mount handle).
+#[test]
+fn a_quick_remount_survives_the_previous_daemon_exiting() {
+    crate::util::require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+    for data in [&first, &second] {
+        assert!(tsmfs(&["init", data.to_str().unwrap()]).status.success());
+    }
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mnt_s = mnt.to_str().unwrap();
+    let is_mounted = || std::fs::read_to_string("/proc/mounts").unwrap().contains(&format!(" {mnt_s} fuse"));
+    for round in 0..3 {
+        assert!(tsmfs(&["mount", first.to_str().unwrap(), mnt_s]).status.success());
+        std::fs::write(mnt.join(format!("first-{round}")), b"1").unwrap();
+        assert!(std::process::Command::new("umount").arg(&mnt).status().unwrap().success());
+        assert!(tsmfs(&["mount", second.to_str().unwrap(), mnt_s]).status.success());
+        // The first daemon commits, checkpoints and exits meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(is_mounted(), "round {round}: the second mount was taken down");
+        assert!(!mnt.join(format!("first-{round}")).exists(), "round {round}: the second tree is mounted");
+        assert!(std::process::Command::new("umount").arg(&mnt).status().unwrap().success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(tsmfs(&["get", first.to_str().unwrap(), "/first-2"]).stdout, b"1");
+}

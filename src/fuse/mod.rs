@@ -116,10 +116,20 @@ impl Mounted {
     }
 
     /// Wait until the session ends by itself (unmounted from outside).
-    pub fn join(mut self) -> std::io::Result<()> {
-        let joined = self.session.join();
-        self.invalidator.stop();
-        joined
+    pub fn join(self) -> std::io::Result<()> {
+        let Mounted { session, mut invalidator, .. } = self;
+        while !session.guard.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        invalidator.stop();
+        // Not `session.join()`: it ends by dropping fuser's mount handle,
+        // which unmounts *by path* whatever is mounted there now. After an
+        // outside `umount`, that may already be a new mount of the same
+        // directory (`umount M && tsmfs mount D M` lost the new mount
+        // every time). The session thread is done and the connection is
+        // gone; the handle's descriptor is left to the process's exit.
+        std::mem::forget(session);
+        Ok(())
     }
 }
 
