@@ -195,15 +195,7 @@ fn five_hundred_concurrent_requests_for_a_cold_variant_start_one_compression() {
 #[test]
 fn incompressible_and_small_contents_are_sent_as_they_are() {
     let t = TestFs::new();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let noise: Vec<u8> = (0..50_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-        .collect();
+    let noise = crate::util::noise(1, 50_000);
     t.fs.put(Ino::ROOT, b"noise.txt", &mut &noise[..], PutOptions::default(), &caller()).unwrap();
     t.fs.put(Ino::ROOT, b"tiny.css", &mut &b"a{}"[..], PutOptions::default(), &caller()).unwrap();
     t.fs.put(Ino::ROOT, b"photo.jpg", &mut &css()[..], PutOptions::default(), &caller()).unwrap();

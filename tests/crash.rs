@@ -222,18 +222,7 @@ fn serve(data: &Path, mnt: &Path) -> (Running, String) {
 
 /// Bytes of write `n`: its length and contents depend on `n`.
 fn bytes_of(n: u64) -> Arc<Vec<u8>> {
-    let len = (n * 7919) % 200_000 + 1;
-    let mut state = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    Arc::new(
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect(),
-    )
+    Arc::new(crate::util::noise(n, ((n * 7919) % 200_000 + 1) as usize))
 }
 
 /// One WebDAV request; its status, or None when the server is gone.

@@ -123,15 +123,7 @@ pub(crate) fn request(
 
 /// Deterministic bytes of any length.
 fn version(i: usize, len: usize) -> Vec<u8> {
-    let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    crate::util::noise(i as u64, len)
 }
 
 #[test]

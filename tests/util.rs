@@ -263,3 +263,17 @@ pub fn init_logging() {
             .try_init();
     });
 }
+
+/// Deterministic bytes that do not repeat in any short period and do not
+/// compress (xorshift64, high bits), different for each `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
+}

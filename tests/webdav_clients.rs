@@ -86,15 +86,7 @@ fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// Bytes that do not repeat in any short period.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
+    crate::util::noise(seed, len)
 }
 
 fn get(server: &TestServer, path: &str) -> (String, Vec<u8>) {
