@@ -102,7 +102,10 @@ fn restart_and_stop(data: &Path, mnt: &Path) {
     let (mut running, _) = serve(data, mnt);
     // SAFETY: kill(2) on our own child's pid touches no memory.
     unsafe { libc::kill(running.child.id() as i32, libc::SIGTERM) };
-    assert!(running.child.wait().expect("wait").success());
+    let status = running.child.wait().expect("wait");
+    // (The log thread reads until the pipe closes, just after the exit.)
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(status.success(), "serve after SIGTERM: {status}; it said:\n{}", running.log.lock().unwrap().join("\n"));
     assert!(mounted(mnt).is_none(), "a mount left behind");
 }
 
@@ -126,6 +129,8 @@ impl Owned {
 struct Running {
     child: Child,
     mnt: PathBuf,
+    /// What it printed after its "listening" line.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Running {
@@ -216,8 +221,10 @@ fn serve(data: &Path, mnt: &Path) -> (Running, String) {
             break line[at..].trim_end_matches('/').to_owned();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Running { child, mnt: mnt.to_owned() }, base)
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| kept.lock().unwrap().push(line)));
+    (Running { child, mnt: mnt.to_owned(), log }, base)
 }
 
 /// Bytes of write `n`: its length and contents depend on `n`.
