@@ -105,7 +105,11 @@ fn restart_and_stop(data: &Path, mnt: &Path) {
     let status = running.child.wait().expect("wait");
     // (The log thread reads until the pipe closes, just after the exit.)
     std::thread::sleep(Duration::from_millis(200));
-    assert!(status.success(), "serve after SIGTERM: {status}; it said:\n{}", running.log.lock().unwrap().join("\n"));
+    assert!(
+        status.success(),
+        "serve after SIGTERM: {status}; it said:\n{}",
+        running.log.lock().unwrap().join("\n")
+    );
     assert!(mounted(mnt).is_none(), "a mount left behind");
 }
 
