@@ -430,7 +430,9 @@ struct LoopDisk {
 impl LoopDisk {
     fn create(image: PathBuf, at: PathBuf) -> LoopDisk {
         let file = std::fs::File::create(&image).expect("image");
-        file.set_len(512 << 20).expect("size the image");
+        // Sparse: only what is written takes room (100 power cuts write
+        // about a gigabyte; 5 take some tens of megabytes).
+        file.set_len(4 << 30).expect("size the image");
         let mkfs = Command::new("mkfs.ext4")
             .args(["-q", "-F"])
             .arg(&image)

@@ -392,9 +392,17 @@ impl Fs {
 
     /// Clean shutdown: remove unreferenced objects and write the WAL back
     /// into the database file.
+    /// A full disk is not an error here: every change is already in the
+    /// log, which the next open carries on from; nothing is lost.
     pub fn checkpoint(&self) -> FsResult<()> {
         self.remove_unreferenced();
-        Ok(self.meta.checkpoint()?)
+        match self.meta.checkpoint() {
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!("{e}: the write-ahead log keeps every change; the next start checkpoints it");
+                Ok(())
+            }
+            result => Ok(result?),
+        }
     }
 
     fn check_writable(&self) -> FsResult<()> {
