@@ -378,12 +378,9 @@ fn write_and_close(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// What `/name` holds committed, read through the library (a read-only
 /// open takes no lock).
 fn read_back(fs: &tsmfs::fs::Fs, name: &str) -> State {
-    use std::io::Read;
     let attr = fs.resolve_committed(format!("/{name}").as_bytes()).ok()?;
     let Some(id) = attr.content else { return Some(Arc::new(Vec::new())) };
-    let mut bytes = Vec::new();
-    fs.open_content(&id).expect("object of a committed file").read_to_end(&mut bytes).expect("read object");
-    Some(Arc::new(bytes))
+    Some(Arc::new(fs.read_content(&id).expect("object of a committed file")))
 }
 
 #[test]

@@ -221,6 +221,16 @@ impl Fs {
         }
     }
 
+    /// All bytes of committed content `id` (for contents small enough to
+    /// hold in memory). NotFound if no object holds `id` (any more).
+    pub fn read_content(&self, id: &ContentId) -> FsResult<Vec<u8>> {
+        match self.store.read_object(id) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(FsError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The size of content `id` if some file holds it now; `None` if none
     /// does (it may never have existed, or be gone).
     pub fn content_size(&self, id: &ContentId) -> FsResult<Option<u64>> {

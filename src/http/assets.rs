@@ -171,16 +171,7 @@ impl Assets {
         let fs = self.fs.clone();
         self.contents
             .get_or_insert_async(&id, async move {
-                blocking(move || {
-                    use std::io::Read;
-                    let mut bytes = Vec::new();
-                    fs.open_content(&id)?.read_to_end(&mut bytes).map_err(crate::store::StoreError::io(
-                        "read object",
-                        std::path::Path::new("object"),
-                    ))?;
-                    Ok(Bytes::from(bytes))
-                })
-                .await
+                blocking(move || Ok(Bytes::from(fs.read_content(&id)?))).await
             })
             .await
     }

@@ -168,8 +168,7 @@ impl Variants {
         if let Some(bytes) = self.fs.variant(&id, encoding.name())? {
             return Ok(Bytes::from(bytes));
         }
-        let mut identity = Vec::new();
-        std::io::Read::read_to_end(&mut self.fs.open_content(&id)?, &mut identity)?;
+        let identity = self.fs.read_content(&id)?;
         self.stats.compressions.fetch_add(1, Ordering::Relaxed);
         let mut compressed = encoding.compress(&identity)?;
         if compressed.len() >= identity.len() {

@@ -159,6 +159,12 @@ impl Store {
         File::open(&path).map_err(StoreError::io("open object", &path))
     }
 
+    /// All bytes of an object.
+    pub fn read_object(&self, id: &ContentId) -> Result<Vec<u8>, StoreError> {
+        let path = self.object_path(id);
+        fs::read(&path).map_err(StoreError::io("read object", &path))
+    }
+
     /// Whether the object file exists.
     pub fn contains(&self, id: &ContentId) -> bool {
         self.object_path(id).exists()
