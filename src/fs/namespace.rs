@@ -41,23 +41,7 @@ impl Fs {
     /// symlinks. `.` and empty components are skipped; `..` is refused, so
     /// a path can never climb out of the tree.
     pub fn resolve(&self, path: &[u8]) -> FsResult<Attr> {
-        let mut current = self.getattr(Ino::ROOT)?;
-        for (depth, part) in path.split(|&b| b == b'/').enumerate() {
-            if depth > MAX_PATH_DEPTH {
-                return Err(FsError::Loop);
-            }
-            match part {
-                b"" | b"." => continue,
-                b".." => return Err(FsError::Invalid("'..' in path")),
-                name => {
-                    if current.kind != FileKind::Dir {
-                        return Err(FsError::NotDir);
-                    }
-                    current = self.lookup(current.ino, name)?;
-                }
-            }
-        }
-        Ok(current)
+        walk(path, self.getattr(Ino::ROOT)?, |dir, name| self.lookup(dir, name))
     }
 
     /// [`Fs::resolve`] as last committed, in one snapshot: pending writes
@@ -65,24 +49,13 @@ impl Fs {
     /// HTTP serves: committed versions only.
     pub fn resolve_committed(&self, path: &[u8]) -> FsResult<Attr> {
         self.meta.read(|db| {
-            let mut current = db.inode(Ino::ROOT)?.ok_or(FsError::NotFound)?;
-            for (depth, part) in path.split(|&b| b == b'/').enumerate() {
-                if depth > MAX_PATH_DEPTH {
-                    return Err(FsError::Loop);
+            let root = db.inode(Ino::ROOT)?.ok_or(FsError::NotFound)?;
+            walk(path, root, |dir, name| {
+                if name.len() > super::NAME_MAX {
+                    return Err(FsError::NameTooLong);
                 }
-                match part {
-                    b"" | b"." => continue,
-                    b".." => return Err(FsError::Invalid("'..' in path")),
-                    name if name.len() > super::NAME_MAX => return Err(FsError::NameTooLong),
-                    name => {
-                        if current.kind != FileKind::Dir {
-                            return Err(FsError::NotDir);
-                        }
-                        current = db.lookup(current.ino, name)?.ok_or(FsError::NotFound)?;
-                    }
-                }
-            }
-            Ok(current)
+                db.lookup(dir, name)?.ok_or(FsError::NotFound)
+            })
         })
     }
 
@@ -399,6 +372,29 @@ impl Fs {
     pub fn parent_of(&self, dir: Ino) -> FsResult<Ino> {
         Ok(self.meta.read(|db| db.parent_of_dir(dir))?.map_or(Ino::ROOT, |(p, _)| p))
     }
+}
+
+/// Walk `path` from `root` with `step(dir, name)` for each component:
+/// `.` and empty components are skipped, `..` is refused (a path can never
+/// climb out of the tree), and only directories are stepped through.
+fn walk(path: &[u8], root: Attr, mut step: impl FnMut(Ino, &[u8]) -> FsResult<Attr>) -> FsResult<Attr> {
+    let mut current = root;
+    for (depth, part) in path.split(|&b| b == b'/').enumerate() {
+        if depth > MAX_PATH_DEPTH {
+            return Err(FsError::Loop);
+        }
+        match part {
+            b"" | b"." => continue,
+            b".." => return Err(FsError::Invalid("'..' in path")),
+            name => {
+                if current.kind != FileKind::Dir {
+                    return Err(FsError::NotDir);
+                }
+                current = step(current.ino, name)?;
+            }
+        }
+    }
+    Ok(current)
 }
 
 /// What a new inode made by `make_node` is.
