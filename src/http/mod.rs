@@ -245,13 +245,15 @@ async fn xml_request(
         if fs.is_read_only() {
             return limits::refusal(http::StatusCode::FORBIDDEN, "read-only");
         }
-        // A new lock has a body (a refresh has none): is there room?
-        let creates = hyper::body::Body::size_hint(req.body()).exact() != Some(0);
-        let limit = fs.max_locks();
-        let counting = fs.clone();
-        let count = tokio::task::spawn_blocking(move || counting.active_locks()).await;
-        if creates && matches!(count, Ok(Ok(n)) if n >= limit) {
-            return limits::refusal(http::StatusCode::INSUFFICIENT_STORAGE, "too many locks");
+        // A new lock has a body (a refresh has none): is there room? (The
+        // core refuses one too many as well, but dav-server's lock system
+        // can only report that as 423.)
+        if hyper::body::Body::size_hint(req.body()).exact() != Some(0) {
+            let (limit, counting) = (fs.max_locks(), fs.clone());
+            let count = tokio::task::spawn_blocking(move || counting.active_locks()).await;
+            if matches!(count, Ok(Ok(n)) if n >= limit) {
+                return limits::refusal(http::StatusCode::INSUFFICIENT_STORAGE, "too many locks");
+            }
         }
         let path = decoded_path(req.uri());
         let response = handler.handle(weak_if_none_match(req)).await;
