@@ -312,13 +312,7 @@ impl Meta {
         if immutable && std::fs::metadata(wal_path(&path)).is_ok_and(|wal| wal.len() > 0) {
             return Err(MetaError::LogOnReadOnlyMedia(data_dir.to_path_buf()));
         }
-        let meta = Meta {
-            path,
-            immutable,
-            writer: Mutex::new(Connection::open_in_memory().map_err(MetaError::sql("open"))?),
-            readers: Mutex::new(Vec::new()),
-        };
-        let conn = meta.open_reader()?;
+        let conn = open_reader(&path, immutable)?;
         let found: u32 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(MetaError::sql("read schema version"))?;
@@ -331,8 +325,7 @@ impl Meta {
             }
             std::cmp::Ordering::Equal => {}
         }
-        *meta.writer.lock() = conn;
-        Ok(meta)
+        Ok(Meta { path, immutable, writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) })
     }
 
     /// Run `f` on a read connection. Each statement sees the latest commit.
@@ -418,19 +411,7 @@ impl Meta {
     }
 
     fn open_reader(&self) -> Result<Connection, MetaError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = if self.immutable {
-            let path = percent_encoding::percent_encode(self.path.as_os_str().as_encoded_bytes(), URI_PATH);
-            Connection::open_with_flags(
-                format!("file:{path}?immutable=1"),
-                flags | OpenFlags::SQLITE_OPEN_URI,
-            )
-        } else {
-            Connection::open_with_flags(&self.path, flags)
-        }
-        .map_err(MetaError::sql("open read connection"))?;
-        configure(&conn)?;
-        Ok(conn)
+        open_reader(&self.path, self.immutable)
     }
 }
 
@@ -457,6 +438,21 @@ fn run_transaction<T, E: From<MetaError>>(
     let value = result?;
     ended?;
     Ok(value)
+}
+
+/// A read-only connection to the database at `path` (`immutable`: on
+/// read-only media, see [`Meta::open_read_only`]).
+fn open_reader(path: &Path, immutable: bool) -> Result<Connection, MetaError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        let path = percent_encoding::percent_encode(path.as_os_str().as_encoded_bytes(), URI_PATH);
+        Connection::open_with_flags(format!("file:{path}?immutable=1"), flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(MetaError::sql("open read connection"))?;
+    configure(&conn)?;
+    Ok(conn)
 }
 
 /// Bytes of a path %-encoded in an SQLite URI.
