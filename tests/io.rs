@@ -111,6 +111,40 @@ fn an_unlinked_open_file_stays_readable_and_writable_until_closed() {
 }
 
 #[test]
+fn a_created_file_is_open_at_once_and_an_unlink_right_after_keeps_it_until_closed() {
+    let t = TestFs::new();
+    let made = t.fs.create_file(Ino::ROOT, b"new", 0o640, &caller(), rw()).unwrap();
+    assert_eq!((made.attr.size, made.attr.perm, made.attr.nlink), (0, 0o640, 1));
+    assert!(matches!(t.fs.create_file(Ino::ROOT, b"new", 0o640, &caller(), rw()), Err(FsError::Exists)));
+    t.fs.unlink(Ino::ROOT, b"new", &caller()).unwrap();
+    t.fs.write(made.handle, 0, b"written after the unlink").unwrap();
+    t.fs.flush(made.handle, O).unwrap();
+    assert_eq!(read_handle(&t, made.handle), b"written after the unlink");
+    t.fs.release(made.handle, O).unwrap();
+    assert!(matches!(t.fs.getattr(made.attr.ino), Err(FsError::NotFound)));
+    assert_eq!(t.object_files(), 0);
+}
+
+#[test]
+fn an_open_file_replaced_by_a_rename_is_deleted_at_its_last_close_not_before() {
+    let t = TestFs::new();
+    let old = t.put(Ino::ROOT, "target", b"old version");
+    t.put(Ino::ROOT, "incoming", b"new version");
+    let first = t.fs.open_file(old.ino, rw()).unwrap().handle;
+    t.fs.rename(Ino::ROOT, b"incoming", Ino::ROOT, b"target", Default::default(), &caller()).unwrap();
+    // Opened again by inode number (as the kernel may) after it lost its
+    // name: the first close must not delete it under the second handle.
+    let second = t.fs.open_file(old.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+    t.fs.release(first, O).unwrap();
+    assert_eq!(read_handle(&t, second), b"old version");
+    assert_eq!(t.fs.getattr(old.ino).unwrap().nlink, 0);
+    t.fs.release(second, O).unwrap();
+    assert!(matches!(t.fs.getattr(old.ino), Err(FsError::NotFound)));
+    assert_eq!(t.read_all(t.fs.lookup(Ino::ROOT, b"target").unwrap().ino), b"new version");
+    assert_eq!(t.object_files(), 1);
+}
+
+#[test]
 fn an_unclean_stop_loses_uncommitted_writes_and_orphans_only() {
     let t = TestFs::new();
     let kept = t.put(Ino::ROOT, "kept", b"committed");

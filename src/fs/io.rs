@@ -14,9 +14,11 @@
 //!
 //! Lock order: an inode's `InodeIo` lock, then the metadata writer lock,
 //! then the table locks. The table locks are never held while waiting for
-//! anything else.
+//! anything else. One exception: a file being created is registered as
+//! open inside its creating transaction ([`Fs::create_file`]); nobody else
+//! can know its brand-new inode number, so nobody can hold its lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::content::Body;
-use super::{Attr, FileKind, Fs, FsError, FsResult, Origin, now_ns};
+use super::{Attr, Caller, FileKind, Fs, FsError, FsResult, Origin, check_name, now_ns};
 use crate::id::{ContentId, Handle, Ino};
 use crate::store::{ContentDigest, Durability, Staging};
 
@@ -65,6 +67,9 @@ pub struct Opened {
 pub(crate) struct OpenFiles {
     handles: Mutex<HashMap<Handle, Arc<OpenFile>>>,
     inodes: Mutex<HashMap<Ino, Arc<Mutex<InodeIo>>>>,
+    /// Open inodes that lost their last name: their last release deletes
+    /// them. Taken under the `inodes` lock, after it.
+    unlinked: Mutex<HashSet<Ino>>,
     next_handle: AtomicU64,
 }
 
@@ -111,9 +116,30 @@ impl OpenFiles {
         }
     }
 
-    /// Whether `ino` has open handles.
-    pub(crate) fn is_open(&self, ino: Ino) -> bool {
-        self.inodes.lock().contains_key(&ino)
+    /// Take back a handle counted by [`OpenFiles::register_handle`] that
+    /// never opened.
+    fn unregister_handle(&self, ino: Ino, io: &Mutex<InodeIo>) {
+        let mut guard = io.lock();
+        guard.handles -= 1;
+        drop_if_unused(self, ino, &guard);
+    }
+
+    /// `ino` is losing its last name: if it is open, note that its last
+    /// release must delete it and return true (the caller keeps it as an
+    /// open-unlinked inode); false if nothing has it open.
+    pub(crate) fn keep_unlinked_if_open(&self, ino: Ino) -> bool {
+        let inodes = self.inodes.lock();
+        let open = inodes.contains_key(&ino);
+        if open {
+            self.unlinked.lock().insert(ino);
+        }
+        open
+    }
+
+    /// Whether `ino`, whose last handle just closed, lost its last name
+    /// while open (and so must be deleted now).
+    fn take_unlinked(&self, ino: Ino) -> bool {
+        self.unlinked.lock().remove(&ino)
     }
 
     fn get(&self, handle: Handle) -> FsResult<Arc<OpenFile>> {
@@ -134,13 +160,8 @@ impl Fs {
     pub(super) fn current(&self, inode: Attr) -> FsResult<Attr> {
         let Some(io) = self.open_files.io_of(inode.ino) else { return Ok(inode) };
         let io = io.lock();
-        let Some(mut fresh) = self.meta.read(|db| db.inode(inode.ino))? else { return Ok(inode) };
-        if let Some(staging) = &io.staging {
-            fresh.size = staging.len();
-            fresh.mtime_ns = io.mtime_ns;
-            fresh.ctime_ns = fresh.ctime_ns.max(io.mtime_ns);
-        }
-        Ok(fresh)
+        let Some(fresh) = self.meta.read_point(|db| db.inode(inode.ino))? else { return Ok(inode) };
+        Ok(with_pending(&io, fresh))
     }
 
     /// Open `ino`. With `flags.truncate` (and write) the file reads as
@@ -149,16 +170,62 @@ impl Fs {
         if flags.write || flags.truncate {
             self.check_writable()?;
         }
-        let handle = Handle(self.open_files.next_handle.fetch_add(1, Ordering::Relaxed) + 1);
         let io = self.open_files.register_handle(ino);
+        self.open_registered(ino, &io, flags, None)
+    }
+
+    /// Create regular file `parent/name` and open it: one write
+    /// transaction, nothing read back. The handle is counted inside the
+    /// transaction, so an unlink right after (which waits for the commit)
+    /// leaves an open-unlinked file, as it would for any open file.
+    pub fn create_file(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        perm: u32,
+        caller: &Caller,
+        flags: OpenFlags,
+    ) -> FsResult<Opened> {
+        check_name(name)?;
+        let mut registered = None;
+        let made = self.transact(caller.origin, false, |tx| {
+            let attr = tx.make_file(parent, name, perm, caller)?;
+            registered = Some((attr.ino, self.open_files.register_handle(attr.ino)));
+            Ok(attr)
+        });
+        match (made, registered) {
+            (Ok(attr), Some((ino, io))) => self.open_registered(ino, &io, flags, Some(attr)),
+            (made, registered) => {
+                // A commit that failed after the handle was counted.
+                if let Some((ino, io)) = registered {
+                    self.open_files.unregister_handle(ino, &io);
+                }
+                Err(made.err().unwrap_or(FsError::Invalid("create counted no handle")))
+            }
+        }
+    }
+
+    /// Open `ino`, already counted in `io` by
+    /// [`OpenFiles::register_handle`]. `known` is its attributes if the
+    /// caller just wrote them (a create), which saves reading them back.
+    fn open_registered(
+        &self,
+        ino: Ino,
+        io: &Arc<Mutex<InodeIo>>,
+        flags: OpenFlags,
+        known: Option<Attr>,
+    ) -> FsResult<Opened> {
+        let handle = Handle(self.open_files.next_handle.fetch_add(1, Ordering::Relaxed) + 1);
         let mut guard = io.lock();
-        let set_up = self.with_current_content(ino, |inode| {
+        let set_up = self.with_current_content(ino, known, |inode| {
             if inode.kind == FileKind::Dir && (flags.write || flags.truncate) {
                 return Err(FsError::IsDir);
             }
-            self.setup_handle(&mut guard, inode, flags).map(|v| (inode.clone(), v))
+            let set_up = self.setup_handle(&mut guard, inode, flags)?;
+            // Read under the I/O lock: no commit of this inode since.
+            Ok((with_pending(&guard, inode.clone()), set_up))
         });
-        let (inode, (view, backing)) = match set_up {
+        let (attr, (view, backing)) = match set_up {
             Ok(set_up) => set_up,
             Err(e) => {
                 guard.handles -= 1;
@@ -168,8 +235,8 @@ impl Fs {
         };
         guard.views.insert(handle, view.clone());
         drop(guard);
-        self.open_files.handles.lock().insert(handle, Arc::new(OpenFile { ino, flags, io }));
-        Ok(Opened { handle, attr: self.current(inode)?, content: view.content, backing })
+        self.open_files.handles.lock().insert(handle, Arc::new(OpenFile { ino, flags, io: io.clone() }));
+        Ok(Opened { handle, attr, content: view.content, backing })
     }
 
     fn setup_handle(
@@ -418,7 +485,7 @@ impl Fs {
     /// committed content.
     fn staging_for<'a>(&self, io: &'a mut InodeIo, ino: Ino) -> FsResult<&'a mut Staging> {
         if io.staging.is_none() {
-            let staging = self.with_current_content(ino, |inode| match inode.content {
+            let staging = self.with_current_content(ino, None, |inode| match inode.content {
                 Some(id) => Ok(self.store.stage_copy_of(&id)?),
                 None => Ok(self.store.stage()?),
             })?;
@@ -431,11 +498,19 @@ impl Fs {
     /// missing because a concurrent commit replaced the content (and
     /// removed the old object) between the read and the open, try again
     /// with the new content.
-    fn with_current_content<T>(&self, ino: Ino, mut f: impl FnMut(&Attr) -> FsResult<T>) -> FsResult<T> {
+    fn with_current_content<T>(
+        &self,
+        ino: Ino,
+        mut known: Option<Attr>,
+        mut f: impl FnMut(&Attr) -> FsResult<T>,
+    ) -> FsResult<T> {
         const ATTEMPTS: usize = 16;
         let mut attempt = 0;
         loop {
-            let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+            let inode = match known.take() {
+                Some(inode) => inode,
+                None => self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?,
+            };
             match f(&inode) {
                 Err(FsError::Store(e)) if e.raw_os_error() == Some(libc::ENOENT) && attempt < ATTEMPTS => {
                     let now = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
@@ -518,23 +593,23 @@ impl Fs {
             drop_if_unused(&self.open_files, open.ino, &io);
         }
         drop(io);
-        if last {
-            self.purge_if_unlinked(open.ino)?;
+        // The common case, a file with names, needs no transaction at all.
+        if last && self.open_files.take_unlinked(open.ino) {
+            self.purge_unlinked(open.ino)?;
         }
         committed
     }
 
-    fn purge_if_unlinked(&self, ino: Ino) -> FsResult<()> {
+    /// Delete `ino`, which lost its last name while open, unless it was
+    /// opened again meanwhile (then that handle's last release will).
+    fn purge_unlinked(&self, ino: Ino) -> FsResult<()> {
         if self.read_only {
             return Ok(());
         }
-        // The common case, a file with names, needs no write transaction.
-        let linked = self.meta.read(|db| db.inode(ino))?.is_some_and(|inode| inode.nlink > 0);
-        if linked {
-            return Ok(());
-        }
         self.transact(Origin::Internal, false, |tx| match tx.db.inode(ino)? {
-            Some(inode) if inode.nlink == 0 && !self.open_files.is_open(ino) => tx.delete_inode(&inode),
+            Some(inode) if inode.nlink == 0 && !self.open_files.keep_unlinked_if_open(ino) => {
+                tx.delete_inode(&inode)
+            }
             _ => Ok(()),
         })
     }
@@ -578,9 +653,8 @@ impl Fs {
         let stored = (content != super::EMPTY_CONTENT).then_some(content);
         let view = match self.view_of(&InodeIo::default(), stored) {
             Ok(view) => view,
-            Err(_) => {
-                self.with_current_content(ino, |inode| self.view_of(&InodeIo::default(), inode.content))?
-            }
+            Err(_) => self
+                .with_current_content(ino, None, |inode| self.view_of(&InodeIo::default(), inode.content))?,
         };
         for v in io.views.values_mut() {
             *v = view.clone();
@@ -632,6 +706,16 @@ pub struct CopyOutcome {
 
 /// Buffer of a byte-by-byte copy.
 const IO_CHUNK_COPY: usize = 1024 * 1024;
+
+/// `attr` as the open inode's handles see it: with pending writes.
+fn with_pending(io: &InodeIo, mut attr: Attr) -> Attr {
+    if let Some(staging) = &io.staging {
+        attr.size = staging.len();
+        attr.mtime_ns = io.mtime_ns;
+        attr.ctime_ns = attr.ctime_ns.max(io.mtime_ns);
+    }
+    attr
+}
 
 fn drop_if_unused(files: &OpenFiles, ino: Ino, io: &InodeIo) {
     if io.handles == 0 {

@@ -348,7 +348,7 @@ impl Fs {
 
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+        let inode = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
         self.current(inode)
     }
 

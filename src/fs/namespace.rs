@@ -22,18 +22,11 @@ impl Fs {
         if name.len() > super::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        let found = self.meta.read(|db| {
-            let found = db.lookup(parent, name)?;
-            if found.is_none() {
-                // Tell "no such entry" from "parent is not a directory".
-                match db.inode(parent)? {
-                    None => return Ok(Err(FsError::NotFound)),
-                    Some(p) if p.kind != FileKind::Dir => return Ok(Err(FsError::NotDir)),
-                    Some(_) => {}
-                }
-            }
-            Ok::<_, FsError>(found.ok_or(FsError::NotFound))
-        })??;
+        let found = match self.meta.read_point(|db| db.lookup_in(parent, name))? {
+            Some((_, Some(found))) => found,
+            Some((FileKind::Dir, None)) | None => return Err(FsError::NotFound),
+            Some((_, None)) => return Err(FsError::NotDir),
+        };
         self.current(found)
     }
 
@@ -318,7 +311,7 @@ impl Fs {
     /// One name of a non-directory is gone: lower its link count, and
     /// delete it unless a handle still has it open.
     fn drop_link(&self, tx: &mut Tx<'_, '_>, inode: &Attr) -> FsResult<()> {
-        if inode.nlink > 1 || self.open_files.is_open(inode.ino) {
+        if inode.nlink > 1 || self.open_files.keep_unlinked_if_open(inode.ino) {
             Ok(tx.db.add_links(inode.ino, -1, tx.now)?)
         } else {
             tx.delete_inode(inode)
@@ -427,6 +420,17 @@ fn list_page(db: &crate::meta::Db<'_>, dir: Ino, cursor: u64, limit: u32) -> FsR
 }
 
 impl Tx<'_, '_> {
+    /// Create regular file `parent/name`.
+    pub(super) fn make_file(
+        &mut self,
+        parent: Ino,
+        name: &[u8],
+        perm: u32,
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        self.make_node(parent, name, Node { kind: FileKind::File, perm, rdev: 0, symlink: None }, caller)
+    }
+
     fn make_node(&mut self, parent: Ino, name: &[u8], node: Node<'_>, caller: &Caller) -> FsResult<Attr> {
         let Node { kind, perm, rdev, symlink } = node;
         let op = match kind {

@@ -113,18 +113,20 @@ impl TsmFuse {
         }
     }
 
-    /// Open `ino` and choose how the kernel does I/O on the handle.
+    /// Open a file with `core_open` (an open or a create) and choose how
+    /// the kernel does I/O on the handle.
     fn open_handle(
         &self,
-        ino: Ino,
         flags: i32,
+        core_open: impl FnOnce(OpenFlags) -> Result<crate::fs::Opened, FsError>,
         open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
     ) -> Result<FuseOpen, FuseOpenError> {
         let flags = Self::open_flags(flags);
         if flags.write || flags.truncate {
             self.writable()?;
         }
-        let opened = self.fs.open_file(ino, flags)?;
+        let opened = core_open(flags)?;
+        let ino = opened.attr.ino;
         let backing = if self.passthrough { opened.backing.as_ref() } else { None };
         let access = match (flags.read, flags.write || flags.truncate) {
             (_, false) => Access::Read,
@@ -395,7 +397,9 @@ impl Filesystem for TsmFuse {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
-        let opened = self.open_handle(Ino(ino.0), flags.0, |file| reply.open_backing(file));
+        let ino = Ino(ino.0);
+        let opened =
+            self.open_handle(flags.0, |flags| self.fs.open_file(ino, flags), |file| reply.open_backing(file));
         match opened {
             Ok(FuseOpen { handle, flags, backing: Some(backing), .. }) => {
                 reply.opened_passthrough(FileHandle(handle.0), flags, &backing)
@@ -417,19 +421,16 @@ impl Filesystem for TsmFuse {
     ) {
         let result = (|| {
             self.writable()?;
-            let attr = self.fs.mknod(
-                Ino(parent.0),
-                name_bytes(name),
-                FileKind::File,
-                mode & 0o7777,
-                0,
-                &Self::caller(req),
-            )?;
             // A new file has no committed content: never passthrough. It is
             // empty, so O_TRUNC has nothing to do (it would stage an empty
             // content and commit it at close).
             let flags = flags & !libc::O_TRUNC;
-            self.open_handle(attr.ino, flags, |_| Err(std::io::Error::other("new file")))
+            let (parent, name, caller) = (Ino(parent.0), name_bytes(name), Self::caller(req));
+            self.open_handle(
+                flags,
+                |flags| self.fs.create_file(parent, name, mode & 0o7777, &caller, flags),
+                |_| Err(std::io::Error::other("new file")),
+            )
         })();
         match result {
             Ok(FuseOpen { handle, flags, attr, .. }) => {

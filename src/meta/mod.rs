@@ -340,6 +340,19 @@ impl Meta {
         result
     }
 
+    /// [`Meta::read`] for a short lookup (one row or a few): on the writer
+    /// connection when no write is under way. Its page cache holds what
+    /// was just written, while a read connection's cache is dropped
+    /// whenever another connection commits, so a lookup right after a
+    /// change costs no page reads. Never for long reads: a writer would
+    /// wait for them.
+    pub fn read_point<T, E: From<MetaError>>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, E>) -> Result<T, E> {
+        if let Some(conn) = self.writer.try_lock() {
+            return f(&Db::new(&conn));
+        }
+        self.read(f)
+    }
+
     /// Run `f` in one write transaction; commit if it returns `Ok`, roll
     /// back otherwise. With `durable`, the commit is fsynced to disk
     /// (`synchronous=FULL` for this transaction); otherwise it survives a

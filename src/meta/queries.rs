@@ -37,6 +37,14 @@ const LOOKUP: &str = concat!(
     inode_columns!(),
     " FROM dirents d JOIN inodes i ON i.ino = d.child LEFT JOIN contents c ON c.id = i.content WHERE d.parent = +?1 AND d.name = +?2"
 );
+// The parent's kind, and the entry's inode if there is one: a failed
+// lookup tells "no such entry" from "not a directory" in one statement.
+const LOOKUP_IN: &str = concat!(
+    "SELECT p.kind, ",
+    inode_columns!(),
+    " FROM inodes p LEFT JOIN dirents d ON d.parent = p.ino AND d.name = +?2 LEFT JOIN inodes i ON i.ino = d.child \
+     LEFT JOIN contents c ON c.id = i.content WHERE p.ino = +?1"
+);
 const LIST_DIR: &str = concat!(
     "SELECT d.id, d.name, ",
     inode_columns!(),
@@ -96,6 +104,7 @@ const ALL_STATEMENTS: &[&str] = &[
     INODE_BY_INO,
     ORPHANED_INODES,
     LOOKUP,
+    LOOKUP_IN,
     LIST_DIR,
     INSERT_INODE,
     UPDATE_INODE,
@@ -221,16 +230,20 @@ fn inode_from_row(row: &Row<'_>) -> rusqlite::Result<Inode> {
 }
 
 /// Read the [`inode_columns`] of a row, starting at column `base`.
-fn inode_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Inode> {
-    let col = |i: usize| base + i;
-    let kind_bits: u32 = row.get(col(1))?;
-    let kind = FileKind::from_mode(kind_bits).ok_or_else(|| {
+fn kind_from_row(row: &Row<'_>, col: usize) -> rusqlite::Result<FileKind> {
+    let kind_bits: u32 = row.get(col)?;
+    FileKind::from_mode(kind_bits).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
-            col(1),
+            col,
             rusqlite::types::Type::Integer,
             format!("unknown file kind {kind_bits:o}").into(),
         )
-    })?;
+    })
+}
+
+fn inode_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Inode> {
+    let col = |i: usize| base + i;
+    let kind = kind_from_row(row, col(1))?;
     let hi: Option<i64> = row.get(col(13))?;
     let lo: Option<[u8; 20]> = row.get(col(14))?;
     Ok(Inode {
@@ -378,6 +391,30 @@ impl<'c> Db<'c> {
         self.conn
             .prepare_cached(LOOKUP)
             .and_then(|mut st| st.query_row(params![parent.as_sql(), name], inode_from_row).optional())
+            .map_err(MetaError::sql("look up name"))
+    }
+
+    /// Entry `name` of directory `parent`, with the parent's kind: `None`
+    /// if `parent` does not exist, `Some((kind, None))` if it has no such
+    /// entry (or is no directory).
+    pub fn lookup_in(
+        &self,
+        parent: Ino,
+        name: &[u8],
+    ) -> Result<Option<(FileKind, Option<Inode>)>, MetaError> {
+        self.conn
+            .prepare_cached(LOOKUP_IN)
+            .and_then(|mut st| {
+                st.query_row(params![parent.as_sql(), name], |row| {
+                    let parent_kind = kind_from_row(row, 0)?;
+                    let child = match row.get::<_, Option<i64>>(1)? {
+                        Some(_) => Some(inode_at(row, 1)?),
+                        None => None,
+                    };
+                    Ok((parent_kind, child))
+                })
+                .optional()
+            })
             .map_err(MetaError::sql("look up name"))
     }
 
