@@ -15,7 +15,7 @@ use fuser::{
 
 use super::invalidate::KernelInodes;
 use super::open_state::{Access, OpenState};
-use super::{MAX_WRITE, TTL, errno, file_attr, file_type, nanos_from_kernel};
+use super::{TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, RenameFlags, SetAttr, TimeSet, XattrMode,
 };
@@ -212,17 +212,7 @@ fn name_bytes(name: &OsStr) -> &[u8] {
 
 impl Filesystem for TsmFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_write(MAX_WRITE);
-        let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS;
-        for flag in wanted.iter() {
-            if config.add_capabilities(flag).is_err() {
-                tracing::debug!("kernel lacks FUSE capability {flag:?}");
-            }
-        }
+        super::negotiate(config);
         // Passthrough needs kernel support and CAP_SYS_ADMIN; without it
         // reads go through the page cache instead.
         self.passthrough = self.want_passthrough

@@ -25,13 +25,13 @@ use crate::fs::{Attr, FileKind, Fs, FsError, system_time};
 /// How long the kernel may trust entries and attributes. Long: changes
 /// made through the mount update the kernel's caches, and changes from
 /// elsewhere are pushed as invalidations (`tsmfs serve`).
-const TTL: Duration = Duration::from_secs(3600);
+pub const TTL: Duration = Duration::from_secs(3600);
 
 /// Largest write the kernel sends in one request.
 const MAX_WRITE: u32 = 1024 * 1024;
 
 /// `st_blksize`: the I/O size programs such as `cp` and `cat` use.
-const BLOCK_SIZE: u32 = 128 * 1024;
+pub const BLOCK_SIZE: u32 = 128 * 1024;
 
 /// Kernel readahead on the mount, in KiB.
 const READ_AHEAD_KB: u32 = 1024;
@@ -143,17 +143,7 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
             hint: " (/dev/fuse is missing: load the fuse module or run where FUSE is available)",
         });
     }
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("tsmfs".into()),
-        MountOption::Subtype("tsmfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoAtime,
-        if options.read_only { MountOption::RO } else { MountOption::RW },
-    ];
-    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::RootAndOwner };
-    config.n_threads = Some(THREADS);
-    config.clone_fd = true;
+    let config = session_config("tsmfs", options);
     let passthrough = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kernel = Arc::new(invalidate::KernelInodes::default());
     let adapter = filesystem::TsmFuse::new(fs.clone(), options, passthrough.clone(), kernel.clone());
@@ -176,6 +166,41 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
         }
     })?;
     Ok(Mounted { session, mountpoint: mountpoint.to_path_buf(), passthrough, invalidator })
+}
+
+/// How a FUSE session named `name` is mounted: tsmfs's mount options,
+/// access and worker threads. Public so that the benchmarks' baseline
+/// filesystem (examples/nullfs.rs) mounts exactly as tsmfs does.
+pub fn session_config(name: &str, options: &MountOptions) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(name.into()),
+        MountOption::Subtype(name.into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        if options.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::RootAndOwner };
+    config.n_threads = Some(THREADS);
+    config.clone_fd = true;
+    config
+}
+
+/// What tsmfs asks of the kernel at INIT, passthrough aside: 1 MiB
+/// writes, atomic O_TRUNC, readdirplus, parallel directory operations,
+/// cached symlinks. Public for the same reason as [`session_config`].
+pub fn negotiate(config: &mut fuser::KernelConfig) {
+    let _ = config.set_max_write(MAX_WRITE);
+    let wanted = fuser::InitFlags::FUSE_ATOMIC_O_TRUNC
+        | fuser::InitFlags::FUSE_DO_READDIRPLUS
+        | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+        | fuser::InitFlags::FUSE_PARALLEL_DIROPS
+        | fuser::InitFlags::FUSE_CACHE_SYMLINKS;
+    for flag in wanted.iter() {
+        if config.add_capabilities(flag).is_err() {
+            tracing::debug!("kernel lacks FUSE capability {flag:?}");
+        }
+    }
 }
 
 /// Let the kernel read ahead further than its FUSE default of 128 KiB, so

@@ -1,0 +1,489 @@
+//! A do-nothing FUSE filesystem for `scripts/bench-fs` to compare against.
+//!
+//! Names, sizes and attributes live in memory only; file contents are
+//! never kept (reads return zeros). It mounts with the same options,
+//! capabilities, worker threads and cache timeouts as tsmfs, so the time
+//! it takes to `create` or `stat` a file is the least any FUSE filesystem
+//! can take on this machine: what tsmfs costs on top of it is our own.
+//!
+//!   nullfs MOUNTPOINT
+//!
+//! Stays in the foreground until SIGINT/SIGTERM/SIGHUP (then unmounts) or
+//! until someone runs `umount MOUNTPOINT`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+
+use tsmfs::fuse::{BLOCK_SIZE, TTL};
+
+/// readdir offsets 1 and 2 are "." and ".."; entries count up from 3.
+const FIRST_COOKIE: u64 = 3;
+/// How often the main thread looks for a signal or an outside unmount.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Reads are answered from this; larger reads allocate.
+static ZEROS: [u8; 128 * 1024] = [0; 128 * 1024];
+
+/// One directory: names for lookup, and the same entries in creation order
+/// under a cookie that never changes, so readdir can resume after removals.
+#[derive(Default)]
+struct Dir {
+    by_name: HashMap<OsString, (u64, u64)>,
+    by_cookie: BTreeMap<u64, (OsString, u64)>,
+    next_cookie: u64,
+}
+
+struct Node {
+    attr: FileAttr,
+    /// Directories: the parent's inode number (the root's is its own).
+    parent: u64,
+}
+
+struct State {
+    nodes: HashMap<u64, Node>,
+    dirs: HashMap<u64, Dir>,
+    next_ino: u64,
+}
+
+impl State {
+    fn attr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+        self.nodes.get(&ino.0).map(|n| n.attr).ok_or(Errno::ENOENT)
+    }
+
+    /// Add a new `kind` entry `name` to directory `parent`.
+    fn add(
+        &mut self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        kind: FileType,
+        mode: u32,
+    ) -> Result<FileAttr, Errno> {
+        let ino = self.next_ino;
+        let dir = self.dirs.get_mut(&parent.0).ok_or(Errno::ENOTDIR)?;
+        if dir.by_name.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let cookie = dir.next_cookie;
+        dir.next_cookie += 1;
+        dir.by_name.insert(name.to_os_string(), (ino, cookie));
+        dir.by_cookie.insert(cookie, (name.to_os_string(), ino));
+        self.next_ino += 1;
+        let now = SystemTime::now();
+        let is_dir = kind == FileType::Directory;
+        let attr = new_attr(ino, kind, mode, req.uid(), req.gid(), now);
+        self.nodes.insert(ino, Node { attr, parent: parent.0 });
+        if let Some(p) = self.nodes.get_mut(&parent.0) {
+            p.attr.mtime = now;
+            p.attr.ctime = now;
+            if is_dir {
+                p.attr.nlink += 1;
+            }
+        }
+        if is_dir {
+            self.dirs.insert(ino, Dir { next_cookie: FIRST_COOKIE, ..Dir::default() });
+        }
+        Ok(attr)
+    }
+
+    /// Remove entry `name` from `parent`: a directory (empty) if `dir`,
+    /// else anything but a directory.
+    fn remove(&mut self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let entries = self.dirs.get(&parent.0).ok_or(Errno::ENOTDIR)?;
+        let &(ino, cookie) = entries.by_name.get(name).ok_or(Errno::ENOENT)?;
+        let is_dir = self.dirs.get(&ino).map(|d| d.by_name.is_empty());
+        match (dir, is_dir) {
+            (true, None) => return Err(Errno::ENOTDIR),
+            (false, Some(_)) => return Err(Errno::EISDIR),
+            (true, Some(false)) => return Err(Errno::ENOTEMPTY),
+            _ => {}
+        }
+        if let Some(entries) = self.dirs.get_mut(&parent.0) {
+            entries.by_name.remove(name);
+            entries.by_cookie.remove(&cookie);
+        }
+        let now = SystemTime::now();
+        if dir {
+            self.dirs.remove(&ino);
+            self.nodes.remove(&ino);
+        } else if let Some(node) = self.nodes.get_mut(&ino) {
+            // Kept (leaked until unmount): forget is a no-op, and an open
+            // descriptor may still fstat it.
+            node.attr.nlink = 0;
+            node.attr.ctime = now;
+        }
+        if let Some(p) = self.nodes.get_mut(&parent.0) {
+            p.attr.mtime = now;
+            p.attr.ctime = now;
+            if dir {
+                p.attr.nlink = p.attr.nlink.saturating_sub(1);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_attr(ino: u64, kind: FileType, mode: u32, uid: u32, gid: u32, now: SystemTime) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        kind,
+        perm: (mode & 0o7777) as u16,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid,
+        gid,
+        rdev: 0,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::Now => SystemTime::now(),
+        TimeOrNow::SpecificTime(t) => t,
+    }
+}
+
+struct NullFs {
+    state: Mutex<State>,
+}
+
+impl NullFs {
+    fn new() -> NullFs {
+        // SAFETY: getuid and getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let root = new_attr(1, FileType::Directory, 0o755, uid, gid, SystemTime::now());
+        let mut state = State { nodes: HashMap::new(), dirs: HashMap::new(), next_ino: 2 };
+        state.nodes.insert(1, Node { attr: root, parent: 1 });
+        state.dirs.insert(1, Dir { next_cookie: FIRST_COOKIE, ..Dir::default() });
+        NullFs { state: Mutex::new(state) }
+    }
+}
+
+impl Filesystem for NullFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        tsmfs::fuse::negotiate(config);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let state = self.state.lock();
+        let found = match state.dirs.get(&parent.0) {
+            Some(dir) => {
+                dir.by_name.get(name).and_then(|&(ino, _)| state.nodes.get(&ino)).ok_or(Errno::ENOENT)
+            }
+            None => Err(Errno::ENOTDIR),
+        };
+        match found {
+            Ok(node) => reply.entry(&TTL, &node.attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {}
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.state.lock().attr(ino) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mut state = self.state.lock();
+        let Some(node) = state.nodes.get_mut(&ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let attr = &mut node.attr;
+        if let Some(mode) = mode {
+            attr.perm = (mode & 0o7777) as u16;
+        }
+        if let Some(uid) = uid {
+            attr.uid = uid;
+        }
+        if let Some(gid) = gid {
+            attr.gid = gid;
+        }
+        if let Some(size) = size {
+            if attr.kind == FileType::Directory {
+                return reply.error(Errno::EISDIR);
+            }
+            attr.size = size;
+            attr.blocks = size.div_ceil(512);
+        }
+        if let Some(t) = atime {
+            attr.atime = time(t);
+        }
+        if let Some(t) = mtime {
+            attr.mtime = time(t);
+        }
+        attr.ctime = ctime.unwrap_or_else(SystemTime::now);
+        if let Some(t) = crtime {
+            attr.crtime = t;
+        }
+        reply.attr(&TTL, attr);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        match self.state.lock().add(req, parent, name, FileType::Directory, mode) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.state.lock().remove(parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.state.lock().remove(parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        match self.state.lock().attr(ino) {
+            Ok(attr) if attr.kind == FileType::Directory => reply.error(Errno::EISDIR),
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.state.lock().add(req, parent, name, FileType::RegularFile, mode) {
+            Ok(attr) => reply.created(&TTL, &attr, Generation(0), FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let file_size = match self.state.lock().attr(ino) {
+            Ok(attr) => attr.size,
+            Err(e) => return reply.error(e),
+        };
+        let n = usize::try_from(file_size.saturating_sub(offset).min(u64::from(size))).unwrap_or(0);
+        if n <= ZEROS.len() { reply.data(&ZEROS[..n]) } else { reply.data(&vec![0; n]) }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let mut state = self.state.lock();
+        let Some(node) = state.nodes.get_mut(&ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let end = offset.saturating_add(data.len() as u64);
+        if end > node.attr.size {
+            node.attr.size = end;
+            node.attr.blocks = end.div_ceil(512);
+        }
+        reply.written(data.len() as u32);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        match self.state.lock().attr(ino) {
+            Ok(attr) if attr.kind == FileType::Directory => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let state = self.state.lock();
+        let (Some(node), Some(dir)) = (state.nodes.get(&ino.0), state.dirs.get(&ino.0)) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if offset < 1 && reply.add(ino, 1, FileType::Directory, ".") {
+            return reply.ok();
+        }
+        if offset < 2 && reply.add(INodeNo(node.parent), 2, FileType::Directory, "..") {
+            return reply.ok();
+        }
+        for (&cookie, (name, child)) in dir.by_cookie.range((Bound::Excluded(offset), Bound::Unbounded)) {
+            let kind = state.nodes.get(child).map_or(FileType::RegularFile, |n| n.attr.kind);
+            if reply.add(INodeNo(*child), cookie, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let state = self.state.lock();
+        let (Some(node), Some(dir)) = (state.nodes.get(&ino.0), state.dirs.get(&ino.0)) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if offset < 1 && reply.add(ino, 1, ".", &TTL, &node.attr, Generation(0)) {
+            return reply.ok();
+        }
+        if offset < 2 {
+            let parent = state.nodes.get(&node.parent).unwrap_or(node);
+            if reply.add(INodeNo(node.parent), 2, "..", &TTL, &parent.attr, Generation(0)) {
+                return reply.ok();
+            }
+        }
+        for (&cookie, (name, child)) in dir.by_cookie.range((Bound::Excluded(offset), Bound::Unbounded)) {
+            let Some(child) = state.nodes.get(child) else { continue };
+            if reply.add(child.attr.ino, cookie, name, &TTL, &child.attr, Generation(0)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let files = self.state.lock().nodes.len() as u64;
+        let blocks = 1 << 30;
+        reply.statfs(blocks, blocks, blocks, files, (1 << 30) - files, BLOCK_SIZE, 255, BLOCK_SIZE);
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [mountpoint] = args.as_slice() else {
+        eprintln!("usage: nullfs MOUNTPOINT");
+        return std::process::ExitCode::from(2);
+    };
+    match run(mountpoint) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nullfs: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mountpoint: &std::path::Path) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Catch signals before mounting, so none can end us mounted.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    // As tsmfs mounts for scripts/bench-fs (`--allow-other`, read-write).
+    let options = tsmfs::fuse::MountOptions { allow_other: true, ..Default::default() };
+    let config = tsmfs::fuse::session_config("nullfs", &options);
+    let session = fuser::spawn_mount(NullFs::new(), mountpoint, &config)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("mounting {}: {e}", mountpoint.display())))?;
+    loop {
+        if signals.pending().next().is_some() {
+            return session.umount_and_join();
+        }
+        if session.guard.is_finished() {
+            // Unmounted from outside. Not `join()`: dropping the session
+            // unmounts by path whatever is mounted there by now (see
+            // `Mounted::join` in src/fuse/mod.rs).
+            std::mem::forget(session);
+            return Ok(());
+        }
+        std::thread::sleep(POLL);
+    }
+}
