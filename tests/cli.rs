@@ -270,6 +270,51 @@ fn an_import_killed_at_random_moments_leaves_a_consistent_tree() {
     assert!(stats.contains(&format!("distinct contents: {FILES}")), "nothing stored twice: {stats}");
 }
 
+/// An ordinary user mounts their own data dir through fusermount3, with
+/// nothing in /etc/fuse.conf (asking for `allow_root` made fusermount3
+/// refuse), and the mount says what it is: type `fuse.tsmfs`.
+#[test]
+fn an_ordinary_user_mounts_through_fusermount3() {
+    crate::util::require_fuse();
+    let fusermount = Path::new("/usr/bin/fusermount3");
+    assert!(fusermount.exists(), "needs fusermount3 (apt-get install fuse3; scripts/test installs it)");
+    let tmp = tempfile::Builder::new().prefix("tsmfs-user").tempdir_in("/tmp").unwrap();
+    let root = tmp.path();
+    // The test binary's directory may not be open to other users: run a copy.
+    let bin = root.join("tsmfs");
+    std::fs::copy(env!("CARGO_BIN_EXE_tsmfs"), &bin).unwrap();
+    let (data, mnt) = (root.join("data"), root.join("mnt"));
+    std::fs::create_dir(&mnt).unwrap();
+    let chown =
+        std::process::Command::new("chown").args(["-R", "nobody:nogroup"]).arg(root).status().unwrap();
+    assert!(chown.success());
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("runuser").args(["-u", "nobody", "--"]).args(args).output().unwrap()
+    };
+    let out = as_nobody(&[bin.as_os_str(), "init".as_ref(), data.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = as_nobody(&[bin.as_os_str(), "mount".as_ref(), data.as_os_str(), mnt.as_os_str()]);
+    assert!(out.status.success(), "mount as nobody: {}", stderr(&out));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.split(' ').nth(1) == mnt.to_str()).map(str::to_owned);
+    let file = mnt.join("mine.txt");
+    let wrote = as_nobody(&[
+        "sh".as_ref(),
+        "-c".as_ref(),
+        format!("echo hi > {0} && cat {0}", file.display()).as_ref(),
+    ]);
+    let unmounted = as_nobody(&[fusermount.as_os_str(), "-u".as_ref(), mnt.as_os_str()]);
+    if !unmounted.status.success() {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&mnt).status();
+    }
+    let line = line.expect("the mount is listed in /proc/mounts");
+    assert!(line.starts_with("tsmfs ") && line.contains(" fuse.tsmfs "), "{line}");
+    assert!(line.contains("user_id=65534") && !line.contains("allow_other"), "{line}");
+    assert_eq!(stdout(&wrote), "hi\n", "{}", stderr(&wrote));
+    assert!(unmounted.status.success(), "{}", stderr(&unmounted));
+}
+
 /// `tsmfs mount` as users run it: in the background until `umount`, and in
 /// the foreground until SIGTERM; both leave nothing mounted and the data
 /// committed.

@@ -43,7 +43,7 @@ const THREADS: usize = 4;
 #[derive(Clone, Debug, Default)]
 pub struct MountOptions {
     /// Let every user use the mount (`allow_other`); otherwise only the
-    /// user who mounted it (and root).
+    /// user who mounted it.
     pub allow_other: bool,
     /// Refuse every change with EROFS.
     pub read_only: bool,
@@ -175,12 +175,17 @@ pub fn session_config(name: &str, options: &MountOptions) -> fuser::Config {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName(name.into()),
-        MountOption::Subtype(name.into()),
+        // fuser hands `Subtype` to fusermount3 only; the kernel takes it
+        // as a plain option, and shows the mount as type `fuse.NAME`.
+        MountOption::CUSTOM(format!("subtype={name}")),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
         if options.read_only { MountOption::RO } else { MountOption::RW },
     ];
-    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::RootAndOwner };
+    // Not `RootAndOwner`: fuser implements it with `allow_other`, which
+    // fusermount3 refuses to ordinary users unless /etc/fuse.conf has
+    // `user_allow_other`, so a user's plain mount failed.
+    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
     config
