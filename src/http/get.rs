@@ -394,15 +394,15 @@ fn body(source: Source, parts: Vec<Part>) -> ResponseBody {
         };
         let size = usize::try_from(end - start).unwrap_or(PIECE).min(PIECE);
         let reader = file.clone();
-        let read = blocking(move || {
+        // An I/O error ends the body: the client sees a cut response.
+        let read = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0; size];
-            let n = reader
-                .read_at(&mut buf, start)
-                .map_err(crate::store::StoreError::io("read object", std::path::Path::new("object")))?;
+            let n = reader.read_at(&mut buf, start)?;
             buf.truncate(n);
-            Ok(buf)
+            Ok::<_, std::io::Error>(buf)
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let data = match read {
             Ok(data) if !data.is_empty() => data,
             Ok(_) => {
@@ -410,7 +410,10 @@ fn body(source: Source, parts: Vec<Part>) -> ResponseBody {
                     std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "object shorter than its size");
                 return Some((Err(e), (file, Vec::new())));
             }
-            Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (file, Vec::new()))),
+            Err(e) => {
+                tracing::error!("http: reading an object for a response failed: {e}");
+                return Some((Err(e), (file, Vec::new())));
+            }
         };
         let next = start + data.len() as u64;
         if next < end {
