@@ -96,6 +96,37 @@ fn overwrite(path: &Path, bytes: &[u8]) -> (usize, std::io::Result<()>) {
     (written, Ok(()))
 }
 
+/// A write the disk can hold only part of: an all-or-nothing write leaves
+/// nothing of itself (length and bytes as before), and a FUSE-style write
+/// counts exactly the bytes that landed, which are all the commit hashes.
+/// (A partial write once stayed in the staging file beyond its length, and
+/// the object committed from it held bytes its hash did not cover.)
+#[test]
+fn a_write_the_disk_holds_only_part_of_counts_exactly_what_landed() {
+    let small = Tmpfs::mount(2);
+    let data = small.path.join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let store = tsmfs::store::Store::open(&data).expect("store");
+    let big = pattern(4 << 20, 5);
+    let mut staging = store.stage().expect("stage");
+    staging.write_at(0, b"kept").expect("a small write fits");
+    assert!(staging.write_at(4, &big).is_err(), "4 MiB do not fit in 2");
+    assert_eq!(staging.len(), 4);
+    let mut probe = [0u8; 8];
+    assert_eq!(staging.read_at(0, &mut probe).expect("read"), 4, "cut back to the old length");
+    assert_eq!(&probe[..4], b"kept");
+
+    let landed = staging.write_some_at(4, &big).expect("part fits");
+    assert!(landed > 0 && landed < big.len(), "{landed}");
+    assert_eq!(staging.len(), 4 + landed as u64);
+    let digest = staging.finish(false).expect("digest");
+    let mut expected = b"kept".to_vec();
+    expected.extend_from_slice(&big[..landed]);
+    assert_eq!(digest.size, expected.len() as u64);
+    assert_eq!(tsmfs::id::ContentId::new(0, digest.sha1), crate::util::sha1_id(&expected));
+    assert_eq!(staging.read_at(expected.len() as u64, &mut probe).expect("read"), 0, "nothing beyond");
+}
+
 #[test]
 fn a_full_disk_gives_507_and_enospc_and_keeps_every_previous_version() {
     let small = Tmpfs::mount(24);

@@ -371,10 +371,12 @@ impl Fs {
         if offset.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(FsError::TooBig);
         }
-        staging.write_at(offset, data)?;
+        // A full disk part way gives a short count, as write(2) would; the
+        // caller sees exactly which bytes count.
+        let written = staging.write_some_at(offset, data)?;
         io.mtime_ns = now_ns();
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(data.len() as u32)
+        Ok(written as u32)
     }
 
     /// Copy `len` bytes from one handle to another (copy_file_range).
@@ -409,8 +411,11 @@ impl Fs {
             if n == 0 {
                 break;
             }
-            self.write(to, to_offset + copied, &buf[..n])?;
-            copied += n as u64;
+            let written = self.write(to, to_offset + copied, &buf[..n])? as usize;
+            copied += written as u64;
+            if written < n {
+                break; // the disk filled: a short copy, as copy_file_range(2) gives
+            }
         }
         Ok(CopyOutcome { copied, content: None })
     }

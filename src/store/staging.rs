@@ -93,9 +93,53 @@ impl Staging {
         self.len == 0
     }
 
-    /// Write `bytes` at `offset`, extending the file as needed.
+    /// Write `bytes` at `offset`, extending the file as needed: all of
+    /// them, or an error after which nothing of them counts (the length
+    /// goes back; bytes changed inside the old length drop the running
+    /// hash, so the commit hashes what is there).
     pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        self.file.write_all_at(bytes, offset).map_err(StoreError::io("write staging file", &self.path))?;
+        let before = self.len;
+        if let Err(e) = self.file.write_all_at(bytes, offset) {
+            if offset < before {
+                self.settle();
+                self.hasher = None;
+            }
+            if let Err(cut) = self.file.set_len(before) {
+                tracing::error!("staging: could not cut a failed write back: {cut}");
+                self.settle();
+                self.hasher = None;
+                self.len = self.file.metadata().map_or(before, |m| m.len());
+            }
+            return Err(StoreError::io("write staging file", &self.path)(e));
+        }
+        self.record(offset, bytes);
+        Ok(())
+    }
+
+    /// Write what fits of `bytes` at `offset`: a short count when the disk
+    /// fills part way, as write(2) gives; an error only if nothing was
+    /// written.
+    pub fn write_some_at(&mut self, offset: u64, bytes: &[u8]) -> Result<usize, StoreError> {
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.file.write_at(&bytes[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if done == 0 => return Err(StoreError::io("write staging file", &self.path)(e)),
+                Err(_) => break,
+            }
+        }
+        if done == 0 && !bytes.is_empty() {
+            let e = io::Error::from(io::ErrorKind::WriteZero);
+            return Err(StoreError::io("write staging file", &self.path)(e));
+        }
+        self.record(offset, &bytes[..done]);
+        Ok(done)
+    }
+
+    /// Account for `bytes` just written at `offset`: length and hash.
+    fn record(&mut self, offset: u64, bytes: &[u8]) {
         if bytes.len() >= WRITEBACK_MIN {
             start_writeback(&self.file, offset, bytes.len());
         }
@@ -124,7 +168,6 @@ impl Staging {
             }
         }
         self.len = self.len.max(offset + bytes.len() as u64);
-        Ok(())
     }
 
     /// Take the running hash back from the follower thread, if one runs.
