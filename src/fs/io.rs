@@ -187,20 +187,22 @@ impl Fs {
         flags: OpenFlags,
     ) -> FsResult<Opened> {
         check_name(name)?;
-        let mut registered = None;
+        // Kept outside the transaction too: a commit can fail after the
+        // handle was counted, and then the count is taken back.
+        let mut counted = None;
         let made = self.transact(caller.origin, false, |tx| {
             let attr = tx.make_file(parent, name, perm, caller)?;
-            registered = Some((attr.ino, self.open_files.register_handle(attr.ino)));
-            Ok(attr)
+            let io = self.open_files.register_handle(attr.ino);
+            counted = Some((attr.ino, io.clone()));
+            Ok((attr, io))
         });
-        match (made, registered) {
-            (Ok(attr), Some((ino, io))) => self.open_registered(ino, &io, flags, Some(attr)),
-            (made, registered) => {
-                // A commit that failed after the handle was counted.
-                if let Some((ino, io)) = registered {
+        match made {
+            Ok((attr, io)) => self.open_registered(attr.ino, &io, flags, Some(attr)),
+            Err(e) => {
+                if let Some((ino, io)) = counted {
                     self.open_files.unregister_handle(ino, &io);
                 }
-                Err(made.err().unwrap_or(FsError::Invalid("create counted no handle")))
+                Err(e)
             }
         }
     }
