@@ -385,8 +385,8 @@ fn read_back(fs: &tsmfs::fs::Fs, name: &str) -> State {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_change() {
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts for real");
-    let kills: u64 = std::env::var("TSMFS_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    crate::util::require_fuse();
+    let kills = crate::util::count_from_env("TSMFS_KILLS", 20u64);
     let dir = tempfile::tempdir().expect("temp dir");
     let (data, mnt): (PathBuf, PathBuf) = (dir.path().join("data"), dir.path().join("mnt"));
     init_data(&data, &mnt);
@@ -538,8 +538,8 @@ fn durable_writers(
 
 #[test]
 fn power_cuts_lose_nothing_fsynced_and_tear_nothing() {
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: this test mounts for real");
-    let cuts: u64 = std::env::var("TSMFS_POWERCUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    crate::util::require_fuse();
+    let cuts = crate::util::count_from_env("TSMFS_POWERCUTS", 5u64);
     let dir = tempfile::tempdir().expect("temp dir");
     let disk = LoopDisk::create(dir.path().join("disk.img"), dir.path().join("disk"));
     let (data, mnt) = (disk.at.join("data"), dir.path().join("mnt"));

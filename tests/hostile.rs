@@ -351,7 +351,7 @@ fn random_hostile_requests_get_no_500_and_touch_nothing_outside() {
     assert_eq!(server.http.request("LOCK", "/locked", &["Timeout: Second-600".into()], lock), Some(200));
     let before = outside_data(dir.path());
 
-    let cases = std::env::var("TSMFS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    let cases = crate::util::count_from_env("TSMFS_FUZZ_CASES", 600);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
     let statuses = Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
     let result = runner.run(&request(), |(method, path, headers, body)| {

@@ -25,7 +25,7 @@ impl Served {
 
     /// Serve `root/data` (made here), mounted at `root/mnt`.
     pub(crate) fn start_at(root: &Path, extra: &[&str]) -> Served {
-        assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: these tests mount for real");
+        crate::util::require_fuse();
         let data = root.join("data");
         let mnt = root.join("mnt");
         std::fs::create_dir(&mnt).expect("mount point");

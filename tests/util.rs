@@ -182,6 +182,12 @@ pub fn require_fuse() {
     assert!(Path::new("/dev/fuse").exists(), "FUSE tests need /dev/fuse (modprobe fuse)");
 }
 
+/// A count from the environment (`var`, for longer runs by hand), else
+/// `default`.
+pub fn count_from_env<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// The errno of the last failed libc call.
 pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
