@@ -113,6 +113,23 @@ fn restart_and_stop(data: &Path, mnt: &Path) {
     assert!(mounted(mnt).is_none(), "a mount left behind");
 }
 
+/// Writers of one round: (base URL, mount, round, ledger, stop flag).
+type StartWriters = fn(&str, &Path, u64, &Shared, &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>>;
+
+/// One round under way: serve running, writers writing until `stop`.
+struct Round {
+    running: Running,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn start_round(data: &Path, mnt: &Path, round: u64, ledger: &Shared, start: StartWriters) -> Round {
+    let (running, base) = serve(data, mnt);
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = start(&base, mnt, round, ledger, &stop);
+    Round { running, stop, threads }
+}
+
 fn stop_writers(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<()>>) {
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
@@ -394,9 +411,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_change() {
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut tally = Tally::default();
     for round in 0..kills {
-        let (mut running, base) = serve(&data, &mnt);
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = writers(&base, &mnt, round, &ledger, &stop);
+        let Round { mut running, stop, threads } = start_round(&data, &mnt, round, &ledger, writers);
         random_pause(&mut seed, 50, 400);
         running.child.kill().expect("SIGKILL");
         if !reaped_within(&mut running.child, Duration::from_secs(10)) {
@@ -548,9 +563,7 @@ fn power_cuts_lose_nothing_fsynced_and_tear_nothing() {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut tally = Tally::default();
     for round in 0..cuts {
-        let (mut running, base) = serve(&data, &mnt);
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = durable_writers(&base, &mnt, round, &ledger, &stop);
+        let Round { mut running, stop, threads } = start_round(&data, &mnt, round, &ledger, durable_writers);
         random_pause(&mut seed, 100, 400);
         disk.cut_power();
         running.child.kill().expect("SIGKILL");
