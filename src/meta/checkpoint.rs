@@ -25,7 +25,9 @@ use rusqlite::wal::CheckpointMode;
 
 use super::{MetaError, configure};
 
-/// WAL pages (4 KiB) after which a commit wakes the thread.
+/// WAL pages (4 KiB) after which a commit wakes the thread. More than
+/// SQLite's 1,000: each checkpoint fsyncs the database, and a page that
+/// many transactions rewrote in between is copied once.
 const WAKE_AT: c_int = 4_000;
 /// WAL pages after which a commit checkpoints itself: the thread is
 /// behind (commits come faster than it copies).

@@ -300,10 +300,8 @@ impl Meta {
         configure(&writer)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(MetaError::sql("enable WAL"))?;
         schema::migrate(&mut writer)?;
-        // Checkpoints run on their own thread (see checkpoint.rs), every
-        // 4,000 WAL pages rather than SQLite's 1,000: each one fsyncs the
-        // database, and a page written by many transactions in between is
-        // copied once.
+        // Checkpoints run on their own thread, off the commit path (its
+        // threshold and why: checkpoint.rs).
         let writer = Arc::new(Mutex::new(writer));
         let checkpointer = Some(checkpoint::Checkpointer::start(&path, &writer)?);
         Ok(Meta { path, immutable: false, writer, readers: Mutex::new(Vec::new()), checkpointer })
