@@ -77,7 +77,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 /// close it: how many bytes the writes took, and the first error (close's
 /// included).
 fn overwrite(path: &Path, bytes: &[u8]) -> (usize, std::io::Result<()>) {
-    use std::os::fd::IntoRawFd;
     let mut file = match std::fs::OpenOptions::new().write(true).custom_flags(0).open(path) {
         Ok(file) => file,
         Err(e) => return (0, Err(e)),
@@ -89,11 +88,7 @@ fn overwrite(path: &Path, bytes: &[u8]) -> (usize, std::io::Result<()>) {
             Err(e) => return (written, Err(e)),
         }
     }
-    // SAFETY: the descriptor came from into_raw_fd and is closed once.
-    if unsafe { libc::close(file.into_raw_fd()) } != 0 {
-        return (written, Err(std::io::Error::last_os_error()));
-    }
-    (written, Ok(()))
+    (written, close(file))
 }
 
 /// A write the disk can hold only part of: an all-or-nothing write leaves
@@ -125,6 +120,63 @@ fn a_write_the_disk_holds_only_part_of_counts_exactly_what_landed() {
     assert_eq!(digest.size, expected.len() as u64);
     assert_eq!(tsmfs::id::ContentId::new(0, digest.sha1), crate::util::sha1_id(&expected));
     assert_eq!(staging.read_at(expected.len() as u64, &mut probe).expect("read"), 0, "nothing beyond");
+}
+
+fn close(file: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor came from into_raw_fd and is closed once.
+    match unsafe { libc::close(file.into_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// A commit that fails at close discards the pending writes there and
+/// then: right after close returns, the file is its previous version, size
+/// included (the kernel had computed a size from the writes); a later
+/// close does not publish them after all; and another writer open at the
+/// time hears of the loss once, as Linux reports a writeback error to each
+/// open descriptor. (Writes once stayed pending for a retry at release,
+/// and a reader opening in between read a mix of both versions.)
+#[test]
+fn a_failed_close_discards_the_writes_and_every_writer_hears_of_it() {
+    let small = Tmpfs::mount(16);
+    let served = Served::start_at(&small.path, &[]);
+    let path = served.path("file");
+    let v1 = pattern(100_000, 1);
+    std::fs::write(&path, &v1).expect("write v1");
+    let open = || std::fs::OpenOptions::new().write(true).open(&path).expect("open for writing");
+    let (mut filling, other) = (open(), open());
+    let chunk = pattern(1 << 20, 2);
+    let mut written = 0;
+    let error = loop {
+        match filling.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+    assert!(written > v1.len(), "{written} bytes written before the disk filled");
+    let reader = std::fs::File::open(&path).expect("a reader opened before the close");
+
+    let error = close(filling).expect_err("the commit at close needs room");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+    assert_eq!(std::fs::metadata(&path).expect("stat").len(), v1.len() as u64, "the kernel's size");
+    assert_eq!(std::fs::read(&path).expect("read"), v1);
+    let mut before = Vec::new();
+    std::io::Read::read_to_end(&mut &reader, &mut before).expect("read the handle opened before");
+    assert_eq!(before, v1, "a handle opened before the failed close");
+
+    let error = other.sync_all().expect_err("the other writer hears of the loss");
+    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+    other.sync_all().expect("once only");
+    close(other).expect("nothing lost since");
+    drop(reader);
+    assert_eq!(std::fs::read(&path).expect("read"), v1, "no later close published the writes");
+    let v2 = pattern(200_000, 3);
+    std::fs::write(&path, &v2).expect("room again");
+    assert_eq!(std::fs::read(&path).expect("read"), v2);
+    served.stop();
 }
 
 #[test]

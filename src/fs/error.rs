@@ -59,6 +59,15 @@ pub enum FsError {
     /// A limit on what clients may accumulate (e.g. locks) was reached.
     #[error("limit reached: {0}")]
     LimitReached(&'static str),
+    /// Writes pending on the file were discarded because a commit failed
+    /// (for another handle, or this one earlier). Every handle open for
+    /// writing at the time hears of it once, at its next flush, fsync or
+    /// close, as Linux reports a writeback error to each open descriptor.
+    #[error("pending writes were lost: {}", if *disk_full { "the disk was full" } else { "a commit failed" })]
+    WritesLost {
+        /// Whether the commit failed for want of space.
+        disk_full: bool,
+    },
     /// Something in tsmfs itself failed (a worker task died).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -76,6 +85,7 @@ impl FsError {
         match self {
             FsError::Store(e) => e.raw_os_error() == Some(libc::ENOSPC),
             FsError::Meta(e) => e.is_disk_full(),
+            FsError::WritesLost { disk_full } => *disk_full,
             _ => false,
         }
     }

@@ -89,6 +89,11 @@ struct InodeIo {
     mtime_ns: i64,
     /// What each handle reads when nothing is pending.
     views: HashMap<Handle, View>,
+    /// The handles open for writing.
+    writers: HashSet<Handle>,
+    /// Writers yet to hear that a failed commit discarded the pending
+    /// writes (`FsError::WritesLost`), with whether the disk was full.
+    lost: HashMap<Handle, bool>,
 }
 
 /// A readable version of a file: an open object, or nothing for empty.
@@ -236,6 +241,9 @@ impl Fs {
             }
         };
         guard.views.insert(handle, view.clone());
+        if flags.write {
+            guard.writers.insert(handle);
+        }
         drop(guard);
         self.open_files.handles.lock().insert(handle, Arc::new(OpenFile { ino, flags, io: io.clone() }));
         Ok(Opened { handle, attr, content: view.content, backing })
@@ -545,7 +553,11 @@ impl Fs {
             if !pending {
                 // Nothing else pending: commit now, as a truncate of a
                 // closed file would, and move the handles to the result.
-                self.commit_io(ino, &mut io, origin, false)?;
+                // If that fails, only the truncation is lost.
+                if let Err(e) = self.commit_staging(ino, &mut io, origin, false) {
+                    io.staging = None;
+                    return Err(e);
+                }
             }
             return Ok(());
         }
@@ -568,7 +580,8 @@ impl Fs {
     pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.get(handle)?;
         let mut io = open.io.lock();
-        self.commit_io(open.ino, &mut io, origin, false)
+        let committed = self.commit_io(open.ino, &mut io, origin, false, handle);
+        hear_of_lost_writes(&mut io, handle, committed)
     }
 
     /// Commit pending writes and make them durable (fsync). Returns the
@@ -576,12 +589,13 @@ impl Fs {
     pub fn fsync(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.get(handle)?;
         let mut io = open.io.lock();
-        if io.staging.is_none() {
+        let committed = if io.staging.is_none() {
             // Nothing pending; make earlier commits durable.
-            self.meta.sync()?;
-            return Ok(None);
-        }
-        self.commit_io(open.ino, &mut io, origin, true)
+            self.meta.sync().map(|()| None).map_err(FsError::from)
+        } else {
+            self.commit_io(open.ino, &mut io, origin, true, handle)
+        };
+        hear_of_lost_writes(&mut io, handle, committed)
     }
 
     /// Close a handle: commit what is pending; the last close of an
@@ -589,14 +603,13 @@ impl Fs {
     pub fn release(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.handles.lock().remove(&handle).ok_or(FsError::BadHandle)?;
         let mut io = open.io.lock();
-        let committed = self.commit_io(open.ino, &mut io, origin, false);
+        let committed = self.commit_io(open.ino, &mut io, origin, false, handle);
+        let committed = hear_of_lost_writes(&mut io, handle, committed);
         io.handles -= 1;
         io.views.remove(&handle);
+        io.writers.remove(&handle);
         let last = io.handles == 0;
         if last {
-            // A failed commit loses the pending writes here: the previous
-            // version stays, and the error reaches the closer.
-            io.staging = None;
             drop_if_unused(&self.open_files, open.ino, &io);
         }
         drop(io);
@@ -621,7 +634,35 @@ impl Fs {
         })
     }
 
+    /// Commit the inode's pending writes for `by` (a flush, fsync or
+    /// close). If that fails, the writes are discarded: the previous
+    /// version stays whole, `by` gets the error, and every other handle
+    /// open for writing hears of the loss at its next flush, fsync or
+    /// close. Keeping them pending for a later retry would let other
+    /// handles read bytes that may still vanish, and could make a file
+    /// change long after its writer was told the save failed.
     fn commit_io(
+        &self,
+        ino: Ino,
+        io: &mut InodeIo,
+        origin: Origin,
+        durable: bool,
+        by: Handle,
+    ) -> FsResult<Option<ContentId>> {
+        let committed = self.commit_staging(ino, io, origin, durable);
+        if let Err(e) = &committed
+            && io.staging.take().is_some()
+        {
+            tracing::warn!("inode {ino}: pending writes discarded, the commit failed: {e}");
+            let disk_full = e.is_disk_full();
+            let others: Vec<Handle> = io.writers.iter().copied().filter(|w| *w != by).collect();
+            io.lost.extend(others.into_iter().map(|w| (w, disk_full)));
+        }
+        committed
+    }
+
+    /// Commit the inode's pending writes; on failure they stay pending.
+    fn commit_staging(
         &self,
         ino: Ino,
         io: &mut InodeIo,
@@ -642,7 +683,7 @@ impl Fs {
         let committed = match self.commit_content(ino, &mut staged, &digest, io.mtime_ns, origin, durable) {
             Ok(id) => id,
             Err(e) => {
-                // Not published: keep the writes pending so a retry can succeed.
+                // Not published: the writes are still pending.
                 if let Some(Body::File(staging)) = staged {
                     io.staging = Some(*staging);
                 }
@@ -713,6 +754,19 @@ pub struct CopyOutcome {
 
 /// Buffer of a byte-by-byte copy.
 const IO_CHUNK_COPY: usize = 1024 * 1024;
+
+/// What `handle` reports after its commit: the commit's own error first,
+/// else the loss of writes it may have made, once.
+fn hear_of_lost_writes(
+    io: &mut InodeIo,
+    handle: Handle,
+    committed: FsResult<Option<ContentId>>,
+) -> FsResult<Option<ContentId>> {
+    match io.lost.remove(&handle) {
+        Some(disk_full) if committed.is_ok() => Err(FsError::WritesLost { disk_full }),
+        _ => committed,
+    }
+}
 
 /// `attr` as the open inode's handles see it: with pending writes.
 fn with_pending(io: &InodeIo, mut attr: Attr) -> Attr {

@@ -13,7 +13,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::invalidate::KernelInodes;
+use super::invalidate::{AttrNotifier, KernelInodes};
 use super::open_state::{Access, OpenState};
 use super::{TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
@@ -43,6 +43,8 @@ pub(super) struct TsmFuse {
     granted: Arc<std::sync::atomic::AtomicBool>,
     /// Which inodes the kernel holds (for the invalidation thread).
     kernel: Arc<KernelInodes>,
+    /// For the attributes a failed commit left wrong in the kernel.
+    notifier: Arc<AttrNotifier>,
 }
 
 impl TsmFuse {
@@ -51,6 +53,7 @@ impl TsmFuse {
         options: &super::MountOptions,
         granted: Arc<std::sync::atomic::AtomicBool>,
         kernel: Arc<KernelInodes>,
+        notifier: Arc<AttrNotifier>,
     ) -> TsmFuse {
         TsmFuse {
             fs,
@@ -60,6 +63,7 @@ impl TsmFuse {
             passthrough: false,
             granted,
             kernel,
+            notifier,
         }
     }
 
@@ -82,10 +86,18 @@ impl TsmFuse {
     }
 
     /// A flush/fsync/release through the mount committed `result`: the
-    /// page cache now holds that content.
+    /// page cache now holds that content. A failed commit discarded the
+    /// pending writes, which the kernel's size and pages may still show:
+    /// the size is dropped before the error goes out, the pages at the
+    /// next open.
     fn note_commit(&self, ino: INodeNo, result: Result<Option<ContentId>, FsError>) -> Result<(), FsError> {
-        if let Ok(Some(id)) = &result {
-            self.opens.committed(Ino(ino.0), *id);
+        match &result {
+            Ok(Some(id)) => self.opens.committed(Ino(ino.0), *id),
+            Ok(None) => {}
+            Err(_) => {
+                self.opens.discarded(Ino(ino.0));
+                self.notifier.drop_attributes(Ino(ino.0));
+            }
         }
         result.map(|_| ())
     }

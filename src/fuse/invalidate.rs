@@ -11,7 +11,8 @@
 //! The notifications are written to /dev/fuse from one dedicated thread,
 //! never from a FUSE callback nor under a lock a callback needs: the
 //! kernel may wait on an in-flight request of the same inode before it
-//! takes the notification, and that request may need us. The committing
+//! takes the notification, and that request may need us. (One exception,
+//! attributes only, is [`AttrNotifier`].) The committing
 //! thread (a WebDAV request's, which holds no fs core lock once the
 //! transaction is over) waits until its change has been pushed, so when
 //! the HTTP response goes out the mount already shows the change.
@@ -58,6 +59,30 @@ impl KernelInodes {
 
     fn holds(&self, ino: Ino) -> bool {
         self.0.lock().contains_key(&ino)
+    }
+}
+
+/// Attribute invalidations a FUSE callback asks for itself: after a
+/// failed commit through the mount, the size the kernel computed from the
+/// writes it sent is wrong (the previous version stayed), and the error
+/// reply must not go out before the kernel forgot it. Attributes only
+/// (offset -1) take no lock a request in flight could hold, so unlike
+/// everything the invalidation thread sends this is safe from a callback.
+#[derive(Default)]
+pub(super) struct AttrNotifier(std::sync::OnceLock<Notifier>);
+
+impl AttrNotifier {
+    /// Called once the session exists (it needs the filesystem first).
+    pub(super) fn connect(&self, notifier: Notifier) {
+        let _ = self.0.set(notifier);
+    }
+
+    /// Make the kernel ask for `ino`'s attributes again.
+    pub(super) fn drop_attributes(&self, ino: Ino) {
+        match self.0.get() {
+            Some(notifier) => report(notifier.inval_inode(INodeNo(ino.0), -1, 0), "inode", ino.0),
+            None => tracing::warn!("fuse: no notifier yet to drop the attributes of inode {ino}"),
+        }
     }
 }
 

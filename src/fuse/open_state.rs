@@ -160,6 +160,12 @@ impl OpenState {
         }
     }
 
+    /// Writes through the mount were discarded: pages the kernel cached
+    /// from them must go at the next open.
+    pub(super) fn discarded(&self, ino: Ino) {
+        self.cached_content.lock().remove(&ino);
+    }
+
     /// The kernel evicted the inode and its page cache with it. Keeps the
     /// bookkeeping as small as the kernel's inode cache.
     pub(super) fn forgotten(&self, ino: Ino) {
