@@ -208,8 +208,9 @@ fn a_full_disk_gives_507_and_enospc_and_keeps_every_previous_version() {
     let now = std::fs::read(served.path("fuse")).expect("read");
     assert!(
         now == fuse_v1 || now == overwritten,
-        "the mount's file holds {} bytes of neither version",
-        now.len()
+        "the mount's file holds {} bytes of neither version ({written} bytes were written, then {:?})",
+        now.len(),
+        error
     );
     eprintln!(
         "through the mount: {written} bytes written before ENOSPC; the file holds the {} version",
