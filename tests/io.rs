@@ -194,6 +194,43 @@ fn truncate_without_a_handle_commits_and_with_one_stays_pending() {
     assert!(matches!(t.fs.setattr(d.ino, &shrink, &caller()), Err(FsError::IsDir)));
 }
 
+/// Pending writes commit when a handle that made them closes, or at the
+/// last close. A close of a handle that added nothing commits nothing: a
+/// late RELEASE of an earlier writer, or a forked child closing an
+/// inherited descriptor, must not publish another writer's sequence
+/// half-way.
+#[test]
+fn only_a_handle_that_wrote_commits_at_its_close() {
+    let t = TestFs::new();
+    let f = t.put(Ino::ROOT, "f", b"old");
+    let (writer, idle, reader) = (
+        t.fs.open_file(f.ino, rw()).unwrap().handle,
+        t.fs.open_file(f.ino, rw()).unwrap().handle,
+        t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle,
+    );
+    t.fs.write(writer, 0, b"new").unwrap();
+    assert_eq!(t.fs.flush(idle, O).unwrap(), None, "the idle handle's close commits nothing");
+    assert_eq!(t.fs.release(reader, O).unwrap(), None, "nor does a reader's");
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"old")));
+    assert_eq!(read_handle(&t, idle), b"new", "while every handle reads the pending bytes");
+    assert_eq!(t.fs.flush(writer, O).unwrap(), Some(sha1_id(b"new")), "the writer's close commits");
+
+    // After that commit both are clean. A commit takes along every
+    // pending byte, other handles' too.
+    t.fs.write(writer, 3, b"er").unwrap();
+    assert_eq!(t.fs.release(writer, O).unwrap(), Some(sha1_id(b"newer")));
+    t.fs.write(idle, 0, b"N").unwrap();
+    let other = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.write(other, 1, b"E").unwrap();
+    assert_eq!(
+        t.fs.release(idle, O).unwrap(),
+        Some(sha1_id(b"NEwer")),
+        "its close takes the other's bytes along"
+    );
+    t.fs.write(other, 2, b"W").unwrap();
+    assert_eq!(t.fs.release(other, O).unwrap(), Some(sha1_id(b"NEWer")), "the last close");
+}
+
 #[test]
 fn handles_enforce_their_access_mode() {
     let t = TestFs::new();

@@ -188,6 +188,32 @@ pub fn count_from_env<T: std::str::FromStr>(var: &str, default: T) -> T {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Whether to run the body of test `name` here: true in a copy of the
+/// test binary that runs `name` alone; in the test run itself, runs that
+/// copy, asserts that it passed, and returns false.
+///
+/// For tests whose descriptors on the mount must see only their own
+/// closes: a fork by any other test's thread duplicates this process's
+/// descriptors, and the child's close-on-exec sends a FLUSH for each,
+/// which commits (or takes the error report of) what the test meant to
+/// see at its own close.
+pub fn alone_in_own_process(name: &str) -> bool {
+    const VAR: &str = "TSMFS_TEST_ALONE";
+    if std::env::var_os(VAR).is_some_and(|v| v == name) {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = Command::new(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(VAR, name)
+        .output()
+        .expect("run the test binary");
+    let (out_text, err_text) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{name}, alone: {out_text}{err_text}");
+    assert!(out_text.contains("1 passed"), "{name} did not run alone: {out_text}");
+    false
+}
+
 /// The errno of the last failed libc call.
 pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)

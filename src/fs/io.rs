@@ -2,9 +2,11 @@
 //!
 //! Writes go to one staging file per inode, shared by all its handles, so
 //! every handle of the mount reads what any of them wrote (POSIX). A
-//! commit (flush, fsync, release) hashes the staging file, publishes the
-//! object and switches the inode's content in one transaction; readers of
-//! the tree never see a partial file.
+//! commit hashes the staging file, publishes the object and switches the
+//! inode's content in one transaction; readers of the tree never see a
+//! partial file. A commit happens at an fsync, at the flush or release of
+//! a handle that wrote since the last commit, and at the last release.
+//! A failed commit discards the pending writes (see `commit_io`).
 //!
 //! A handle with no pending writes reads from the object of the content it
 //! opened (its *view*). Commits made through handles move every handle of
@@ -91,6 +93,12 @@ struct InodeIo {
     views: HashMap<Handle, View>,
     /// The handles open for writing.
     writers: HashSet<Handle>,
+    /// The handles that added to the pending writes since the last
+    /// commit: a flush commits only for them (and the last close for
+    /// anyone). Other closes, such as a handle's RELEASE arriving late or
+    /// a forked child closing an inherited descriptor, commit nothing, so
+    /// another writer's half-done sequence is not published mid-way.
+    dirty: HashSet<Handle>,
     /// Writers yet to hear that a failed commit discarded the pending
     /// writes (`FsError::WritesLost`), with whether the disk was full.
     lost: HashMap<Handle, bool>,
@@ -228,7 +236,7 @@ impl Fs {
             if inode.kind == FileKind::Dir && (flags.write || flags.truncate) {
                 return Err(FsError::IsDir);
             }
-            let set_up = self.setup_handle(&mut guard, inode, flags)?;
+            let set_up = self.setup_handle(&mut guard, handle, inode, flags)?;
             // Read under the I/O lock: no commit of this inode since.
             Ok((with_pending(&guard, inode.clone()), set_up))
         });
@@ -252,6 +260,7 @@ impl Fs {
     fn setup_handle(
         &self,
         io: &mut InodeIo,
+        handle: Handle,
         inode: &Attr,
         flags: OpenFlags,
     ) -> FsResult<(View, Option<Arc<File>>)> {
@@ -261,6 +270,7 @@ impl Fs {
                 None => io.staging = Some(self.store.stage()?),
             }
             io.mtime_ns = now_ns();
+            io.dirty.insert(handle);
         }
         let view = self.view_of(io, inode.content)?;
         let backing = match (&view.file, flags.write, &io.staging) {
@@ -385,6 +395,7 @@ impl Fs {
         // caller sees exactly which bytes count.
         let written = staging.write_some_at(offset, data)?;
         io.mtime_ns = now_ns();
+        io.dirty.insert(handle);
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(written as u32)
     }
@@ -475,6 +486,7 @@ impl Fs {
         }
         // Every pending byte of the target lay inside the copied range.
         io.staging = None;
+        io.dirty.clear();
         self.move_views(&mut io, target.ino, content)?;
         Ok(Some(CopyOutcome { copied: record.size, content: Some(content) }))
     }
@@ -493,6 +505,7 @@ impl Fs {
         let mut io = open.io.lock();
         self.staging_for(&mut io, open.ino)?.fallocate(mode, offset, len)?;
         io.mtime_ns = now_ns();
+        io.dirty.insert(handle);
         Ok(())
     }
 
@@ -550,13 +563,17 @@ impl Fs {
             let pending = io.staging.is_some();
             self.staging_for(&mut io, ino)?.set_len(size)?;
             io.mtime_ns = now_ns();
-            if !pending {
+            if pending {
+                // Not made through a handle: any writer's close commits it.
+                let writers = io.writers.clone();
+                io.dirty.extend(writers);
+            } else {
                 // Nothing else pending: commit now, as a truncate of a
                 // closed file would, and move the handles to the result.
                 // If that fails, only the truncation is lost.
-                if let Err(e) = self.commit_staging(ino, &mut io, origin, false) {
-                    io.staging = None;
-                    return Err(e);
+                if let Some(staging) = io.staging.take() {
+                    let id = self.commit_staged(ino, staging, io.mtime_ns, origin, false)?;
+                    self.move_views(&mut io, ino, id)?;
                 }
             }
             return Ok(());
@@ -570,17 +587,18 @@ impl Fs {
             _ => self.store.stage()?,
         };
         staging.set_len(size)?;
-        let digest = staging.finish(true)?;
-        let mut staged = Some(Body::File(Box::new(staging)));
-        self.commit_content(ino, &mut staged, &digest, now_ns(), origin, false).map(|_| ())
+        self.commit_staged(ino, staging, now_ns(), origin, false).map(|_| ())
     }
 
-    /// Commit pending writes of the handle's inode (close). Returns the
-    /// content committed, if anything was pending.
+    /// A close of a descriptor: commit the inode's pending writes if this
+    /// handle added to them. Returns the content committed, if any.
     pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.get(handle)?;
         let mut io = open.io.lock();
-        let committed = self.commit_io(open.ino, &mut io, origin, false, handle);
+        let committed = match io.dirty.contains(&handle) {
+            true => self.commit_io(open.ino, &mut io, origin, false, handle),
+            false => Ok(None),
+        };
         hear_of_lost_writes(&mut io, handle, committed)
     }
 
@@ -598,16 +616,21 @@ impl Fs {
         hear_of_lost_writes(&mut io, handle, committed)
     }
 
-    /// Close a handle: commit what is pending; the last close of an
-    /// unlinked inode deletes it. Returns the content committed, if any.
+    /// Close a handle: commit what is pending if this handle added to it
+    /// or is the inode's last; the last close of an unlinked inode deletes
+    /// it. Returns the content committed, if any.
     pub fn release(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
         let open = self.open_files.handles.lock().remove(&handle).ok_or(FsError::BadHandle)?;
         let mut io = open.io.lock();
-        let committed = self.commit_io(open.ino, &mut io, origin, false, handle);
+        let committed = match io.dirty.contains(&handle) || io.handles == 1 {
+            true => self.commit_io(open.ino, &mut io, origin, false, handle),
+            false => Ok(None),
+        };
         let committed = hear_of_lost_writes(&mut io, handle, committed);
         io.handles -= 1;
         io.views.remove(&handle);
         io.writers.remove(&handle);
+        io.dirty.remove(&handle);
         let last = io.handles == 0;
         if last {
             drop_if_unused(&self.open_files, open.ino, &io);
@@ -649,49 +672,37 @@ impl Fs {
         durable: bool,
         by: Handle,
     ) -> FsResult<Option<ContentId>> {
-        let committed = self.commit_staging(ino, io, origin, durable);
-        if let Err(e) = &committed
-            && io.staging.take().is_some()
-        {
-            tracing::warn!("inode {ino}: pending writes discarded, the commit failed: {e}");
-            let disk_full = e.is_disk_full();
-            let others: Vec<Handle> = io.writers.iter().copied().filter(|w| *w != by).collect();
-            io.lost.extend(others.into_iter().map(|w| (w, disk_full)));
-        }
-        committed
-    }
-
-    /// Commit the inode's pending writes; on failure they stay pending.
-    fn commit_staging(
-        &self,
-        ino: Ino,
-        io: &mut InodeIo,
-        origin: Origin,
-        durable: bool,
-    ) -> FsResult<Option<ContentId>> {
-        let Some(mut staging) = io.staging.take() else {
+        let Some(staging) = io.staging.take() else {
             return Ok(None);
         };
-        let digest = match staging.finish(true) {
-            Ok(d) => d,
-            Err(e) => {
-                io.staging = Some(staging);
-                return Err(e.into());
-            }
-        };
-        let mut staged = Some(Body::File(Box::new(staging)));
-        let committed = match self.commit_content(ino, &mut staged, &digest, io.mtime_ns, origin, durable) {
+        io.dirty.clear();
+        let committed = match self.commit_staged(ino, staging, io.mtime_ns, origin, durable) {
             Ok(id) => id,
             Err(e) => {
-                // Not published: the writes are still pending.
-                if let Some(Body::File(staging)) = staged {
-                    io.staging = Some(*staging);
-                }
+                tracing::warn!("inode {ino}: pending writes discarded, the commit failed: {e}");
+                let disk_full = e.is_disk_full();
+                let others: Vec<Handle> = io.writers.iter().copied().filter(|w| *w != by).collect();
+                io.lost.extend(others.into_iter().map(|w| (w, disk_full)));
                 return Err(e);
             }
         };
         self.move_views(io, ino, committed)?;
         Ok(Some(committed))
+    }
+
+    /// Hash `staging` and make it `ino`'s content, publishing the bytes if
+    /// they are new. On failure the staged bytes are dropped.
+    fn commit_staged(
+        &self,
+        ino: Ino,
+        mut staging: Staging,
+        mtime_ns: i64,
+        origin: Origin,
+        durable: bool,
+    ) -> FsResult<ContentId> {
+        let digest = staging.finish(true)?;
+        let mut staged = Some(Body::File(Box::new(staging)));
+        self.commit_content(ino, &mut staged, &digest, mtime_ns, origin, durable)
     }
 
     /// A commit through the open files made `content` the inode's: every
