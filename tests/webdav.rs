@@ -378,6 +378,69 @@ fn collections_move_delete_and_metadata_only_copy() {
     assert_eq!(get(&server, "/dir/h.txt", &[]).0, 404);
 }
 
+/// Requests dav-server would carry out member by member, with members
+/// gone before the step that fails: a DELETE of the root, a COPY or MOVE
+/// whose overwritten destination holds the source or lies inside it, and
+/// a COPY into its own subtree (which doubles the tree each time). Each is
+/// refused whole (403) and the tree stays as it was.
+#[test]
+fn requests_that_would_destroy_their_own_source_are_refused_whole() {
+    let server = TestServer::new();
+    for dir in ["/a/", "/a/b/"] {
+        assert_eq!(curl(&["-X", "MKCOL", &server.url(dir)], None).0, 201);
+    }
+    for file in ["/top.txt", "/a/f.txt", "/a/b/g.txt"] {
+        assert_eq!(put(&server, file, file.as_bytes(), &[]).0, 201);
+    }
+    let listing = || {
+        let (status, _, body) = curl(&["-X", "PROPFIND", "-H", "Depth: 1", &server.url("/a/")], None);
+        assert_eq!(status, 207);
+        let mut hrefs: Vec<String> = String::from_utf8(body)
+            .expect("utf-8")
+            .split("<D:href>")
+            .skip(1)
+            .filter_map(|rest| rest.split('<').next().map(str::to_owned))
+            .collect();
+        hrefs.sort();
+        hrefs
+    };
+    let before = listing();
+    assert_eq!(before, ["/a/", "/a/b/", "/a/f.txt"]);
+    let moves = [
+        ("DELETE", "/", None),
+        ("DELETE", "", None),
+        ("COPY", "/a/", Some("/")),
+        ("MOVE", "/a/", Some("/")),
+        ("COPY", "/", Some("/a/copy/")),
+        ("MOVE", "/", Some("/moved/")),
+        ("COPY", "/a/", Some("/a/b/c/")),
+        ("MOVE", "/a/", Some("/a/b/")),
+        ("COPY", "/a/b/", Some("/a/")),
+        ("MOVE", "/a/b/", Some("/a")),
+        ("MOVE", "/a/b/", Some("/a/b")),
+        ("COPY", "/a/%62/", Some("/a/")),
+    ];
+    for (method, path, to) in moves {
+        let destination = to.map(|to| format!("Destination: {}", server.url(to)));
+        let mut args = vec!["-X", method, "-H", "Overwrite: T"];
+        if let Some(destination) = &destination {
+            args.extend(["-H", destination.as_str()]);
+        }
+        let url = server.url(path);
+        args.push(&url);
+        let (status, _, body) = curl(&args, None);
+        assert_eq!(status, 403, "{method} {path} to {to:?}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(listing(), before, "after {method} {path} to {to:?}");
+        for file in ["/top.txt", "/a/f.txt", "/a/b/g.txt"] {
+            assert_eq!(get(&server, file, &[]).2, file.as_bytes(), "after {method} {path} to {to:?}");
+        }
+    }
+    // Neighbours that only share a prefix are no overlap.
+    let destination = format!("Destination: {}", server.url("/ab/"));
+    assert_eq!(curl(&["-X", "COPY", "-H", &destination, &server.url("/a/")], None).0, 201);
+    assert_eq!(get(&server, "/ab/b/g.txt", &[]).2, b"/a/b/g.txt");
+}
+
 #[test]
 fn a_put_cut_off_mid_body_leaves_the_previous_version() {
     let server = TestServer::new();

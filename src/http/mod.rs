@@ -168,6 +168,41 @@ fn copy_roots<B>(req: &http::Request<B>) -> Option<CopyRoots> {
     Some(CopyRoots { from: decoded_path(req.uri())?, to: decoded_path(&destination.parse().ok()?)? })
 }
 
+/// Why a DELETE, COPY or MOVE must be refused before dav-server starts on
+/// it, if it must. dav-server carries these out member by member: a
+/// DELETE of the root removed every member and then failed on the root
+/// itself (403, with the tree gone); an overwriting COPY or MOVE deletes
+/// the destination first, which may hold the source (the root, a parent)
+/// or lie inside it; and a COPY into its own subtree doubles the tree
+/// each time it is repeated.
+fn overlap_refusal<B>(req: &http::Request<B>) -> Option<&'static str> {
+    let method = req.method().as_str();
+    if !matches!(method, "DELETE" | "COPY" | "MOVE") {
+        return None;
+    }
+    // Compared without a trailing slash: the root is the empty path.
+    let trim = |path: Vec<u8>| path.strip_suffix(b"/").map(<[u8]>::to_vec).unwrap_or(path);
+    let source = trim(decoded_path(req.uri())?);
+    if method == "DELETE" {
+        return source.is_empty().then_some("the root collection cannot be deleted");
+    }
+    let to = req.headers().get("destination")?.to_str().ok()?.parse().ok()?;
+    let destination = trim(decoded_path(&to)?);
+    let inside =
+        |inner: &[u8], outer: &[u8]| inner.starts_with(outer) && inner.get(outer.len()) == Some(&b'/');
+    if source.is_empty() || destination.is_empty() {
+        Some("the root collection cannot be copied, moved or overwritten")
+    } else if source == destination {
+        Some("the source and the destination are the same")
+    } else if inside(&destination, &source) {
+        Some("a collection cannot be copied or moved into itself")
+    } else if inside(&source, &destination) {
+        Some("the destination contains the source")
+    } else {
+        None
+    }
+}
+
 /// The path of `uri`, %-decoded and normalized as dav-server does it
 /// (`DavPath::from_uri` does not decode); `None` if it is malformed.
 fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
@@ -206,6 +241,9 @@ async fn handle(
         req
     };
     let req = weak_if_none_match(req);
+    if let Some(reason) = overlap_refusal(&req) {
+        return limits::refusal(http::StatusCode::FORBIDDEN, reason);
+    }
     if req.method().as_str() == "COPY"
         && let Some(roots) = copy_roots(&req)
     {
