@@ -435,7 +435,18 @@ fn requests_that_would_destroy_their_own_source_are_refused_whole() {
             assert_eq!(get(&server, file, &[]).2, file.as_bytes(), "after {method} {path} to {to:?}");
         }
     }
-    // Neighbours that only share a prefix are no overlap.
+    // A destination on another server is not moved here (502).
+    for (method, to) in [("MOVE", "http://elsewhere.example/x"), ("COPY", "http://127.0.0.2:1/x")] {
+        let destination = format!("Destination: {to}");
+        let (status, _, _) = curl(&["-X", method, "-H", &destination, &server.url("/top.txt")], None);
+        assert_eq!(status, 502, "{method} to {to}");
+    }
+    assert_eq!(get(&server, "/top.txt", &[]).2, b"/top.txt");
+    assert_eq!(get(&server, "/x", &[]).0, 404);
+    // Neighbours that only share a prefix are no overlap; a destination
+    // given as a path alone is here.
+    let destination = "Destination: /top-copy.txt";
+    assert_eq!(curl(&["-X", "COPY", "-H", destination, &server.url("/top.txt")], None).0, 201);
     let destination = format!("Destination: {}", server.url("/ab/"));
     assert_eq!(curl(&["-X", "COPY", "-H", &destination, &server.url("/a/")], None).0, 201);
     assert_eq!(get(&server, "/ab/b/g.txt", &[]).2, b"/a/b/g.txt");

@@ -203,6 +203,26 @@ fn overlap_refusal<B>(req: &http::Request<B>) -> Option<&'static str> {
     }
 }
 
+/// Whether a COPY or MOVE names a destination on another server (RFC
+/// 4918, 9.8.5 and 9.9.4: 502). dav-server uses only the path, and would
+/// copy or move the resource here, to that path.
+fn foreign_destination<B>(req: &http::Request<B>) -> bool {
+    if !matches!(req.method().as_str(), "COPY" | "MOVE") {
+        return false;
+    }
+    let destination =
+        req.headers().get("destination").and_then(|d| d.to_str().ok()?.parse::<http::Uri>().ok());
+    let Some(there) = destination.as_ref().and_then(http::Uri::authority) else { return false };
+    let here =
+        req.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| {
+            req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+        });
+    // Ports are compared when given; a default one may be left out.
+    let without_default_port =
+        |authority: &str| authority.trim_end_matches(":80").trim_end_matches(":443").to_ascii_lowercase();
+    here.is_some_and(|here| without_default_port(&here) != without_default_port(there.as_str()))
+}
+
 /// The path of `uri`, %-decoded and normalized as dav-server does it
 /// (`DavPath::from_uri` does not decode); `None` if it is malformed.
 fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
@@ -241,6 +261,9 @@ async fn handle(
         req
     };
     let req = weak_if_none_match(req);
+    if foreign_destination(&req) {
+        return limits::refusal(http::StatusCode::BAD_GATEWAY, "the destination is on another server");
+    }
     if let Some(reason) = overlap_refusal(&req) {
         return limits::refusal(http::StatusCode::FORBIDDEN, reason);
     }
