@@ -270,6 +270,69 @@ fn rest(file: &mut std::fs::File) -> Vec<u8> {
     out
 }
 
+/// Symlinks made on the mount are served over HTTP as what they name,
+/// when that is inside the tree (a `current -> v2` release link, say):
+/// GET, the ETag, PROPFIND listings and paths through a linked directory.
+/// A link that is absolute, climbs above the root, dangles or loops names
+/// nothing here. Names change on the link itself: DELETE and MOVE act on
+/// it, never on what it names.
+#[test]
+fn symlinks_inside_the_tree_are_served_as_what_they_name() {
+    use std::os::unix::fs::symlink;
+    let served = Served::start(&[]);
+    let agent = agent();
+    std::fs::create_dir_all(served.path("releases/v2/js")).expect("mkdir");
+    std::fs::write(served.path("releases/v2/js/app.js"), b"app v2").expect("write");
+    std::fs::write(served.path("top.txt"), b"top").expect("write");
+    let links = [
+        ("current", "releases/v2"),
+        ("releases/latest.js", "v2/js/app.js"),
+        ("releases/v2/js/up.txt", "../../../top.txt"),
+        ("releases/chain", "latest.js"),
+        ("above", "../top.txt"),
+        ("absolute", "/etc/hostname"),
+        ("dangling", "nowhere"),
+        ("loop-a", "loop-b"),
+        ("loop-b", "loop-a"),
+    ];
+    for (link, target) in links {
+        symlink(target, served.path(link)).expect("symlink");
+    }
+    let app_etag = sha1_id(b"app v2").etag();
+    for path in ["/current/js/app.js", "/releases/latest.js", "/releases/chain", "/current/js/../js/app.js"] {
+        let (status, etag, body) = get(&agent, &served.url(path));
+        assert_eq!((status, body.as_slice()), (200, &b"app v2"[..]), "GET {path}");
+        assert_eq!(etag.as_deref(), Some(app_etag.as_str()), "GET {path}");
+    }
+    assert_eq!(get(&agent, &served.url("/current/js/up.txt")).2, b"top");
+    for path in ["/above", "/absolute", "/dangling"] {
+        assert_eq!(get(&agent, &served.url(path)).0, 404, "GET {path}");
+    }
+    assert_eq!(get(&agent, &served.url("/loop-a")).0, 508, "GET of a loop");
+
+    let (status, listing) = request(&agent, "PROPFIND", &served.url("/"), &[("Depth", "1")]);
+    assert_eq!(status, 207);
+    assert!(listing.contains("<D:href>/current/</D:href>"), "a linked directory is a collection: {listing}");
+    let (status, listing) = request(&agent, "PROPFIND", &served.url("/current/js/"), &[("Depth", "1")]);
+    assert_eq!(status, 207);
+    assert!(listing.contains("/current/js/app.js") && listing.contains(&app_etag), "{listing}");
+    let (status, listing) = request(&agent, "PROPFIND", &served.url("/releases/"), &[("Depth", "1")]);
+    assert_eq!(status, 207);
+    let latest = listing.split("<D:response>").find(|r| r.contains("/releases/latest.js<")).expect("listed");
+    assert!(latest.contains(&app_etag), "a linked file carries its target's ETag: {latest}");
+
+    let destination = served.url("/moved-link");
+    assert_eq!(request(&agent, "MOVE", &served.url("/current"), &[("Destination", &destination)]).0, 201);
+    assert_eq!(
+        std::fs::read_link(served.path("moved-link")).expect("still a link"),
+        Path::new("releases/v2")
+    );
+    assert_eq!(request(&agent, "DELETE", &served.url("/moved-link"), &[]).0, 204);
+    assert_eq!(request(&agent, "DELETE", &served.url("/releases/latest.js"), &[]).0, 204);
+    assert!(!served.path("moved-link").exists() && !served.path("releases/latest.js").exists());
+    assert_eq!(std::fs::read(served.path("releases/v2/js/app.js")).expect("target kept"), b"app v2");
+}
+
 #[test]
 fn an_open_handle_keeps_reading_the_version_it_opened() {
     // The model (docs/architecture.md): a handle reads the bytes of the

@@ -15,6 +15,8 @@ pub struct RenameFlags {
 
 /// The largest number of symlinks or path components resolved in one path.
 const MAX_PATH_DEPTH: usize = 4096;
+/// Symlinks followed in one resolution, as Linux's MAXSYMLINKS.
+const MAX_SYMLINK_HOPS: usize = 40;
 
 impl Fs {
     /// The entry `name` in directory `parent`.
@@ -37,18 +39,36 @@ impl Fs {
         walk(path, self.getattr(Ino::ROOT)?, |dir, name| self.lookup(dir, name))
     }
 
-    /// [`Fs::resolve`] as last committed, in one snapshot: pending writes
-    /// of open files are not applied, so size and content id agree. What
-    /// HTTP serves: committed versions only.
+    /// [`Fs::resolve`], following symlinks whose targets stay inside the
+    /// tree, as HTTP reads a path: a link (`current -> v2`, say) is served
+    /// as what it names. A target that is absolute, or climbs above the
+    /// root, names nothing here: NotFound. More than 40 links: Loop.
+    pub fn resolve_following(&self, path: &[u8]) -> FsResult<Attr> {
+        walk_following(
+            path,
+            self.getattr(Ino::ROOT)?,
+            |dir, name| self.lookup(dir, name),
+            |link| self.readlink(link),
+        )
+    }
+
+    /// [`Fs::resolve_following`] as last committed, in one snapshot:
+    /// pending writes of open files are not applied, so size and content
+    /// id agree. What HTTP serves: committed versions only.
     pub fn resolve_committed(&self, path: &[u8]) -> FsResult<Attr> {
         self.meta.read(|db| {
             let root = db.inode(Ino::ROOT)?.ok_or(FsError::NotFound)?;
-            walk(path, root, |dir, name| {
-                if name.len() > super::NAME_MAX {
-                    return Err(FsError::NameTooLong);
-                }
-                db.lookup(dir, name)?.ok_or(FsError::NotFound)
-            })
+            walk_following(
+                path,
+                root,
+                |dir, name| {
+                    if name.len() > super::NAME_MAX {
+                        return Err(FsError::NameTooLong);
+                    }
+                    db.lookup(dir, name)?.ok_or(FsError::NotFound)
+                },
+                |link| db.symlink_target(link)?.ok_or(FsError::Invalid("symlink without target")),
+            )
         })
     }
 
@@ -388,6 +408,62 @@ fn walk(path: &[u8], root: Attr, mut step: impl FnMut(Ino, &[u8]) -> FsResult<At
         }
     }
     Ok(current)
+}
+
+/// `walk`, following symlinks (see [`Fs::resolve_following`]). `target`
+/// reads a link. The walk keeps the chain of directories it went through,
+/// so a link's `..` climbs back along it and can never leave the root.
+fn walk_following(
+    path: &[u8],
+    root: Attr,
+    mut step: impl FnMut(Ino, &[u8]) -> FsResult<Attr>,
+    mut target: impl FnMut(Ino) -> FsResult<Vec<u8>>,
+) -> FsResult<Attr> {
+    let components = |bytes: &[u8]| -> Vec<Vec<u8>> {
+        bytes.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").map(<[u8]>::to_vec).collect()
+    };
+    let mut pending: std::collections::VecDeque<(Vec<u8>, bool)> =
+        components(path).into_iter().map(|c| (c, false)).collect();
+    // The node reached last, and the directories above it.
+    let mut chain = vec![root];
+    let (mut hops, mut steps) = (0, 0);
+    while let Some((part, from_link)) = pending.pop_front() {
+        steps += 1;
+        if steps > MAX_PATH_DEPTH {
+            return Err(FsError::Loop);
+        }
+        let Some(current) = chain.last() else { return Err(FsError::NotFound) };
+        if current.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if part == b".." {
+            if !from_link {
+                return Err(FsError::Invalid("'..' in path"));
+            }
+            chain.pop();
+            if chain.is_empty() {
+                return Err(FsError::NotFound); // above the root
+            }
+            continue;
+        }
+        let next = step(current.ino, &part)?;
+        if next.kind != FileKind::Symlink {
+            chain.push(next);
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_SYMLINK_HOPS {
+            return Err(FsError::Loop);
+        }
+        let link = target(next.ino)?;
+        if link.first() == Some(&b'/') || link.is_empty() {
+            return Err(FsError::NotFound); // the host's namespace, or nothing
+        }
+        for component in components(&link).into_iter().rev() {
+            pending.push_front((component, true));
+        }
+    }
+    chain.pop().ok_or(FsError::NotFound)
 }
 
 /// What a new inode made by `make_node` is.

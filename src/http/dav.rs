@@ -234,7 +234,7 @@ impl DavFileSystem for DavFs {
                 return open_for_put(fs, path, options, self.put_guard.clone()).await;
             }
             let (handle, attr) = blocking(move || {
-                let attr = fs.resolve(&path)?;
+                let attr = fs.resolve_following(&path)?;
                 if attr.kind != FileKind::File {
                     return Err(FsError::IsDir);
                 }
@@ -257,17 +257,27 @@ impl DavFileSystem for DavFs {
         async move {
             let fs = self.fs.clone();
             let path = path_bytes(path);
-            let dir = blocking(move || fs.resolve(&path)).await?;
+            let dir_path = path.clone();
+            let dir = blocking(move || fs.resolve_following(&path)).await?;
             if dir.kind != FileKind::Dir {
                 return Err(DavError::Forbidden);
             }
             let fs = self.fs.clone();
             // Pages of entries, each from one core call, streamed as they come.
             let pages = futures_util::stream::unfold(Some(0u64), move |cursor| {
-                let fs = fs.clone();
+                let (fs, dir_path) = (fs.clone(), dir_path.clone());
                 async move {
                     let cursor = cursor?;
-                    let rows = blocking(move || fs.readdir(dir.ino, cursor, LIST_BATCH)).await;
+                    let rows = blocking(move || {
+                        let mut rows = fs.readdir(dir.ino, cursor, LIST_BATCH)?;
+                        for row in rows.iter_mut().filter(|r| r.inode.kind == FileKind::Symlink) {
+                            if let Some(named) = followed_entry(&fs, &dir_path, &row.name) {
+                                row.inode = named;
+                            }
+                        }
+                        Ok(rows)
+                    })
+                    .await;
                     match rows {
                         Ok(rows) if rows.is_empty() => None,
                         Ok(rows) => {
@@ -292,6 +302,18 @@ impl DavFileSystem for DavFs {
     }
 
     fn metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
+        async move {
+            let fs = self.fs.clone();
+            let path = path_bytes(path);
+            let attr = blocking(move || fs.resolve_following(&path)).await?;
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+            Ok(meta)
+        }
+        .boxed()
+    }
+
+    /// The link itself, for what changes names (MOVE, DELETE).
+    fn symlink_metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
         async move {
             let fs = self.fs.clone();
             let path = path_bytes(path);
@@ -338,7 +360,9 @@ impl DavFileSystem for DavFs {
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
         let fs = self.fs.clone();
         let path = path_bytes(path);
-        blocking(move || fs.has_dead_props(fs.resolve(&path)?.ino)).map(|r| r.unwrap_or(false)).boxed()
+        blocking(move || fs.has_dead_props(fs.resolve_following(&path)?.ino))
+            .map(|r| r.unwrap_or(false))
+            .boxed()
     }
 
     fn patch_props<'a>(
@@ -356,7 +380,7 @@ impl DavFileSystem for DavFs {
                 })
                 .collect();
             blocking(move || {
-                let ino = fs.resolve(&path)?.ino;
+                let ino = fs.resolve_following(&path)?.ino;
                 fs.patch_dead_props(ino, &changes, &Self::caller())
             })
             .await?;
@@ -369,7 +393,7 @@ impl DavFileSystem for DavFs {
         async move {
             let fs = self.fs.clone();
             let path = path_bytes(path);
-            let props = blocking(move || fs.dead_props(fs.resolve(&path)?.ino)).await?;
+            let props = blocking(move || fs.dead_props(fs.resolve_following(&path)?.ino)).await?;
             Ok(props
                 .into_iter()
                 .map(|(name, xml)| {
@@ -391,7 +415,7 @@ impl DavFileSystem for DavFs {
             let wanted = clark_name(&prop);
             let fs = self.fs.clone();
             let path = path_bytes(path);
-            let props = blocking(move || fs.dead_props(fs.resolve(&path)?.ino)).await?;
+            let props = blocking(move || fs.dead_props(fs.resolve_following(&path)?.ino)).await?;
             props.into_iter().find(|(name, _)| *name == wanted).map(|(_, xml)| xml).ok_or(DavError::NotFound)
         }
         .boxed()
@@ -402,12 +426,22 @@ impl DavFileSystem for DavFs {
         let fs = self.fs.clone();
         let (from, to) = (path_bytes(from), path_bytes(to));
         blocking(move || {
-            let source = fs.resolve(&from)?;
+            let source = fs.resolve_following(&from)?;
             let (parent, name) = fs.resolve_parent(&to)?;
             fs.copy_file(source.ino, parent.ino, name, &Self::caller()).map(|_| ())
         })
         .boxed()
     }
+}
+
+/// What the symlink `name` in directory `dir` (a path) names, when that
+/// is in the tree: a listing shows a link as what it names, as GET serves
+/// it. `None` for a link that names nothing here (it stays a link).
+pub(super) fn followed_entry(fs: &Fs, dir: &[u8], name: &[u8]) -> Option<Attr> {
+    let mut path = dir.to_vec();
+    path.push(b'/');
+    path.extend_from_slice(name);
+    fs.resolve_following(&path).ok()
 }
 
 /// A property's name in Clark notation, `{namespace}local`, as stored.

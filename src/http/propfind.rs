@@ -145,7 +145,7 @@ pub(super) async fn propfind(
 
     let lookup_fs = fs.clone();
     let lookup_path = path.clone();
-    let target = match tokio::task::spawn_blocking(move || lookup_fs.resolve(&lookup_path)).await {
+    let target = match tokio::task::spawn_blocking(move || lookup_fs.resolve_following(&lookup_path)).await {
         Ok(Ok(attr)) => attr,
         Ok(Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong)) => {
             return status(StatusCode::NOT_FOUND);
@@ -275,9 +275,19 @@ impl Listing<'_> {
                 let Some(last) = page.last() else { break };
                 cursor = last.0.cursor;
                 for (row, dead) in &page {
+                    // A link is listed as what it names, when that is in the tree.
+                    let followed = (row.inode.kind == FileKind::Symlink)
+                        .then(|| super::dav::followed_entry(self.fs, path, &row.name))
+                        .flatten();
+                    let followed_dead = match &followed {
+                        Some(named) if self.query.needs_dead_props() => Some(self.fs.dead_props(named.ino)?),
+                        _ => None,
+                    };
+                    let (attr, dead) =
+                        (followed.as_ref().unwrap_or(&row.inode), followed_dead.as_ref().unwrap_or(dead));
                     let mut child_href = href.clone();
                     child_href.push_str(&url_path(&row.name));
-                    if row.inode.kind == FileKind::Dir {
+                    if attr.kind == FileKind::Dir {
                         child_href.push('/');
                     }
                     let mut locks = inherited.clone();
@@ -287,13 +297,7 @@ impl Listing<'_> {
                         child_key.extend_from_slice(&row.name);
                         locks.extend(below.iter().filter(|l| l.path == child_key));
                     }
-                    let resource = Resource {
-                        href: &child_href,
-                        name: &row.name,
-                        attr: &row.inode,
-                        dead,
-                        locks: &locks,
-                    };
+                    let resource = Resource { href: &child_href, name: &row.name, attr, dead, locks: &locks };
                     self.resource(&resource)?;
                 }
             }
