@@ -452,6 +452,50 @@ fn requests_that_would_destroy_their_own_source_are_refused_whole() {
     assert_eq!(get(&server, "/ab/b/g.txt", &[]).2, b"/a/b/g.txt");
 }
 
+/// A file MOVEd over a file replaces it in one rename (what "safe save"
+/// clients do: PUT a temporary name, then MOVE it over the real one).
+/// dav-server deletes the destination first and renames after, two
+/// commits with the file missing in between; the change log shows the
+/// destination was never deleted on its own. Over a collection, the
+/// collection still goes first.
+#[test]
+fn a_move_over_a_file_replaces_it_in_one_rename() {
+    let server = TestServer::new();
+    assert_eq!(put(&server, "/doc.txt", b"version 1", &[]).0, 201);
+    assert_eq!(put(&server, "/.doc.txt.tmp", b"version 2", &[]).0, 201);
+    let destination = format!("Destination: {}", server.url("/doc.txt"));
+    let (status, _, _) = curl(&["-X", "MOVE", "-H", &destination, &server.url("/.doc.txt.tmp")], None);
+    assert_eq!(status, 204);
+    assert_eq!(get(&server, "/doc.txt", &[]).2, b"version 2");
+    assert_eq!(get(&server, "/.doc.txt.tmp", &[]).0, 404);
+
+    assert_eq!(curl(&["-X", "MKCOL", &server.url("/dir/")], None).0, 201);
+    assert_eq!(put(&server, "/dir/inner.txt", b"inner", &[]).0, 201);
+    let destination = format!("Destination: {}", server.url("/dir"));
+    let (status, _, _) = curl(&["-X", "MOVE", "-H", &destination, &server.url("/doc.txt")], None);
+    assert_eq!(status, 204, "a file over a collection");
+    assert_eq!(get(&server, "/dir", &[]).2, b"version 2");
+
+    let db = rusqlite::Connection::open_with_flags(
+        server.data.join("meta.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the metadata read-only");
+    let ops: Vec<(String, Option<Vec<u8>>)> = db
+        .prepare("SELECT op, name FROM changes WHERE op IN ('unlink', 'rename', 'rmdir') ORDER BY seq")
+        .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
+        .expect("read the change log");
+    let ops: Vec<(String, String)> = ops
+        .into_iter()
+        .map(|(op, name)| (op, String::from_utf8_lossy(&name.unwrap_or_default()).into()))
+        .collect();
+    let expected =
+        [("rename", ".doc.txt.tmp"), ("unlink", "inner.txt"), ("rmdir", "dir"), ("rename", "doc.txt")];
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(ops, expected, "the change log");
+}
+
 #[test]
 fn a_put_cut_off_mid_body_leaves_the_previous_version() {
     let server = TestServer::new();

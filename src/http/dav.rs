@@ -40,9 +40,15 @@ pub struct DavFs {
     /// For a COPY: where from and where to, so that the collections
     /// dav-server creates take their source's dead properties along.
     copy_roots: Option<CopyRoots>,
+    /// For a MOVE: where from and where to, so that a file moved over a
+    /// file replaces it in one rename. dav-server deletes the destination
+    /// first and renames after: two commits, with the target missing in
+    /// between (a reader's 404; after a crash there, a "safe save" by PUT
+    /// then MOVE would have lost the file).
+    move_roots: Option<CopyRoots>,
 }
 
-/// The source and destination paths of a COPY.
+/// The source and destination paths of a COPY or MOVE.
 #[derive(Clone, Debug)]
 pub struct CopyRoots {
     /// The request URI's path, decoded.
@@ -89,17 +95,22 @@ impl PutGuard {
 impl DavFs {
     /// Serve `fs`.
     pub fn new(fs: Arc<Fs>) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, copy_roots: None })
+        Box::new(DavFs { fs, put_guard: None, copy_roots: None, move_roots: None })
     }
 
     /// Serve `fs` for one request whose PUT commits only under `guard`.
     pub fn guarded(fs: Arc<Fs>, guard: PutGuard) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: Some(guard), copy_roots: None })
+        Box::new(DavFs { fs, put_guard: Some(guard), copy_roots: None, move_roots: None })
     }
 
     /// Serve `fs` for one COPY request.
     pub fn copying(fs: Arc<Fs>, roots: CopyRoots) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, copy_roots: Some(roots) })
+        Box::new(DavFs { fs, put_guard: None, copy_roots: Some(roots), move_roots: None })
+    }
+
+    /// Serve `fs` for one MOVE request.
+    pub fn moving(fs: Arc<Fs>, roots: CopyRoots) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: None, copy_roots: None, move_roots: Some(roots) })
     }
 
     fn caller() -> Caller {
@@ -340,7 +351,21 @@ impl DavFileSystem for DavFs {
     }
 
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        self.in_parent(path, |fs, parent, name| fs.unlink(parent, name, &Self::caller()))
+        // A MOVE's destination, about to be replaced by a non-directory:
+        // left for the rename, which replaces it atomically.
+        let replaced_by = self
+            .move_roots
+            .as_ref()
+            .filter(|roots| lock_key(&roots.to) == lock_key(path.as_bytes()))
+            .map(|roots| roots.from.clone());
+        self.in_parent(path, move |fs, parent, name| {
+            if let Some(source) = replaced_by
+                && fs.resolve(&source).is_ok_and(|source| source.kind != FileKind::Dir)
+            {
+                return Ok(());
+            }
+            fs.unlink(parent, name, &Self::caller())
+        })
     }
 
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {

@@ -161,7 +161,7 @@ async fn authorized(users: &Arc<auth::Users>, headers: &http::HeaderMap) -> bool
     tokio::task::spawn_blocking(move || users.check(authorization.as_ref())).await.unwrap_or(false)
 }
 
-/// A COPY's source and destination paths, decoded as dav-server does;
+/// A COPY's or MOVE's source and destination paths, decoded as dav-server does;
 /// `None` if either is malformed (dav-server then refuses the request).
 fn copy_roots<B>(req: &http::Request<B>) -> Option<CopyRoots> {
     let destination = req.headers().get("destination")?.to_str().ok()?;
@@ -267,10 +267,15 @@ async fn handle(
     if let Some(reason) = overlap_refusal(&req) {
         return limits::refusal(http::StatusCode::FORBIDDEN, reason);
     }
-    if req.method().as_str() == "COPY"
+    if matches!(req.method().as_str(), "COPY" | "MOVE")
         && let Some(roots) = copy_roots(&req)
     {
-        return boxed(handler.handle_with(DavConfig::new().filesystem(DavFs::copying(fs, roots)), req).await);
+        let fs = if req.method().as_str() == "COPY" {
+            DavFs::copying(fs, roots)
+        } else {
+            DavFs::moving(fs, roots)
+        };
+        return boxed(handler.handle_with(DavConfig::new().filesystem(fs), req).await);
     }
     let guard = if req.method() == http::Method::PUT { put_guard(req.headers()) } else { None };
     let Some(guard) = guard else {
