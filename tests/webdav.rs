@@ -452,14 +452,15 @@ fn requests_that_would_destroy_their_own_source_are_refused_whole() {
     assert_eq!(get(&server, "/ab/b/g.txt", &[]).2, b"/a/b/g.txt");
 }
 
-/// A file MOVEd over a file replaces it in one rename (what "safe save"
-/// clients do: PUT a temporary name, then MOVE it over the real one).
+/// A file MOVEd (or COPYd) over a file replaces it in one commit (what
+/// "safe save" clients do: PUT a temporary name, then MOVE it over the
+/// real one).
 /// dav-server deletes the destination first and renames after, two
 /// commits with the file missing in between; the change log shows the
 /// destination was never deleted on its own. Over a collection, the
 /// collection still goes first.
 #[test]
-fn a_move_over_a_file_replaces_it_in_one_rename() {
+fn a_move_or_copy_over_a_file_replaces_it_in_one_commit() {
     let server = TestServer::new();
     assert_eq!(put(&server, "/doc.txt", b"version 1", &[]).0, 201);
     assert_eq!(put(&server, "/.doc.txt.tmp", b"version 2", &[]).0, 201);
@@ -475,6 +476,27 @@ fn a_move_over_a_file_replaces_it_in_one_rename() {
     let (status, _, _) = curl(&["-X", "MOVE", "-H", &destination, &server.url("/doc.txt")], None);
     assert_eq!(status, 204, "a file over a collection");
     assert_eq!(get(&server, "/dir", &[]).2, b"version 2");
+
+    // A COPY of a file over a file is one commit too, and the copy keeps
+    // only its source's dead properties (RFC 4918, 9.8.4).
+    assert_eq!(put(&server, "/copy-source.txt", b"copied", &[]).0, 201);
+    assert_eq!(put(&server, "/copy-target.txt", b"old", &[]).0, 201);
+    let proppatch = |path: &str, name: &str| {
+        let body = format!(
+            "<?xml version=\"1.0\"?><D:propertyupdate xmlns:D=\"DAV:\" xmlns:x=\"urn:x\">\
+             <D:set><D:prop><x:{name}>v</x:{name}></D:prop></D:set></D:propertyupdate>"
+        );
+        curl(&["-X", "PROPPATCH", &server.url(path)], Some(body.as_bytes())).0
+    };
+    assert_eq!(proppatch("/copy-source.txt", "kept"), 207);
+    assert_eq!(proppatch("/copy-target.txt", "dropped"), 207);
+    let destination = format!("Destination: {}", server.url("/copy-target.txt"));
+    let (status, _, _) = curl(&["-X", "COPY", "-H", &destination, &server.url("/copy-source.txt")], None);
+    assert_eq!(status, 204);
+    assert_eq!(get(&server, "/copy-target.txt", &[]).2, b"copied");
+    let (status, props) = propfind(&server, "/copy-target.txt", Some("0"), b"");
+    assert_eq!(status, 207);
+    assert!(props.contains("kept") && !props.contains("dropped"), "{props}");
 
     let db = rusqlite::Connection::open_with_flags(
         server.data.join("meta.sqlite"),

@@ -44,7 +44,8 @@ pub struct DavFs {
     /// file replaces it in one rename. dav-server deletes the destination
     /// first and renames after: two commits, with the target missing in
     /// between (a reader's 404; after a crash there, a "safe save" by PUT
-    /// then MOVE would have lost the file).
+    /// then MOVE would have lost the file). A COPY of a file over a file
+    /// is one commit the same way (`copy_roots`).
     move_roots: Option<CopyRoots>,
 }
 
@@ -351,17 +352,24 @@ impl DavFileSystem for DavFs {
     }
 
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        // A MOVE's destination, about to be replaced by a non-directory:
-        // left for the rename, which replaces it atomically.
-        let replaced_by = self
-            .move_roots
-            .as_ref()
-            .filter(|roots| lock_key(&roots.to) == lock_key(path.as_bytes()))
-            .map(|roots| roots.from.clone());
+        // The destination of a MOVE of a non-directory, or of a COPY of a
+        // file: left for the rename or the copy, which replace it in one
+        // commit.
+        let destination = |roots: &CopyRoots| lock_key(&roots.to) == lock_key(path.as_bytes());
+        let moved = self.move_roots.as_ref().filter(|r| destination(r)).map(|r| (r.from.clone(), false));
+        let copied = self.copy_roots.as_ref().filter(|r| destination(r)).map(|r| (r.from.clone(), true));
+        let replaced_by = moved.or(copied);
         self.in_parent(path, move |fs, parent, name| {
-            if let Some(source) = replaced_by
-                && fs.resolve(&source).is_ok_and(|source| source.kind != FileKind::Dir)
-            {
+            let replaced = replaced_by.is_some_and(|(source, copy)| match copy {
+                // COPY reads its source through links and replaces only a
+                // regular file; MOVE moves a link and replaces anything.
+                true => {
+                    fs.resolve_following(&source).is_ok_and(|s| s.kind == FileKind::File)
+                        && fs.lookup(parent, name).is_ok_and(|d| d.kind == FileKind::File)
+                }
+                false => fs.resolve(&source).is_ok_and(|s| s.kind != FileKind::Dir),
+            });
+            if replaced {
                 return Ok(());
             }
             fs.unlink(parent, name, &Self::caller())

@@ -80,6 +80,7 @@ const HAS_DEAD_PROPS: &str = "SELECT EXISTS (SELECT 1 FROM dead_props WHERE ino 
 const SET_DEAD_PROP: &str = "INSERT OR REPLACE INTO dead_props (ino, name, value) VALUES (?1, ?2, ?3)";
 const REMOVE_DEAD_PROP: &str = "DELETE FROM dead_props WHERE ino = ?1 AND name = ?2";
 const COPY_DEAD_PROPS: &str = "INSERT OR REPLACE INTO dead_props (ino, name, value) SELECT ?2, name, value FROM dead_props WHERE ino = +?1";
+const CLEAR_DEAD_PROPS: &str = "DELETE FROM dead_props WHERE ino = ?1";
 const LOCKS_AT: &str = "SELECT token, path, principal, owner_xml, deep, shared, expires_ns, timeout_s FROM locks WHERE path = ?1 AND (expires_ns IS NULL OR expires_ns > ?2)";
 const LOCKS_BELOW: &str = "SELECT token, path, principal, owner_xml, deep, shared, expires_ns, timeout_s FROM locks WHERE path > ?1 AND path < ?2 AND (expires_ns IS NULL OR expires_ns > ?3)";
 const INSERT_LOCK: &str = "INSERT INTO locks (token, path, principal, owner_xml, deep, shared, expires_ns, timeout_s, created_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
@@ -133,6 +134,7 @@ const ALL_STATEMENTS: &[&str] = &[
     SET_DEAD_PROP,
     REMOVE_DEAD_PROP,
     COPY_DEAD_PROPS,
+    CLEAR_DEAD_PROPS,
     LOCKS_AT,
     LOCKS_BELOW,
     INSERT_LOCK,
@@ -627,8 +629,13 @@ impl<'c> Db<'c> {
         Ok(())
     }
 
-    /// Give `to` every dead property of `from` (COPY).
+    /// Give `to` exactly the dead properties of `from` (COPY; over an
+    /// existing resource, RFC 4918 wants its old ones gone).
     pub fn copy_dead_props(&self, from: Ino, to: Ino) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached(CLEAR_DEAD_PROPS)
+            .and_then(|mut st| st.execute(params![to.as_sql()]))
+            .map_err(MetaError::sql("clear dead properties"))?;
         self.conn
             .prepare_cached(COPY_DEAD_PROPS)
             .and_then(|mut st| st.execute(params![from.as_sql(), to.as_sql()]))
