@@ -37,37 +37,90 @@ pub struct DavFs {
     fs: Arc<Fs>,
     /// The request's own condition on what a PUT replaces, if it has one.
     put_guard: Option<PutGuard>,
-    /// For a COPY: where from and where to, so that the collections
-    /// dav-server creates take their source's dead properties along.
-    copy_roots: Option<CopyRoots>,
-    /// For a MOVE: where from and where to, so that a file moved over a
-    /// file replaces it in one rename. dav-server deletes the destination
-    /// first and renames after: two commits, with the target missing in
-    /// between (a reader's 404; after a crash there, a "safe save" by PUT
-    /// then MOVE would have lost the file). A COPY of a file over a file
-    /// is one commit the same way (`copy_roots`).
-    move_roots: Option<CopyRoots>,
+    /// The COPY or MOVE this filesystem serves, if any (see [`Transfer`]).
+    transfer: Option<Transfer>,
+}
+
+/// One COPY or MOVE. A COPY's collections are made by `Fs::copy_dir`, so
+/// they take their source's dead properties along. And where the copy or
+/// rename itself replaces its destination in one commit (a file over a
+/// file), dav-server's deletion of the destination first is left out: two
+/// commits would leave the target missing in between (a reader's 404;
+/// after a crash there, a "safe save" by PUT then MOVE would have lost the
+/// file).
+#[derive(Clone, Debug)]
+pub enum Transfer {
+    /// A COPY.
+    Copy(TransferRoots),
+    /// A MOVE.
+    Move(TransferRoots),
 }
 
 /// The source and destination paths of a COPY or MOVE.
 #[derive(Clone, Debug)]
-pub struct CopyRoots {
+pub struct TransferRoots {
     /// The request URI's path, decoded.
     pub from: Vec<u8>,
     /// The Destination header's path, decoded.
     pub to: Vec<u8>,
 }
 
-impl CopyRoots {
+impl Transfer {
+    /// Its paths.
+    pub fn roots(&self) -> &TransferRoots {
+        match self {
+            Transfer::Copy(roots) | Transfer::Move(roots) => roots,
+        }
+    }
+
+    /// Whether the transfer replaces `parent/name`, its destination, in
+    /// one commit by itself: a rename replaces anything but a directory;
+    /// `Fs::copy_file` puts a file (read through links) over a regular
+    /// file.
+    fn replaces(&self, fs: &Fs, parent: Ino, name: &[u8]) -> bool {
+        match self {
+            Transfer::Move(roots) => fs.resolve(&roots.from).is_ok_and(|s| s.kind != FileKind::Dir),
+            Transfer::Copy(roots) => {
+                fs.resolve_following(&roots.from).is_ok_and(|s| s.kind == FileKind::File)
+                    && fs.lookup(parent, name).is_ok_and(|d| d.kind == FileKind::File)
+            }
+        }
+    }
+}
+
+impl TransferRoots {
     /// The source of `dest`, if `dest` is the destination or below it.
     fn source_of(&self, dest: &[u8]) -> Option<Vec<u8>> {
-        let (root, dest) = (lock_key(&self.to), lock_key(dest));
-        let rest = dest.strip_prefix(root)?;
-        if !rest.is_empty() && !rest.starts_with(b"/") {
-            return None;
-        }
+        let rest = rest_below(lock_key(dest), lock_key(&self.to))?;
         Some([lock_key(&self.from), rest].concat())
     }
+
+    /// Why the transfer must be refused whole (403) before dav-server
+    /// starts on it, if it must. dav-server works member by member and
+    /// deletes an overwritten destination first, which may hold the source
+    /// (the root, a parent) or lie inside it; and a COPY into its own
+    /// subtree doubles the tree each time it is repeated.
+    pub fn overlap(&self) -> Option<&'static str> {
+        let (source, destination) = (lock_key(&self.from), lock_key(&self.to));
+        if source.is_empty() || destination.is_empty() {
+            Some("the root collection cannot be copied, moved or overwritten")
+        } else if source == destination {
+            Some("the source and the destination are the same")
+        } else if rest_below(destination, source).is_some() {
+            Some("a collection cannot be copied or moved into itself")
+        } else if rest_below(source, destination).is_some() {
+            Some("the destination contains the source")
+        } else {
+            None
+        }
+    }
+}
+
+/// What follows `root` in `path` (both without trailing slashes) when
+/// `path` is `root` or below it: empty, or starting with a slash.
+fn rest_below<'p>(path: &'p [u8], root: &[u8]) -> Option<&'p [u8]> {
+    let rest = path.strip_prefix(root)?;
+    (rest.is_empty() || rest.starts_with(b"/")).then_some(rest)
 }
 
 /// A PUT's If-Match / If-None-Match, tested again inside the commit
@@ -96,26 +149,36 @@ impl PutGuard {
 impl DavFs {
     /// Serve `fs`.
     pub fn new(fs: Arc<Fs>) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, copy_roots: None, move_roots: None })
+        Box::new(DavFs { fs, put_guard: None, transfer: None })
     }
 
     /// Serve `fs` for one request whose PUT commits only under `guard`.
     pub fn guarded(fs: Arc<Fs>, guard: PutGuard) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: Some(guard), copy_roots: None, move_roots: None })
+        Box::new(DavFs { fs, put_guard: Some(guard), transfer: None })
     }
 
-    /// Serve `fs` for one COPY request.
-    pub fn copying(fs: Arc<Fs>, roots: CopyRoots) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, copy_roots: Some(roots), move_roots: None })
-    }
-
-    /// Serve `fs` for one MOVE request.
-    pub fn moving(fs: Arc<Fs>, roots: CopyRoots) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, copy_roots: None, move_roots: Some(roots) })
+    /// Serve `fs` for one COPY or MOVE request.
+    pub fn transferring(fs: Arc<Fs>, transfer: Transfer) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: None, transfer: Some(transfer) })
     }
 
     fn caller() -> Caller {
         Caller::process(Origin::WebDav)
+    }
+
+    /// The metadata of `path` as `resolve` finds it, off the async workers.
+    fn meta_at<'a>(
+        &self,
+        path: &DavPath,
+        resolve: fn(&Fs, &[u8]) -> Result<Attr, FsError>,
+    ) -> FsFuture<'a, Box<dyn DavMetaData>> {
+        let (fs, path) = (self.fs.clone(), path_bytes(path));
+        async move {
+            let attr = blocking(move || resolve(&fs, &path)).await?;
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+            Ok(meta)
+        }
+        .boxed()
     }
 
     /// Run `op` on the parent directory and final name of `path`, off the
@@ -314,30 +377,19 @@ impl DavFileSystem for DavFs {
     }
 
     fn metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        async move {
-            let fs = self.fs.clone();
-            let path = path_bytes(path);
-            let attr = blocking(move || fs.resolve_following(&path)).await?;
-            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
-            Ok(meta)
-        }
-        .boxed()
+        self.meta_at(path, Fs::resolve_following)
     }
 
     /// The link itself, for what changes names (MOVE, DELETE).
     fn symlink_metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        async move {
-            let fs = self.fs.clone();
-            let path = path_bytes(path);
-            let attr = blocking(move || fs.resolve(&path)).await?;
-            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
-            Ok(meta)
-        }
-        .boxed()
+        self.meta_at(path, Fs::resolve)
     }
 
     fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        let source = self.copy_roots.as_ref().and_then(|roots| roots.source_of(path.as_bytes()));
+        let source = match &self.transfer {
+            Some(Transfer::Copy(roots)) => roots.source_of(path.as_bytes()),
+            _ => None,
+        };
         self.in_parent(path, move |fs, parent, name| {
             let made = match source {
                 Some(source) => fs.copy_dir(fs.resolve(&source)?.ino, parent, name, &Self::caller()),
@@ -352,24 +404,11 @@ impl DavFileSystem for DavFs {
     }
 
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        // The destination of a MOVE of a non-directory, or of a COPY of a
-        // file: left for the rename or the copy, which replace it in one
-        // commit.
-        let destination = |roots: &CopyRoots| lock_key(&roots.to) == lock_key(path.as_bytes());
-        let moved = self.move_roots.as_ref().filter(|r| destination(r)).map(|r| (r.from.clone(), false));
-        let copied = self.copy_roots.as_ref().filter(|r| destination(r)).map(|r| (r.from.clone(), true));
-        let replaced_by = moved.or(copied);
+        // The transfer's destination: left to the transfer if it replaces
+        // it in one commit.
+        let transfer = self.transfer.clone().filter(|t| lock_key(&t.roots().to) == lock_key(path.as_bytes()));
         self.in_parent(path, move |fs, parent, name| {
-            let replaced = replaced_by.is_some_and(|(source, copy)| match copy {
-                // COPY reads its source through links and replaces only a
-                // regular file; MOVE moves a link and replaces anything.
-                true => {
-                    fs.resolve_following(&source).is_ok_and(|s| s.kind == FileKind::File)
-                        && fs.lookup(parent, name).is_ok_and(|d| d.kind == FileKind::File)
-                }
-                false => fs.resolve(&source).is_ok_and(|s| s.kind != FileKind::Dir),
-            });
-            if replaced {
+            if transfer.is_some_and(|t| t.replaces(fs, parent, name)) {
                 return Ok(());
             }
             fs.unlink(parent, name, &Self::caller())

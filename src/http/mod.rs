@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::net::TcpListener;
 
-pub use dav::{CopyRoots, DavFs, PutGuard};
+pub use dav::{DavFs, PutGuard, Transfer, TransferRoots};
 pub use locks::SqlLocks;
 
 use crate::fs::{Attr, FileKind, Fs};
@@ -161,46 +161,30 @@ async fn authorized(users: &Arc<auth::Users>, headers: &http::HeaderMap) -> bool
     tokio::task::spawn_blocking(move || users.check(authorization.as_ref())).await.unwrap_or(false)
 }
 
-/// A COPY's or MOVE's source and destination paths, decoded as dav-server does;
-/// `None` if either is malformed (dav-server then refuses the request).
-fn copy_roots<B>(req: &http::Request<B>) -> Option<CopyRoots> {
-    let destination = req.headers().get("destination")?.to_str().ok()?;
-    Some(CopyRoots { from: decoded_path(req.uri())?, to: decoded_path(&destination.parse().ok()?)? })
+/// A COPY or MOVE with its paths decoded as dav-server decodes them;
+/// `None` for other methods, or if a path is malformed (dav-server then
+/// refuses the request).
+fn transfer<B>(req: &http::Request<B>) -> Option<Transfer> {
+    let copy = match req.method().as_str() {
+        "COPY" => true,
+        "MOVE" => false,
+        _ => return None,
+    };
+    let roots = TransferRoots { from: decoded_path(req.uri())?, to: decoded_path(&destination(req)?)? };
+    Some(if copy { Transfer::Copy(roots) } else { Transfer::Move(roots) })
 }
 
-/// Why a DELETE, COPY or MOVE must be refused before dav-server starts on
-/// it, if it must. dav-server carries these out member by member: a
-/// DELETE of the root removed every member and then failed on the root
-/// itself (403, with the tree gone); an overwriting COPY or MOVE deletes
-/// the destination first, which may hold the source (the root, a parent)
-/// or lie inside it; and a COPY into its own subtree doubles the tree
-/// each time it is repeated.
-fn overlap_refusal<B>(req: &http::Request<B>) -> Option<&'static str> {
-    let method = req.method().as_str();
-    if !matches!(method, "DELETE" | "COPY" | "MOVE") {
-        return None;
-    }
-    // Compared without a trailing slash: the root is the empty path.
-    let trim = |path: Vec<u8>| path.strip_suffix(b"/").map(<[u8]>::to_vec).unwrap_or(path);
-    let source = trim(decoded_path(req.uri())?);
-    if method == "DELETE" {
-        return source.is_empty().then_some("the root collection cannot be deleted");
-    }
-    let to = req.headers().get("destination")?.to_str().ok()?.parse().ok()?;
-    let destination = trim(decoded_path(&to)?);
-    let inside =
-        |inner: &[u8], outer: &[u8]| inner.starts_with(outer) && inner.get(outer.len()) == Some(&b'/');
-    if source.is_empty() || destination.is_empty() {
-        Some("the root collection cannot be copied, moved or overwritten")
-    } else if source == destination {
-        Some("the source and the destination are the same")
-    } else if inside(&destination, &source) {
-        Some("a collection cannot be copied or moved into itself")
-    } else if inside(&source, &destination) {
-        Some("the destination contains the source")
-    } else {
-        None
-    }
+/// The Destination header of a request, if it parses.
+fn destination<B>(req: &http::Request<B>) -> Option<http::Uri> {
+    req.headers().get("destination")?.to_str().ok()?.parse().ok()
+}
+
+/// Whether a DELETE names the root. dav-server deletes member by member,
+/// and removed every member before it failed on the root itself (403,
+/// with the tree gone).
+fn deletes_the_root<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::DELETE
+        && decoded_path(req.uri()).is_some_and(|path| crate::fs::lock_key(&path).is_empty())
 }
 
 /// Whether a COPY or MOVE names a destination on another server (RFC
@@ -210,8 +194,7 @@ fn foreign_destination<B>(req: &http::Request<B>) -> bool {
     if !matches!(req.method().as_str(), "COPY" | "MOVE") {
         return false;
     }
-    let destination =
-        req.headers().get("destination").and_then(|d| d.to_str().ok()?.parse::<http::Uri>().ok());
+    let destination = destination(req);
     let Some(there) = destination.as_ref().and_then(http::Uri::authority) else { return false };
     let here =
         req.uri().authority().map(|a| a.as_str().to_owned()).or_else(|| {
@@ -264,17 +247,14 @@ async fn handle(
     if foreign_destination(&req) {
         return limits::refusal(http::StatusCode::BAD_GATEWAY, "the destination is on another server");
     }
-    if let Some(reason) = overlap_refusal(&req) {
-        return limits::refusal(http::StatusCode::FORBIDDEN, reason);
+    if deletes_the_root(&req) {
+        return limits::refusal(http::StatusCode::FORBIDDEN, "the root collection cannot be deleted");
     }
-    if matches!(req.method().as_str(), "COPY" | "MOVE")
-        && let Some(roots) = copy_roots(&req)
-    {
-        let fs = if req.method().as_str() == "COPY" {
-            DavFs::copying(fs, roots)
-        } else {
-            DavFs::moving(fs, roots)
-        };
+    if let Some(transfer) = transfer(&req) {
+        if let Some(reason) = transfer.roots().overlap() {
+            return limits::refusal(http::StatusCode::FORBIDDEN, reason);
+        }
+        let fs = DavFs::transferring(fs, transfer);
         return boxed(handler.handle_with(DavConfig::new().filesystem(fs), req).await);
     }
     let guard = if req.method() == http::Method::PUT { put_guard(req.headers()) } else { None };
