@@ -270,3 +270,44 @@ fn copy_file_shares_content_and_counts_its_references() {
     assert_eq!(t.object_files(), 0);
     assert!(matches!(t.fs.copy_file(Ino(999), Ino::ROOT, b"x", &caller()), Err(FsError::NotFound)));
 }
+
+/// Paths resolve with or without following symlinks: followed, a relative
+/// link names what it names inside the tree (its `..` climbs back along
+/// the directories walked, never above the root); absolute, empty,
+/// dangling and above-root targets name nothing; 41 links are a loop.
+/// Not followed, a link is a node, and a path through it is NotDir.
+#[test]
+fn paths_resolve_following_links_only_inside_the_tree() {
+    let t = TestFs::new();
+    let v2 = t.fs.mkdir(Ino::ROOT, b"v2", 0o755, &caller()).unwrap();
+    let app = t.put(v2.ino, "app.js", b"app");
+    let top = t.put(Ino::ROOT, "top.txt", b"top");
+    for (dir, name, target) in [
+        (Ino::ROOT, "current", "v2"),
+        (v2.ino, "up.txt", "../top.txt"),
+        (v2.ino, "above", "../../top.txt"),
+        (Ino::ROOT, "absolute", "/top.txt"),
+        (Ino::ROOT, "dangling", "nowhere"),
+    ] {
+        t.fs.symlink(dir, name.as_bytes(), target.as_bytes(), &caller()).unwrap();
+    }
+    for i in 0..41 {
+        t.fs.symlink(Ino::ROOT, format!("hop{i}").as_bytes(), format!("hop{}", i + 1).as_bytes(), &caller())
+            .unwrap();
+    }
+    let found = |path: &str| t.fs.resolve_following(path.as_bytes()).map(|a| a.ino);
+    assert_eq!(found("/current/app.js").unwrap(), app.ino);
+    assert_eq!(found("current/./app.js").unwrap(), app.ino);
+    assert_eq!(found("/current/up.txt").unwrap(), top.ino);
+    assert_eq!(t.fs.resolve_committed(b"/current/up.txt").unwrap().ino, top.ino);
+    for path in ["/current/above", "/absolute", "/dangling", "/current/missing"] {
+        assert!(matches!(found(path), Err(FsError::NotFound)), "{path}");
+    }
+    assert!(matches!(found("/hop0"), Err(FsError::Loop)));
+    assert!(matches!(found("/top.txt/x"), Err(FsError::NotDir)));
+    assert!(matches!(found("/current/../top.txt"), Err(FsError::Invalid(_))), "'..' of a request path");
+
+    assert_eq!(t.fs.resolve(b"/current").unwrap().kind, FileKind::Symlink);
+    assert!(matches!(t.fs.resolve(b"/current/app.js"), Err(FsError::NotDir)));
+    assert!(matches!(t.fs.resolve(b"/v2/../top.txt"), Err(FsError::Invalid(_))));
+}

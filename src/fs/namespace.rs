@@ -1,5 +1,7 @@
 //! Names: lookup, create, link, unlink, rename, readdir, path resolution.
 
+use std::borrow::Cow;
+
 use super::{Attr, Caller, ChangeOp, DeadProps, FileKind, Fs, FsError, FsResult, Tx, check_name};
 use crate::id::Ino;
 use crate::meta::{DirRow, NewInode};
@@ -17,6 +19,9 @@ pub struct RenameFlags {
 const MAX_PATH_DEPTH: usize = 4096;
 /// Symlinks followed in one resolution, as Linux's MAXSYMLINKS.
 const MAX_SYMLINK_HOPS: usize = 40;
+
+/// How [`walk`] reads a link's target (the type of a walk that follows none).
+type ReadLink = fn(Ino) -> FsResult<Vec<u8>>;
 
 impl Fs {
     /// The entry `name` in directory `parent`.
@@ -36,7 +41,7 @@ impl Fs {
     /// symlinks. `.` and empty components are skipped; `..` is refused, so
     /// a path can never climb out of the tree.
     pub fn resolve(&self, path: &[u8]) -> FsResult<Attr> {
-        walk(path, self.getattr(Ino::ROOT)?, |dir, name| self.lookup(dir, name))
+        walk(path, self.getattr(Ino::ROOT)?, |dir, name| self.lookup(dir, name), None::<ReadLink>)
     }
 
     /// [`Fs::resolve`], following symlinks whose targets stay inside the
@@ -44,11 +49,11 @@ impl Fs {
     /// as what it names. A target that is absolute, or climbs above the
     /// root, names nothing here: NotFound. More than 40 links: Loop.
     pub fn resolve_following(&self, path: &[u8]) -> FsResult<Attr> {
-        walk_following(
+        walk(
             path,
             self.getattr(Ino::ROOT)?,
             |dir, name| self.lookup(dir, name),
-            |link| self.readlink(link),
+            Some(|link| self.readlink(link)),
         )
     }
 
@@ -58,7 +63,7 @@ impl Fs {
     pub fn resolve_committed(&self, path: &[u8]) -> FsResult<Attr> {
         self.meta.read(|db| {
             let root = db.inode(Ino::ROOT)?.ok_or(FsError::NotFound)?;
-            walk_following(
+            walk(
                 path,
                 root,
                 |dir, name| {
@@ -67,7 +72,7 @@ impl Fs {
                     }
                     db.lookup(dir, name)?.ok_or(FsError::NotFound)
                 },
-                |link| db.symlink_target(link)?.ok_or(FsError::Invalid("symlink without target")),
+                Some(|link| db.symlink_target(link)?.ok_or(FsError::Invalid("symlink without target"))),
             )
         })
     }
@@ -390,56 +395,39 @@ impl Fs {
 /// Walk `path` from `root` with `step(dir, name)` for each component:
 /// `.` and empty components are skipped, `..` is refused (a path can never
 /// climb out of the tree), and only directories are stepped through.
-fn walk(path: &[u8], root: Attr, mut step: impl FnMut(Ino, &[u8]) -> FsResult<Attr>) -> FsResult<Attr> {
-    let mut current = root;
-    for (depth, part) in path.split(|&b| b == b'/').enumerate() {
-        if depth > MAX_PATH_DEPTH {
-            return Err(FsError::Loop);
-        }
-        match part {
-            b"" | b"." => continue,
-            b".." => return Err(FsError::Invalid("'..' in path")),
-            name => {
-                if current.kind != FileKind::Dir {
-                    return Err(FsError::NotDir);
-                }
-                current = step(current.ino, name)?;
-            }
-        }
-    }
-    Ok(current)
-}
-
-/// `walk`, following symlinks (see [`Fs::resolve_following`]). `target`
-/// reads a link. The walk keeps the chain of directories it went through,
-/// so a link's `..` climbs back along it and can never leave the root.
-fn walk_following(
+///
+/// With `follow` (which reads a link's target), symlinks are followed as
+/// [`Fs::resolve_following`] describes; without, a link is a node like any
+/// other, and a path through it fails with NotDir. The walk keeps the
+/// chain of directories it went through, so a link's `..` climbs back
+/// along it and can never leave the root.
+fn walk(
     path: &[u8],
     root: Attr,
     mut step: impl FnMut(Ino, &[u8]) -> FsResult<Attr>,
-    mut target: impl FnMut(Ino) -> FsResult<Vec<u8>>,
+    mut follow: Option<impl FnMut(Ino) -> FsResult<Vec<u8>>>,
 ) -> FsResult<Attr> {
-    let components = |bytes: &[u8]| -> Vec<Vec<u8>> {
-        bytes.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").map(<[u8]>::to_vec).collect()
-    };
-    let mut pending: std::collections::VecDeque<(Vec<u8>, bool)> =
-        components(path).into_iter().map(|c| (c, false)).collect();
+    // Components still to walk, each with whether a link's target gave it.
+    let mut pending: std::collections::VecDeque<(Cow<'_, [u8]>, bool)> =
+        path.split(|&b| b == b'/').map(|part| (Cow::Borrowed(part), false)).collect();
     // The node reached last, and the directories above it.
     let mut chain = vec![root];
-    let (mut hops, mut steps) = (0, 0);
+    let (mut steps, mut hops) = (0, 0);
     while let Some((part, from_link)) = pending.pop_front() {
-        steps += 1;
         if steps > MAX_PATH_DEPTH {
             return Err(FsError::Loop);
         }
-        let Some(current) = chain.last() else { return Err(FsError::NotFound) };
+        steps += 1;
+        match &*part {
+            b"" | b"." => continue,
+            b".." if !from_link => return Err(FsError::Invalid("'..' in path")),
+            _ => {}
+        }
+        let current = chain.last().ok_or(FsError::NotFound)?;
         if current.kind != FileKind::Dir {
             return Err(FsError::NotDir);
         }
-        if part == b".." {
-            if !from_link {
-                return Err(FsError::Invalid("'..' in path"));
-            }
+        if &*part == b".." {
             chain.pop();
             if chain.is_empty() {
                 return Err(FsError::NotFound); // above the root
@@ -447,20 +435,20 @@ fn walk_following(
             continue;
         }
         let next = step(current.ino, &part)?;
-        if next.kind != FileKind::Symlink {
+        let Some(target) = follow.as_mut().filter(|_| next.kind == FileKind::Symlink) else {
             chain.push(next);
             continue;
-        }
+        };
         hops += 1;
         if hops > MAX_SYMLINK_HOPS {
             return Err(FsError::Loop);
         }
         let link = target(next.ino)?;
-        if link.first() == Some(&b'/') || link.is_empty() {
-            return Err(FsError::NotFound); // the host's namespace, or nothing
+        if link.first().is_none_or(|&b| b == b'/') {
+            return Err(FsError::NotFound); // nothing, or the host's namespace
         }
-        for component in components(&link).into_iter().rev() {
-            pending.push_front((component, true));
+        for part in link.split(|&b| b == b'/').rev() {
+            pending.push_front((Cow::Owned(part.to_vec()), true));
         }
     }
     chain.pop().ok_or(FsError::NotFound)
