@@ -269,8 +269,7 @@ impl Fs {
                 Some(staging) => staging.set_len(0)?,
                 None => io.staging = Some(self.store.stage()?),
             }
-            io.mtime_ns = now_ns();
-            io.dirty.insert(handle);
+            io.changed_by(handle);
         }
         let view = self.view_of(io, inode.content)?;
         let backing = match (&view.file, flags.write, &io.staging) {
@@ -394,8 +393,7 @@ impl Fs {
         // A full disk part way gives a short count, as write(2) would; the
         // caller sees exactly which bytes count.
         let written = staging.write_some_at(offset, data)?;
-        io.mtime_ns = now_ns();
-        io.dirty.insert(handle);
+        io.changed_by(handle);
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(written as u32)
     }
@@ -504,8 +502,7 @@ impl Fs {
         }
         let mut io = open.io.lock();
         self.staging_for(&mut io, open.ino)?.fallocate(mode, offset, len)?;
-        io.mtime_ns = now_ns();
-        io.dirty.insert(handle);
+        io.changed_by(handle);
         Ok(())
     }
 
@@ -565,8 +562,8 @@ impl Fs {
             io.mtime_ns = now_ns();
             if pending {
                 // Not made through a handle: any writer's close commits it.
-                let writers = io.writers.clone();
-                io.dirty.extend(writers);
+                let io = &mut *io;
+                io.dirty.extend(io.writers.iter().copied());
             } else {
                 // Nothing else pending: commit now, as a truncate of a
                 // closed file would, and move the handles to the result.
@@ -776,6 +773,15 @@ fn hear_of_lost_writes(
     match io.lost.remove(&handle) {
         Some(disk_full) if committed.is_ok() => Err(FsError::WritesLost { disk_full }),
         _ => committed,
+    }
+}
+
+impl InodeIo {
+    /// `handle` just changed the pending writes: they are newer, and its
+    /// close commits them.
+    fn changed_by(&mut self, handle: Handle) {
+        self.mtime_ns = now_ns();
+        self.dirty.insert(handle);
     }
 }
 
