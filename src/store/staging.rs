@@ -100,14 +100,12 @@ impl Staging {
     pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let before = self.len;
         if let Err(e) = self.file.write_all_at(bytes, offset) {
-            if offset < before {
-                self.settle();
-                self.hasher = None;
+            let cut = self.file.set_len(before);
+            if offset < before || cut.is_err() {
+                self.forget_hash();
             }
-            if let Err(cut) = self.file.set_len(before) {
+            if let Err(cut) = cut {
                 tracing::error!("staging: could not cut a failed write back: {cut}");
-                self.settle();
-                self.hasher = None;
                 self.len = self.file.metadata().map_or(before, |m| m.len());
             }
             return Err(StoreError::io("write staging file", &self.path)(e));
@@ -146,8 +144,7 @@ impl Staging {
         let sequential = offset == self.len;
         if let Some(follower) = &mut self.follower {
             if !sequential || !follower.follow(offset, bytes.len()) {
-                self.settle();
-                self.hasher = None;
+                self.forget_hash();
             }
         } else {
             match &mut self.hasher {
@@ -168,6 +165,13 @@ impl Staging {
             }
         }
         self.len = self.len.max(offset + bytes.len() as u64);
+    }
+
+    /// The file no longer matches a running hash: the commit hashes it by
+    /// reading it back.
+    fn forget_hash(&mut self) {
+        self.settle();
+        self.hasher = None;
     }
 
     /// Take the running hash back from the follower thread, if one runs.
@@ -295,8 +299,7 @@ impl Staging {
         if rc != 0 {
             return Err(StoreError::io("allocate in staging file", &self.path)(io::Error::last_os_error()));
         }
-        self.settle();
-        self.hasher = None;
+        self.forget_hash();
         self.len = self.file.metadata().map_err(StoreError::io("stat staging file", &self.path))?.len();
         Ok(())
     }
