@@ -140,9 +140,7 @@ fn close(file: std::fs::File) -> std::io::Result<()> {
 /// and a reader opening in between read a mix of both versions.)
 #[test]
 fn a_failed_close_discards_the_writes_and_every_writer_hears_of_it() {
-    if !crate::util::alone_in_own_process(
-        "disk::a_failed_close_discards_the_writes_and_every_writer_hears_of_it",
-    ) {
+    if !crate::util::alone_in_own_process() {
         return;
     }
     let small = Tmpfs::mount(16);
@@ -186,9 +184,7 @@ fn a_failed_close_discards_the_writes_and_every_writer_hears_of_it() {
 
 #[test]
 fn a_full_disk_gives_507_and_enospc_and_keeps_every_previous_version() {
-    if !crate::util::alone_in_own_process(
-        "disk::a_full_disk_gives_507_and_enospc_and_keeps_every_previous_version",
-    ) {
+    if !crate::util::alone_in_own_process() {
         return;
     }
     let small = Tmpfs::mount(24);

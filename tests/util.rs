@@ -188,17 +188,20 @@ pub fn count_from_env<T: std::str::FromStr>(var: &str, default: T) -> T {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Whether to run the body of test `name` here: true in a copy of the
-/// test binary that runs `name` alone; in the test run itself, runs that
-/// copy, asserts that it passed, and returns false.
+/// Whether to run the calling test's body here: true in a copy of the
+/// test binary that runs this test alone; in the test run itself, runs
+/// that copy, asserts that it passed, and returns false. The test is
+/// named by its thread, as libtest names each test's thread.
 ///
 /// For tests whose descriptors on the mount must see only their own
 /// closes: a fork by any other test's thread duplicates this process's
 /// descriptors, and the child's close-on-exec sends a FLUSH for each,
 /// which commits (or takes the error report of) what the test meant to
 /// see at its own close.
-pub fn alone_in_own_process(name: &str) -> bool {
+pub fn alone_in_own_process() -> bool {
     const VAR: &str = "TSMFS_TEST_ALONE";
+    let thread = std::thread::current();
+    let name = thread.name().filter(|n| *n != "main").expect("run from a libtest test thread");
     if std::env::var_os(VAR).is_some_and(|v| v == name) {
         return true;
     }
