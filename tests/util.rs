@@ -82,9 +82,9 @@ pub fn sha1_id(bytes: &[u8]) -> ContentId {
     ContentId::new(0, sha1::Sha1::digest(bytes).into())
 }
 
-/// The real SHA-1 collision pair shipped beside the repository.
+/// The real SHA-1 collision pair, kept under tests/data.
 pub fn collision_pair() -> (Vec<u8>, Vec<u8>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sha1-collisions");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sha1-collisions");
     let read = |name: &str| {
         std::fs::read(dir.join(name))
             .unwrap_or_else(|e| panic!("the SHA-1 collision pair must be at {}: {e}", dir.display()))
