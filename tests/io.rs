@@ -213,22 +213,26 @@ fn only_a_handle_that_wrote_commits_at_its_close() {
     assert_eq!(t.fs.release(reader, O).unwrap(), None, "nor does a reader's");
     assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"old")));
     assert_eq!(read_handle(&t, idle), b"new", "while every handle reads the pending bytes");
-    assert_eq!(t.fs.flush(writer, O).unwrap(), Some(sha1_id(b"new")), "the writer's close commits");
+    assert!(t.fs.flush(writer, O).unwrap().is_some(), "the writer's close commits");
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"new")));
 
     // After that commit both are clean. A commit takes along every
     // pending byte, other handles' too.
     t.fs.write(writer, 3, b"er").unwrap();
-    assert_eq!(t.fs.release(writer, O).unwrap(), Some(sha1_id(b"newer")));
+    assert!(t.fs.release(writer, O).unwrap().is_some());
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"newer")));
     t.fs.write(idle, 0, b"N").unwrap();
     let other = t.fs.open_file(f.ino, rw()).unwrap().handle;
     t.fs.write(other, 1, b"E").unwrap();
+    assert!(t.fs.release(idle, O).unwrap().is_some());
     assert_eq!(
-        t.fs.release(idle, O).unwrap(),
+        t.fs.getattr(f.ino).unwrap().content_id(),
         Some(sha1_id(b"NEwer")),
         "its close takes the other's bytes along"
     );
     t.fs.write(other, 2, b"W").unwrap();
-    assert_eq!(t.fs.release(other, O).unwrap(), Some(sha1_id(b"NEWer")), "the last close");
+    assert!(t.fs.release(other, O).unwrap().is_some(), "the last close");
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(b"NEWer")));
 }
 
 #[test]
@@ -376,4 +380,89 @@ fn put_if_commits_only_when_its_precondition_holds_at_commit() {
     assert!(matches!(put, Err(FsError::PreconditionFailed)));
     t.fs.put_if(Ino::ROOT, b"g", &mut &b"new"[..], PutOptions::default(), &caller(), &absent).unwrap();
     assert_eq!(t.object_files(), 2, "refused puts leave no objects behind");
+}
+
+/// A small write into a large file stores one small chunk: the file's
+/// other bytes stay where they were, shared by both versions, and what the
+/// write replaced is freed once the commit is durable.
+#[test]
+fn a_small_write_into_a_large_file_adds_one_chunk_and_frees_what_it_replaced() {
+    let t = TestFs::new();
+    let mut expected: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let f = t.put(Ino::ROOT, "big", &expected);
+    assert_eq!(t.object_files(), 1, "written front to back: one object");
+    let used = t.object_bytes();
+    for round in 1..4u8 {
+        let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+        t.fs.write(h, 3 << 20, &[round; 4096]).unwrap();
+        t.fs.release(h, O).unwrap();
+        expected[3 << 20..(3 << 20) + 4096].fill(round);
+        assert_eq!(t.object_files(), 2, "round {round}: the large object and one 4 KiB chunk");
+        assert!(t.object_bytes() <= used + 8192, "round {round}: {} bytes", t.object_bytes() - used);
+    }
+    // Zeros are a hole: no chunk at all.
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.write(h, 5 << 20, &[0; 65536]).unwrap();
+    t.fs.release(h, O).unwrap();
+    expected[5 << 20..(5 << 20) + 65536].fill(0);
+    assert_eq!(t.object_files(), 2);
+    let attr = t.fs.getattr(f.ino).unwrap();
+    assert_eq!(attr.content, None, "a large file's id is computed after its commit");
+    let attr = t.fs.with_content_id(attr).unwrap();
+    assert_eq!(attr.content_id(), Some(sha1_id(&expected)), "the ETag is the SHA-1 of the whole file");
+    assert_eq!(t.read_all(f.ino), expected);
+    let t = t.reopen();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content_id(), Some(sha1_id(&expected)), "recorded once");
+    assert_eq!(t.read_all(f.ino), expected);
+}
+
+/// A time set on an open file while its writes are pending (cp -p, tar:
+/// futimens, then close) is the one the commit keeps, and the times the
+/// handles saw while pending are those stored after.
+#[test]
+fn a_time_set_before_close_survives_the_commit() {
+    let t = TestFs::new();
+    let f = t.fs.create_file(Ino::ROOT, b"copied", 0o644, &caller(), rw()).unwrap();
+    t.fs.write(f.handle, 0, b"bytes of the copy").unwrap();
+    let old = 1_000_000_000_123_456_789;
+    let times = SetAttr {
+        mtime: Some(tsmfs::fs::TimeSet::At(old)),
+        atime: Some(tsmfs::fs::TimeSet::At(old)),
+        ..Default::default()
+    };
+    t.fs.setattr(f.attr.ino, &times, &caller()).unwrap();
+    let seen = t.fs.getattr(f.attr.ino).unwrap();
+    assert_eq!(seen.mtime_ns, old);
+    t.fs.release(f.handle, O).unwrap();
+    let stored = t.fs.getattr(f.attr.ino).unwrap();
+    assert_eq!((stored.mtime_ns, stored.atime_ns), (old, old), "the commit keeps the time set");
+    assert_eq!(stored.ctime_ns, seen.ctime_ns, "the ctime seen while pending is the one stored");
+
+    // A write after the time was set makes the mtime the write's again.
+    let h = t.fs.open_file(f.attr.ino, rw()).unwrap().handle;
+    t.fs.setattr(f.attr.ino, &times, &caller()).unwrap();
+    t.fs.write(h, 0, b"B").unwrap();
+    let pending = t.fs.getattr(f.attr.ino).unwrap();
+    t.fs.release(h, O).unwrap();
+    let stored = t.fs.getattr(f.attr.ino).unwrap();
+    assert!(stored.mtime_ns > old);
+    assert_eq!((stored.mtime_ns, stored.ctime_ns), (pending.mtime_ns, pending.ctime_ns));
+}
+
+/// An inode a frontend still refers to (the kernel looked it up) stays
+/// valid after its last name goes, as a reader racing `rename(tmp, path)`
+/// needs: stat and open of it work until the reference is given back.
+#[test]
+fn an_inode_still_looked_up_outlives_its_last_name() {
+    let t = TestFs::new();
+    let old = t.put(Ino::ROOT, "path", b"old version");
+    t.fs.hold(old.ino);
+    t.put(Ino::ROOT, "tmp", b"new version");
+    t.fs.rename(Ino::ROOT, b"tmp", Ino::ROOT, b"path", Default::default(), &caller()).unwrap();
+    assert_eq!(t.fs.getattr(old.ino).unwrap().nlink, 0);
+    assert_eq!(t.read_all(old.ino), b"old version", "open and read of the looked-up inode");
+    t.fs.forget(old.ino, 1);
+    t.fs.sync().unwrap();
+    assert!(matches!(t.fs.getattr(old.ino), Err(FsError::NotFound)), "gone with the last reference");
+    assert_eq!(t.object_files(), 1);
 }

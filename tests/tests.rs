@@ -18,6 +18,9 @@ mod cli;
 mod fuse;
 // Random operation sequences on the mount and on a native directory.
 mod fuse_model;
+// Everyday tools (cp, tar, git, rename-over readers) on the mount and on a
+// native directory.
+mod tools;
 
 mod util;
 

@@ -59,6 +59,18 @@ impl TestFs {
         self.object_files_on_disk()
     }
 
+    /// Bytes of the object files in the store, once unreferenced ones are
+    /// removed.
+    pub fn object_bytes(&self) -> u64 {
+        self.fs.sync().expect("sync");
+        walkdir::WalkDir::new(self.data().join("objects"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
     /// Number of object files in the store right now.
     pub fn object_files_on_disk(&self) -> usize {
         walkdir::WalkDir::new(self.data().join("objects"))

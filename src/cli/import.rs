@@ -1,10 +1,9 @@
 //! `tsmfs import`: copy a host directory tree in, fast.
 //!
 //! The walk runs on this thread and creates directories as it meets them;
-//! two workers read and hash files into staging files in parallel; a
-//! committer thread publishes them in batches, each batch one transaction
-//! behind one `syncfs`, so a tree of small files costs one disk flush per
-//! batch instead of two per file.
+//! two workers read and hash files into chunks in parallel; a committer
+//! thread commits them in batches, one transaction each, and one sync at
+//! the end makes the whole import durable.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -240,7 +239,7 @@ fn replace_with(
 
 fn stage_file(fs: &Fs, job: &FileJob) -> Result<StagedPut> {
     let mut file = std::fs::File::open(&job.path).context("could not open")?;
-    let staged = fs.stage(&mut file, false).context("could not read")?;
+    let staged = fs.stage(&mut file).context("could not read")?;
     Ok(StagedPut { parent: job.parent, name: job.name.clone(), staged, options: job.options })
 }
 

@@ -102,6 +102,8 @@ enum Command {
         /// this way, opening it for writing fails with ETXTBSY.
         #[arg(long)]
         passthrough: bool,
+        #[command(flatten)]
+        durability: DurabilityFlags,
     },
     /// Serve the tree through FUSE and over WebDAV at once, coherently.
     ///
@@ -127,6 +129,8 @@ enum Command {
         #[arg(long)]
         passthrough: bool,
         #[command(flatten)]
+        durability: DurabilityFlags,
+        #[command(flatten)]
         http: HttpFlags,
     },
     /// Serve the tree over WebDAV (HTTP) until SIGINT or SIGTERM.
@@ -139,6 +143,8 @@ enum Command {
         /// Refuse every change (403).
         #[arg(long)]
         read_only: bool,
+        #[command(flatten)]
+        durability: DurabilityFlags,
         #[command(flatten)]
         http: HttpFlags,
     },
@@ -183,6 +189,25 @@ enum Command {
         /// Data directory.
         data: PathBuf,
     },
+}
+
+/// How long committed changes may wait for the disk (`serve`, `webdav`,
+/// `mount`).
+#[derive(clap::Args, Debug)]
+struct DurabilityFlags {
+    /// Make every committed change durable within this time (one
+    /// filesystem sync for all of them). A close, or a 201 to a PUT, is
+    /// visible and survives a crash of tsmfs at once; a power cut may
+    /// undo what was not yet synced (never partly). fsync still syncs at
+    /// once.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    sync_interval: humantime::Duration,
+}
+
+impl DurabilityFlags {
+    fn fs_options(&self, read_only: bool) -> FsOptions {
+        FsOptions { read_only, sync_interval: *self.sync_interval, ..Default::default() }
+    }
 }
 
 /// How the HTTP side listens and whom it lets in (`serve`, `webdav`).
@@ -271,19 +296,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stat { data, path } => show::stat(&open_read_only(&data)?, &path),
         Command::Import { data, hostdir, path } => import::import(&open_writable(&data)?, &hostdir, &path),
         Command::Stats { data } => show::stats(&open_read_only(&data)?),
-        Command::Serve { data, mountpoint, read_only, allow_other, passthrough, http } => {
+        Command::Serve { data, mountpoint, read_only, allow_other, passthrough, durability, http } => {
             serve::serve(serve::ServeArgs {
                 data,
                 mountpoint: Some(mountpoint),
                 listen: http.listen,
+                fs_options: durability.fs_options(read_only),
                 mount_options: MountOptions { read_only, allow_other, passthrough },
                 http: http.server_options()?,
             })
         }
-        Command::Webdav { data, read_only, http } => serve::serve(serve::ServeArgs {
+        Command::Webdav { data, read_only, durability, http } => serve::serve(serve::ServeArgs {
             data,
             mountpoint: None,
             listen: http.listen,
+            fs_options: durability.fs_options(read_only),
             mount_options: MountOptions { read_only, ..MountOptions::default() },
             http: http.server_options()?,
         }),
@@ -298,10 +325,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Err(e) => Err(e.into()),
         },
-        Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough } => {
+        Command::Mount { data, mountpoint, allow_other, read_only, foreground, passthrough, durability } => {
             mount::mount(mount::MountArgs {
                 data,
                 mountpoint,
+                fs_options: durability.fs_options(read_only),
                 options: MountOptions { allow_other, read_only, passthrough },
                 foreground,
             })

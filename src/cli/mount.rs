@@ -22,6 +22,7 @@ const LOG_FILE: &str = "tsmfs.log";
 pub struct MountArgs {
     pub data: PathBuf,
     pub mountpoint: PathBuf,
+    pub fs_options: FsOptions,
     pub options: MountOptions,
     pub foreground: bool,
 }
@@ -36,7 +37,7 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
         .canonicalize()
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
     let ready = if args.foreground { None } else { Some(daemonize(&data)?) };
-    let result = run_mount(&data, &mountpoint, &args.options, ready);
+    let result = run_mount(&data, &mountpoint, args.fs_options, &args.options, ready);
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }
@@ -46,6 +47,7 @@ pub fn mount(args: MountArgs) -> Result<ExitCode> {
 fn run_mount(
     data: &Path,
     mountpoint: &Path,
+    fs_options: FsOptions,
     options: &MountOptions,
     ready: Option<Ready>,
 ) -> Result<ExitCode> {
@@ -54,7 +56,7 @@ fn run_mount(
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("signal handlers")?;
     let started = (|| -> Result<(Arc<Fs>, Mounted)> {
-        let fs = Arc::new(Fs::open(data, FsOptions { read_only: options.read_only, ..Default::default() })?);
+        let fs = Arc::new(Fs::open(data, fs_options)?);
         let mounted = tsmfs::fuse::mount(fs.clone(), mountpoint, options)?;
         Ok((fs, mounted))
     })();

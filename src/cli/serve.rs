@@ -15,15 +15,13 @@ pub struct ServeArgs {
     /// Where to mount; `None`: WebDAV only.
     pub mountpoint: Option<PathBuf>,
     pub listen: SocketAddr,
+    pub fs_options: FsOptions,
     pub mount_options: MountOptions,
     pub http: tsmfs::http::ServerOptions,
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let fs = Arc::new(Fs::open(
-        &args.data,
-        FsOptions { read_only: args.mount_options.read_only, ..Default::default() },
-    )?);
+    let fs = Arc::new(Fs::open(&args.data, args.fs_options)?);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the runtime")?;
     // Catch the signals before mounting or saying we listen: a SIGTERM

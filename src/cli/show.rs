@@ -57,8 +57,9 @@ pub fn ls(fs: &Fs, path: &str, long: bool) -> Result<ExitCode> {
         let rows = fs.readdir(attr.ino, cursor, LIST_BATCH)?;
         let Some(last) = rows.last() else { break };
         cursor = last.cursor;
-        for row in &rows {
-            print_entry(&mut out, &row.name, &row.inode, long)?;
+        for row in rows {
+            let attr = if long { fs.with_content_id(row.inode)? } else { row.inode };
+            print_entry(&mut out, &row.name, &attr, long)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -131,11 +132,13 @@ pub fn stats(fs: &Fs) -> Result<ExitCode> {
     )?;
     writeln!(out, "distinct contents: {}", totals.contents)?;
     writeln!(out, "content bytes:    {} ({})", totals.content_bytes, HumanBytes(totals.content_bytes))?;
+    writeln!(out, "chunks:           {}", totals.chunks)?;
+    writeln!(out, "chunk bytes:      {} ({})", totals.chunk_bytes, HumanBytes(totals.chunk_bytes))?;
     writeln!(out, "stored bytes:     {} ({}, on disk)", stored, HumanBytes(stored))?;
     writeln!(
         out,
-        "dedup ratio:      {:.2} (logical / content bytes)",
-        ratio(totals.logical_bytes_by_name, totals.content_bytes)
+        "dedup ratio:      {:.2} (logical / chunk bytes)",
+        ratio(totals.logical_bytes_by_name, totals.chunk_bytes)
     )?;
     writeln!(out, "changes logged:   {}", totals.changes)?;
     Ok(ExitCode::SUCCESS)
@@ -195,6 +198,7 @@ fn format_time(ns: i64, precise: bool) -> String {
     }
 }
 
+/// The attributes at `path`, a file's content id (its ETag) included.
 fn resolve(fs: &Fs, path: &str) -> Result<Attr> {
-    fs.resolve(path.as_bytes()).with_context(|| path.to_string())
+    fs.resolve(path.as_bytes()).and_then(|attr| fs.with_content_id(attr)).with_context(|| path.to_string())
 }

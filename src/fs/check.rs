@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 
-use super::{Fs, FsResult, Origin};
+use super::{FileKind, Fs, FsResult, Origin};
 use crate::id::{ContentId, Ino};
 use crate::store::{ContentHasher, ObjectFile, StoreError};
 
@@ -18,6 +18,11 @@ use crate::store::{ContentHasher, ObjectFile, StoreError};
 pub enum Problem {
     /// A content's reference count is not the number of inodes naming it.
     RefcountWrong { id: ContentId, recorded: u64, actual: u64 },
+    /// A chunk's reference count is not the number of extents reading it.
+    ChunkRefsWrong { id: ContentId, recorded: u64, actual: u64 },
+    /// An extent that does not fit its file or its chunk, or overlaps
+    /// the one before it, or belongs to no inode.
+    ExtentWrong { ino: Ino, off: u64, detail: &'static str },
     /// An inode's link count is not what its entries make it.
     LinkCountWrong { ino: Ino, recorded: u32, expected: u32 },
     /// A directory entry whose parent or child inode is gone.
@@ -35,7 +40,10 @@ pub enum Problem {
 impl Problem {
     /// Whether `--repair` can fix it without losing anything.
     pub fn repairable(&self) -> bool {
-        !matches!(self, Problem::MissingObject { .. } | Problem::ObjectSizeWrong { .. })
+        !matches!(
+            self,
+            Problem::MissingObject { .. } | Problem::ObjectSizeWrong { .. } | Problem::ExtentWrong { .. }
+        )
     }
 
     /// Whether it is only garbage, not an inconsistency: an object that a
@@ -56,6 +64,12 @@ impl std::fmt::Display for Problem {
                     id.etag_tag()
                 )
             }
+            Problem::ChunkRefsWrong { id, recorded, actual } => {
+                write!(f, "chunk {}: reference count {recorded}, but {actual} extents read it", id.etag_tag())
+            }
+            Problem::ExtentWrong { ino, off, detail } => {
+                write!(f, "inode {}: the extent at offset {off} {detail}", ino.0)
+            }
             Problem::LinkCountWrong { ino, recorded, expected } => {
                 write!(f, "inode {}: link count {recorded}, its entries make {expected}", ino.0)
             }
@@ -67,7 +81,7 @@ impl std::fmt::Display for Problem {
                 child.0
             ),
             Problem::MissingObject { id } => {
-                write!(f, "content {}: its object file is missing", id.etag_tag())
+                write!(f, "chunk {}: its object file is missing", id.etag_tag())
             }
             Problem::ObjectSizeWrong { id, expected, found } => {
                 write!(f, "content {}: object has {found} bytes, not {expected} (run scrub)", id.etag_tag())
@@ -125,12 +139,14 @@ impl Fs {
     /// object files.
     pub fn check(&self, repair: bool, progress: &dyn Fn(u64, u64)) -> FsResult<CheckReport> {
         let mut report = CheckReport::default();
-        let (references, links, dangling, live) = self.meta.read(|db| {
+        let (references, chunk_uses, links, dangling, live, extents) = self.meta.read(|db| {
             Ok::<_, crate::meta::MetaError>((
                 db.content_references()?,
+                db.chunk_uses()?,
                 db.link_counts()?,
                 db.dangling_entries()?,
                 db.live_contents()?,
+                db.all_extents()?,
             ))
         })?;
         report.contents = references.len();
@@ -138,6 +154,15 @@ impl Fs {
         for (id, recorded, actual) in &references {
             if recorded != actual {
                 report.problems.push(Problem::RefcountWrong {
+                    id: *id,
+                    recorded: *recorded,
+                    actual: *actual,
+                });
+            }
+        }
+        for (id, recorded, actual) in &chunk_uses {
+            if recorded != actual {
+                report.problems.push(Problem::ChunkRefsWrong {
                     id: *id,
                     recorded: *recorded,
                     actual: *actual,
@@ -152,11 +177,30 @@ impl Fs {
         for (parent, name, child) in dangling {
             report.problems.push(Problem::DanglingEntry { parent, name, child });
         }
+        let mut previous: Option<(Ino, u64)> = None;
+        for (ino, off, len, chunk_off, chunk_size, inode) in extents {
+            let wrong = match inode {
+                None => Some("belongs to no inode"),
+                Some((_, kind)) if FileKind::from_mode(kind) != Some(FileKind::File) => {
+                    Some("belongs to no regular file")
+                }
+                Some((size, _)) if off + len > size => Some("reaches past the end of the file"),
+                _ if chunk_off + len > chunk_size => Some("reaches past the end of its chunk"),
+                _ if previous.is_some_and(|(p, end)| p == ino && end > off) => {
+                    Some("overlaps the one before it")
+                }
+                _ => None,
+            };
+            if let Some(detail) = wrong {
+                report.problems.push(Problem::ExtentWrong { ino, off, detail });
+            }
+            previous = Some((ino, off + len));
+        }
 
         let objects = self.store.list_objects()?;
         report.objects = objects.len();
         let named: HashMap<ContentId, u64> =
-            references.iter().filter(|(_, _, actual)| *actual > 0).map(|(id, _, _)| (*id, 0)).collect();
+            chunk_uses.iter().filter(|(_, _, actual)| *actual > 0).map(|(id, _, _)| (*id, 0)).collect();
         let sizes: HashMap<ContentId, u64> = live.iter().map(|c| (c.id, c.size)).collect();
         let mut on_disk: HashMap<ContentId, u64> = HashMap::new();
         let total = objects.len() as u64;
@@ -197,8 +241,13 @@ impl Fs {
     /// Staging files and counts are left to `gc` without a server.
     pub fn gc_beside_server(&self, progress: &dyn Fn(u64, u64)) -> FsResult<GcReport> {
         let objects = self.store.list_objects()?;
-        let live: std::collections::HashSet<ContentId> =
-            self.meta.read(|db| db.live_contents())?.into_iter().map(|c| c.id).collect();
+        let live: std::collections::HashSet<ContentId> = self
+            .meta
+            .read(|db| db.live_contents())?
+            .into_iter()
+            .filter(|c| c.chunk_refs > 0)
+            .map(|c| c.id)
+            .collect();
         let candidates: Vec<(ContentId, u64)> = objects
             .into_iter()
             .filter_map(|object| match object {
@@ -211,8 +260,8 @@ impl Fs {
         let removed = self.meta.under_write_lock(|db| -> FsResult<()> {
             for (done, (id, len)) in candidates.iter().enumerate() {
                 progress(done as u64, total);
-                if db.content(id)?.is_none() {
-                    self.store.remove_object(id)?;
+                if db.content(id)?.is_none_or(|c| c.chunk_refs == 0) {
+                    self.store.remove_object_file(id)?;
                     gc.objects += 1;
                     gc.bytes += len;
                 }
@@ -229,15 +278,21 @@ impl Fs {
     fn repair(&self, problems: &[Problem]) -> FsResult<usize> {
         let fixable: Vec<&Problem> = problems.iter().filter(|p| p.repairable()).collect();
         let mut unneeded: Vec<ContentId> = Vec::new();
-        self.transact(Origin::Internal, true, |tx| {
+        self.transact(Origin::Internal, |tx| {
             for problem in &fixable {
                 match problem {
                     Problem::RefcountWrong { id, actual, .. } => {
                         tx.db.set_refcount(id, *actual)?;
-                        if *actual == 0 {
-                            tx.db.delete_content(id)?;
+                        if tx.db.delete_content_if_unused(id)? {
                             unneeded.push(*id);
                         }
+                    }
+                    Problem::ChunkRefsWrong { id, actual, .. } => {
+                        tx.db.set_chunk_refs(id, *actual)?;
+                        if *actual == 0 {
+                            unneeded.push(*id);
+                        }
+                        tx.db.delete_content_if_unused(id)?;
                     }
                     Problem::LinkCountWrong { ino, expected, .. } => tx.db.set_nlink(*ino, *expected)?,
                     Problem::DanglingEntry { parent, name, .. } => tx.db.delete_dirent(*parent, name)?,
@@ -253,9 +308,7 @@ impl Fs {
                 _ => {}
             }
         }
-        for id in unneeded {
-            self.store.remove_object(&id)?;
-        }
+        self.remove_unused(&unneeded);
         Ok(fixable.len())
     }
 
@@ -264,7 +317,8 @@ impl Fs {
     /// files then fail (EIO, HTTP 500) instead of returning bad bytes.
     /// `progress(bytes_done, bytes_total)`.
     pub fn scrub(&self, progress: &dyn Fn(u64, u64)) -> FsResult<ScrubReport> {
-        let live = self.meta.read(|db| db.live_contents())?;
+        let live: Vec<_> =
+            self.meta.read(|db| db.live_contents())?.into_iter().filter(|c| c.chunk_refs > 0).collect();
         let total: u64 = live.iter().map(|c| c.size).sum();
         let mut report = ScrubReport::default();
         let mut buf = vec![0u8; 1 << 20];
@@ -323,11 +377,16 @@ impl Fs {
             .problems
             .into_iter()
             .filter(|p| {
-                matches!(p, Problem::UnreferencedObject { .. } | Problem::RefcountWrong { actual: 0, .. })
+                matches!(
+                    p,
+                    Problem::UnreferencedObject { .. }
+                        | Problem::RefcountWrong { actual: 0, .. }
+                        | Problem::ChunkRefsWrong { actual: 0, .. }
+                )
             })
             .collect();
         for problem in &garbage {
-            if let Problem::UnreferencedObject { id } | Problem::RefcountWrong { id, .. } = problem
+            if let Problem::UnreferencedObject { id } | Problem::ChunkRefsWrong { id, .. } = problem
                 && let Ok(file) = self.store.open_object(id)
             {
                 gc.objects += 1;

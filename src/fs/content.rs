@@ -1,98 +1,84 @@
-//! Turning staged bytes into a stored content: dedupe on (SHA-1, blake3),
-//! a new collision index on a genuine SHA-1 collision.
+//! The content registry: every byte string the store knows, by SHA-1 and
+//! collision index. A row is a chunk (its object file exists while
+//! extents read it: `chunk_refs`), a whole file's identity (its ETag,
+//! held by the inodes whose content it is: `refcount`), or both (a file
+//! that is one chunk). Equal SHA-1, size and blake3 mean equal bytes;
+//! equal SHA-1 with another blake3 is a genuine collision, stored under
+//! the next free `hi`.
 
-use super::{Attr, ChangeOp, EMPTY_SHA1, FsError, FsResult, Tx};
+use super::{EMPTY_SHA1, FsError, FsResult, Tx};
 use crate::id::ContentId;
-use crate::store::{ContentDigest, Durability, Staging};
+use crate::meta::{ContentRecord, Db, MetaError};
+use crate::store::{ContentDigest, SealedChunk};
 
-/// Bytes waiting to become a content: a staging file, or, for small
-/// contents, the bytes themselves (no file is made unless they are new).
-#[derive(Debug)]
-pub(crate) enum Body {
-    /// A staging file.
-    File(Box<Staging>),
-    /// Bytes in memory.
-    Bytes(Vec<u8>),
+/// The id of the bytes hashed as `digest`, recording them (with no
+/// references) if new; with their record if they were known.
+pub(super) fn register(
+    db: &Db<'_>,
+    digest: &ContentDigest,
+    now_ns: i64,
+) -> Result<(ContentId, Option<ContentRecord>), MetaError> {
+    let same_sha1 = db.contents_with_sha1(&digest.sha1)?;
+    if let Some(existing) = same_sha1.iter().find(|c| c.blake3 == digest.blake3 && c.size == digest.size) {
+        return Ok((existing.id, Some(existing.clone())));
+    }
+    let hi = same_sha1.last().map_or(0, |c| c.id.hi + 1);
+    let id = ContentId::new(hi, digest.sha1);
+    if hi > 0 {
+        tracing::warn!(
+            "SHA-1 collision: {} differs from {} stored content(s) with the same SHA-1; stored as {id}",
+            id.lo_hex(),
+            same_sha1.len()
+        );
+    }
+    db.insert_content(&id, digest.size, &digest.blake3, now_ns)?;
+    Ok((id, None))
 }
 
 impl Tx<'_, '_> {
-    /// Make `staged` (hashed to `digest`) a stored content and take one
-    /// reference to it; `staged` stays for the caller to drop once the
-    /// transaction is over. Returns `None` for empty content, which is never
-    /// stored. Must run inside the transaction that records the reference,
-    /// so two commits of the same new bytes cannot both publish.
-    pub(super) fn adopt(
-        &mut self,
-        staged: &mut Option<Body>,
-        digest: &ContentDigest,
-        durability: Durability,
-    ) -> FsResult<Option<ContentId>> {
-        if digest.size == 0 && digest.sha1 == EMPTY_SHA1 {
-            return Ok(None);
-        }
-        let same_sha1 = self.db.contents_with_sha1(&digest.sha1)?;
-        let id = match same_sha1.iter().find(|c| c.blake3 == digest.blake3 && c.size == digest.size) {
-            Some(existing) => {
-                if !self.store.contains(&existing.id) {
-                    // The object was lost (quarantined or deleted by hand):
-                    // these bytes are a verified copy, so put them back.
-                    tracing::warn!("restoring missing object {}", existing.id);
-                    self.publish(&*staged, &existing.id, durability)?;
+    /// The chunk id of `chunk`, publishing its object unless one is
+    /// already there (change `seq`). Inserting an extent takes the
+    /// reference. Must run inside the transaction that inserts it, so two
+    /// commits of the same new bytes cannot both publish.
+    pub(super) fn adopt_chunk(&mut self, chunk: &SealedChunk, seq: u64) -> FsResult<ContentId> {
+        let (id, existing) = register(self.db, &chunk.digest, self.now)?;
+        let present = match &existing {
+            // Its object is in use, unless it was lost (quarantined or
+            // deleted by hand): these bytes are a verified copy.
+            Some(record) if record.chunk_refs > 0 => {
+                let there = self.store.contains(&id);
+                if !there {
+                    tracing::warn!("restoring missing object {id}");
                 }
-                existing.id
+                there
             }
-            None => {
-                let hi = same_sha1.last().map_or(0, |c| c.id.hi + 1);
-                let id = ContentId::new(hi, digest.sha1);
-                if hi > 0 {
-                    tracing::warn!(
-                        "SHA-1 collision: {} differs from {} stored content(s) with the same SHA-1; stored as {id}",
-                        id.lo_hex(),
-                        same_sha1.len()
-                    );
-                }
-                self.publish(&*staged, &id, durability)?;
-                self.db.insert_content(&id, digest.size, &digest.blake3, self.now)?;
-                id
-            }
+            _ => false,
         };
-        self.db.add_content_refs(&id, 1)?;
-        Ok(Some(id))
-    }
-
-    /// Publish the staged bytes as object `id`. They stay staged: should
-    /// the transaction fail, the object goes (see [`Fs::transact`]) and a
-    /// retry publishes them again.
-    fn publish(&self, staged: &Option<Body>, id: &ContentId, durability: Durability) -> FsResult<()> {
-        match staged {
-            Some(Body::File(staging)) => self.store.publish(staging, id, durability)?,
-            Some(Body::Bytes(bytes)) => self.store.publish_bytes(bytes, id, durability)?,
-            None => return Err(FsError::Invalid("staged content was lost before commit")),
+        if !present {
+            self.store.publish_sealed(chunk, &id)?;
+            self.published.borrow_mut().push(id);
+            self.db.mark_unsynced(&id, seq)?;
         }
-        self.published.borrow_mut().push(*id);
-        Ok(())
-    }
-
-    /// Make `new` (already referenced once for it) the content of `inode`
-    /// with the given size and mtime, drop the reference to its old
-    /// content, and log the write. Returns the id (the empty id for empty).
-    pub(super) fn switch_content(
-        &mut self,
-        inode: &mut Attr,
-        new: Option<ContentId>,
-        size: u64,
-        mtime_ns: i64,
-    ) -> FsResult<ContentId> {
-        let old = std::mem::replace(&mut inode.content, new);
-        inode.size = size;
-        inode.mtime_ns = mtime_ns;
-        inode.ctime_ns = self.now;
-        self.db.update_inode(inode)?;
-        if let Some(old) = old {
-            self.release_content(old)?;
-        }
-        let id = new.unwrap_or(super::EMPTY_CONTENT);
-        self.log(ChangeOp::Write, inode.ino, None, None, Some(id), vec![])?;
         Ok(id)
+    }
+
+    /// The whole-file id of the bytes hashed as `digest`, with one more
+    /// file holding it.
+    pub(super) fn adopt_content(&mut self, digest: &ContentDigest) -> FsResult<ContentId> {
+        if digest.size == 0 && digest.sha1 == EMPTY_SHA1 {
+            return Err(FsError::Internal("the empty content is never recorded"));
+        }
+        let (id, _) = register(self.db, digest, self.now)?;
+        self.db.add_content_refs(&id, 1)?;
+        Ok(id)
+    }
+
+    /// One file less holds `id`; the row goes when nothing uses it.
+    pub(super) fn release_content(&mut self, id: ContentId) -> FsResult<()> {
+        self.db.add_content_refs(&id, -1)?;
+        if self.db.delete_content_if_unused(&id)? {
+            self.released.push(id);
+        }
+        Ok(())
     }
 }

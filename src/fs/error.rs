@@ -68,6 +68,10 @@ pub enum FsError {
         /// Whether the commit failed for want of space.
         disk_full: bool,
     },
+    /// The file kept changing while its content id was computed: ask
+    /// again.
+    #[error("the file kept changing; try again")]
+    Retry,
     /// Something in tsmfs itself failed (a worker task died).
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -60,6 +60,9 @@ pub enum ChangeOp {
     Write,
     /// An extended attribute or dead property changed.
     Xattr,
+    /// An inode with no names left was deleted: the last handle or
+    /// reference to an unlinked file went.
+    Delete,
 }
 
 impl ChangeOp {
@@ -77,6 +80,7 @@ impl ChangeOp {
             ChangeOp::SetAttr => "setattr",
             ChangeOp::Write => "write",
             ChangeOp::Xattr => "xattr",
+            ChangeOp::Delete => "delete",
         }
     }
 }

@@ -1,37 +1,30 @@
-//! Open files: handles, write staging, commit, snapshot reads.
+//! Open files: handles, pending writes, commit, versioned reads.
 //!
-//! Writes go to one staging file per inode, shared by all its handles, so
-//! every handle of the mount reads what any of them wrote (POSIX). A
-//! commit hashes the staging file, publishes the object and switches the
-//! inode's content in one transaction; readers of the tree never see a
-//! partial file. A commit happens at an fsync, at the flush or release of
-//! a handle that wrote since the last commit, and at the last release.
-//! A failed commit discards the pending writes (see `commit_io`).
+//! Writes of all handles of an inode go to one set of pending writes
+//! (`Pending`), so every handle reads what any of them wrote (POSIX). A
+//! commit turns them into chunks and extents in one transaction (see
+//! `commit.rs`); readers of the tree never see a partial write. A commit
+//! happens at an fsync, at the flush or release of a handle that wrote
+//! since the last commit, and at the last release. A failed commit
+//! discards the pending writes (see `commit_open`).
 //!
-//! A handle with no pending writes reads from the object of the content it
-//! opened (its *view*). Commits made through handles move every handle of
-//! the inode to the new content; a whole-file replacement from elsewhere
-//! (WebDAV PUT, `tsmfs put`) does not, so an open handle keeps reading the
-//! version it opened.
-//!
-//! Lock order: an inode's `InodeIo` lock, then the metadata writer lock,
-//! then the table locks. The table locks are never held while waiting for
-//! anything else. One exception: a file being created is registered as
-//! open inside its creating transaction ([`Fs::create_file`]); nobody else
-//! can know its brand-new inode number, so nobody can hold its lock.
+//! A handle with nothing pending reads the version it opened. Commits
+//! through handles move every handle of the inode to the new version; a
+//! whole-file replacement from elsewhere (WebDAV PUT, `tsmfs put`) does
+//! not, so an open handle keeps reading the version it opened (its pin
+//! keeps that version's chunks).
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 
-use super::content::Body;
+use super::commit::Committed;
+use super::open::{HandleState, OpenHandle, OpenInode, Version};
+use super::pending::Pending;
 use super::{Attr, Caller, FileKind, Fs, FsError, FsResult, Origin, check_name, now_ns};
 use crate::id::{ContentId, Handle, Ino};
-use crate::store::{ContentDigest, Durability, Staging};
 
 /// Largest file size: offsets must fit `i64` (SQLite, `off_t`).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -56,125 +49,36 @@ pub struct Opened {
     pub handle: Handle,
     /// Attributes at open (after O_TRUNC).
     pub attr: Attr,
-    /// The content the handle reads, when it reads a stored object.
-    pub content: Option<ContentId>,
-    /// The object file behind a read-only handle with nothing pending: a
-    /// frontend may read it directly (FUSE passthrough) because objects
-    /// never change.
+    /// The version the handle reads: the change that wrote its bytes.
+    pub data_seq: u64,
+    /// The object file behind a read-only handle with nothing pending,
+    /// when the file is exactly one object: a frontend may read it
+    /// directly (FUSE passthrough) because objects never change.
     pub backing: Option<Arc<File>>,
 }
 
-/// The open-file tables.
-#[derive(Default)]
-pub(crate) struct OpenFiles {
-    handles: Mutex<HashMap<Handle, Arc<OpenFile>>>,
-    inodes: Mutex<HashMap<Ino, Arc<Mutex<InodeIo>>>>,
-    /// Open inodes that lost their last name: their last release deletes
-    /// them. Taken under the `inodes` lock, after it.
-    unlinked: Mutex<HashSet<Ino>>,
-    next_handle: AtomicU64,
+/// What [`Fs::copy_range`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyOutcome {
+    /// Bytes copied.
+    pub copied: u64,
+    /// The target's new version, when the copy only copied extents.
+    pub data_seq: Option<u64>,
 }
 
-struct OpenFile {
-    ino: Ino,
-    flags: OpenFlags,
-    io: Arc<Mutex<InodeIo>>,
-}
-
-/// I/O state of one inode while it has open handles.
-#[derive(Default)]
-struct InodeIo {
-    handles: usize,
-    /// Pending writes; `Some` from the first write until the commit.
-    staging: Option<Staging>,
-    /// Time of the last write while staging.
-    mtime_ns: i64,
-    /// What each handle reads when nothing is pending.
-    views: HashMap<Handle, View>,
-    /// The handles open for writing.
-    writers: HashSet<Handle>,
-    /// The handles that added to the pending writes since the last
-    /// commit: a flush commits only for them (and the last close for
-    /// anyone). Other closes, such as a handle's RELEASE arriving late or
-    /// a forked child closing an inherited descriptor, commit nothing, so
-    /// another writer's half-done sequence is not published mid-way.
-    dirty: HashSet<Handle>,
-    /// Writers yet to hear that a failed commit discarded the pending
-    /// writes (`FsError::WritesLost`), with whether the disk was full.
-    lost: HashMap<Handle, bool>,
-}
-
-/// A readable version of a file: an open object, or nothing for empty.
-#[derive(Clone)]
-struct View {
-    content: Option<ContentId>,
-    file: Option<Arc<File>>,
-}
-
-impl OpenFiles {
-    /// The I/O state of `ino`, with one more handle counted. The state
-    /// found in the table may be dropped by the last release while we wait
-    /// for its lock; then it is no longer in the table and we try again,
-    /// so every handle of an inode shares one state.
-    fn register_handle(&self, ino: Ino) -> Arc<Mutex<InodeIo>> {
-        loop {
-            let io = self.inodes.lock().entry(ino).or_default().clone();
-            let mut guard = io.lock();
-            let current = self.inodes.lock().get(&ino).is_some_and(|found| Arc::ptr_eq(found, &io));
-            if current {
-                guard.handles += 1;
-                drop(guard);
-                return io;
-            }
-        }
-    }
-
-    /// Take back a handle counted by [`OpenFiles::register_handle`] that
-    /// never opened.
-    fn unregister_handle(&self, ino: Ino, io: &Mutex<InodeIo>) {
-        let mut guard = io.lock();
-        guard.handles -= 1;
-        drop_if_unused(self, ino, &guard);
-    }
-
-    /// `ino` is losing its last name: if it is open, note that its last
-    /// release must delete it and return true (the caller keeps it as an
-    /// open-unlinked inode); false if nothing has it open.
-    pub(crate) fn keep_unlinked_if_open(&self, ino: Ino) -> bool {
-        let inodes = self.inodes.lock();
-        let open = inodes.contains_key(&ino);
-        if open {
-            self.unlinked.lock().insert(ino);
-        }
-        open
-    }
-
-    /// Whether `ino`, whose last handle just closed, lost its last name
-    /// while open (and so must be deleted now).
-    fn take_unlinked(&self, ino: Ino) -> bool {
-        self.unlinked.lock().remove(&ino)
-    }
-
-    fn get(&self, handle: Handle) -> FsResult<Arc<OpenFile>> {
-        self.handles.lock().get(&handle).cloned().ok_or(FsError::BadHandle)
-    }
-
-    /// The staging-aware I/O state of `ino`, if open.
-    fn io_of(&self, ino: Ino) -> Option<Arc<Mutex<InodeIo>>> {
-        self.inodes.lock().get(&ino).cloned()
-    }
-}
+/// Buffer of a byte-by-byte copy.
+const COPY_BUFFER: usize = 1024 * 1024;
 
 impl Fs {
     /// The attributes to report for `inode`, just read from the database:
-    /// for an open inode, re-read under its I/O lock (a commit may have
+    /// for an open inode, re-read under its lock (a commit may have
     /// happened since; reporting the older size would make the kernel
     /// shrink the file it knows) and with pending writes applied.
     pub(super) fn current(&self, inode: Attr) -> FsResult<Attr> {
-        let Some(io) = self.open_files.io_of(inode.ino) else { return Ok(inode) };
-        let io = io.lock();
+        let Some(open) = self.open_files.inode(inode.ino) else { return Ok(inode) };
+        let open = open.lock();
         let Some(fresh) = self.meta.read_point(|db| db.inode(inode.ino))? else { return Ok(inode) };
-        Ok(with_pending(&io, fresh))
+        Ok(with_pending(&open, fresh))
     }
 
     /// Open `ino`. With `flags.truncate` (and write) the file reads as
@@ -183,8 +87,8 @@ impl Fs {
         if flags.write || flags.truncate {
             self.check_writable()?;
         }
-        let io = self.open_files.register_handle(ino);
-        self.open_registered(ino, &io, flags, None)
+        let open = self.open_files.count_handle(ino);
+        self.open_counted(ino, &open, flags, None)
     }
 
     /// Create regular file `parent/name` and open it: one write
@@ -203,145 +107,116 @@ impl Fs {
         // Kept outside the transaction too: a commit can fail after the
         // handle was counted, and then the count is taken back.
         let mut counted = None;
-        let made = self.transact(caller.origin, false, |tx| {
+        let made = self.transact(caller.origin, |tx| {
             let attr = tx.make_file(parent, name, perm, caller)?;
-            let io = self.open_files.register_handle(attr.ino);
-            counted = Some((attr.ino, io.clone()));
-            Ok((attr, io))
+            let open = self.open_files.count_handle(attr.ino);
+            counted = Some(open.clone());
+            Ok((attr, open))
         });
         match made {
-            Ok((attr, io)) => self.open_registered(attr.ino, &io, flags, Some(attr)),
+            Ok((attr, open)) => self.open_counted(attr.ino, &open, flags, Some(attr)),
             Err(e) => {
-                if let Some((ino, io)) = counted {
-                    self.open_files.unregister_handle(ino, &io);
+                if let Some(open) = counted {
+                    self.open_files.uncount(&mut open.lock());
                 }
                 Err(e)
             }
         }
     }
 
-    /// Open `ino`, already counted in `io` by
-    /// [`OpenFiles::register_handle`]. `known` is its attributes if the
-    /// caller just wrote them (a create), which saves reading them back.
-    fn open_registered(
+    /// Open `ino`, already counted in `open`. `known` is its attributes
+    /// if the caller just wrote them (a create), which saves reading them.
+    fn open_counted(
         &self,
         ino: Ino,
-        io: &Arc<Mutex<InodeIo>>,
+        open: &Arc<Mutex<OpenInode>>,
         flags: OpenFlags,
         known: Option<Attr>,
     ) -> FsResult<Opened> {
-        let handle = Handle(self.open_files.next_handle.fetch_add(1, Ordering::Relaxed) + 1);
-        let mut guard = io.lock();
-        let set_up = self.with_current_content(ino, known, |inode| {
+        let handle = self.open_files.new_handle();
+        let mut guard = open.lock();
+        let set_up = (|| {
+            let pin = self.pins.pin(ino, self.last_seq.load(Ordering::Acquire));
+            let inode = match known {
+                Some(inode) => inode,
+                None => self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?,
+            };
             if inode.kind == FileKind::Dir && (flags.write || flags.truncate) {
                 return Err(FsError::IsDir);
             }
-            let set_up = self.setup_handle(&mut guard, handle, inode, flags)?;
-            // Read under the I/O lock: no commit of this inode since.
-            Ok((with_pending(&guard, inode.clone()), set_up))
-        });
-        let (attr, (view, backing)) = match set_up {
+            let version = match &guard.current {
+                Some(current) if current.data_seq == inode.data_seq => current.clone(),
+                _ => {
+                    let version =
+                        Arc::new(Version::new(ino, inode.data_seq, inode.size, inode.content, None, pin));
+                    guard.current = Some(version.clone());
+                    version
+                }
+            };
+            if flags.truncate && flags.write && inode.kind == FileKind::File {
+                let now = now_ns();
+                guard.pending.get_or_insert_with(|| Pending::new(version.size, now)).truncate(0, now)?;
+            }
+            Ok((with_pending(&guard, inode), version))
+        })();
+        let (attr, version) = match set_up {
             Ok(set_up) => set_up,
             Err(e) => {
-                guard.handles -= 1;
-                drop_if_unused(&self.open_files, ino, &guard);
+                if self.open_files.uncount(&mut guard) {
+                    drop(guard);
+                    self.delete_orphans(&[ino])?;
+                }
                 return Err(e);
             }
         };
-        guard.views.insert(handle, view.clone());
-        if flags.write {
-            guard.writers.insert(handle);
-        }
-        drop(guard);
-        self.open_files.handles.lock().insert(handle, Arc::new(OpenFile { ino, flags, io: io.clone() }));
-        Ok(Opened { handle, attr, content: view.content, backing })
-    }
-
-    fn setup_handle(
-        &self,
-        io: &mut InodeIo,
-        handle: Handle,
-        inode: &Attr,
-        flags: OpenFlags,
-    ) -> FsResult<(View, Option<Arc<File>>)> {
-        if flags.truncate && flags.write && inode.kind == FileKind::File {
-            match &mut io.staging {
-                Some(staging) => staging.set_len(0)?,
-                None => io.staging = Some(self.store.stage()?),
-            }
-            io.changed_by(handle);
-        }
-        let view = self.view_of(io, inode.content)?;
-        let backing = match (&view.file, flags.write, &io.staging) {
-            (Some(file), false, None) => Some(file.clone()),
+        let backing = match (flags.write, &guard.pending) {
+            (false, None) => self.backing_file(&version)?,
             _ => None,
         };
-        Ok((view, backing))
+        let truncated = flags.truncate && flags.write && attr.kind == FileKind::File;
+        guard
+            .handles
+            .insert(handle, HandleState { flags, version: version.clone(), dirty: truncated, lost: None });
+        drop(guard);
+        self.open_files.insert(handle, OpenHandle { ino, flags, inode: open.clone() });
+        Ok(Opened { handle, attr, data_seq: version.data_seq, backing })
     }
 
-    /// A view of `content`, sharing an already open object file if any
-    /// handle of the inode has one.
-    fn view_of(&self, io: &InodeIo, content: Option<ContentId>) -> FsResult<View> {
-        if let Some(shared) = io.views.values().find(|v| v.content == content) {
-            return Ok(shared.clone());
+    /// The object file of a version that is exactly one whole object.
+    fn backing_file(&self, version: &Version) -> FsResult<Option<Arc<File>>> {
+        if version.size == 0 {
+            return Ok(None);
         }
-        let file = match content {
-            Some(id) => Some(Arc::new(self.store.open_object(&id)?)),
-            None => None,
-        };
-        if let Some(file) = &file {
-            advise_sequential(file);
-        }
-        Ok(View { content, file })
+        let extents = self.extents_of(version)?;
+        let Some(sole) = extents.sole_extent(version.size) else { return Ok(None) };
+        let file = self.store.chunk_file(&sole.chunk)?;
+        let whole = file.metadata().is_ok_and(|m| m.len() == version.size);
+        Ok(whole.then_some(file))
     }
 
-    /// The object file of committed content `id`, open for reading. Objects
-    /// never change, and an open one stays readable after its content is
-    /// released, so whoever holds it reads exactly that version.
-    /// NotFound if no object holds `id` (any more).
-    pub fn open_content(&self, id: &ContentId) -> FsResult<File> {
-        match self.store.open_object(id) {
-            Ok(file) => Ok(file),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(FsError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+    /// A frontend took a reference to `ino` (the kernel: an entry it was
+    /// handed). The inode stays valid until the reference is given back,
+    /// even if it loses its last name meanwhile.
+    pub fn hold(&self, ino: Ino) {
+        self.open_files.looked_up(ino);
     }
 
-    /// All bytes of committed content `id` (for contents small enough to
-    /// hold in memory). NotFound if no object holds `id` (any more).
-    pub fn read_content(&self, id: &ContentId) -> FsResult<Vec<u8>> {
-        match self.store.read_object(id) {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(FsError::NotFound),
-            Err(e) => Err(e.into()),
+    /// A frontend gave back `count` references to `ino`; the last one
+    /// deletes an inode that lost its last name meanwhile.
+    pub fn forget(&self, ino: Ino, count: u64) {
+        if self.open_files.forgotten(ino, count) {
+            self.delete_orphan(ino);
         }
     }
 
-    /// The size of content `id` if some file holds it now; `None` if none
-    /// does (it may never have existed, or be gone).
-    pub fn content_size(&self, id: &ContentId) -> FsResult<Option<u64>> {
-        if *id == super::EMPTY_CONTENT {
-            return Ok(Some(0));
-        }
-        let record = self.meta.read(|db| db.content(id))?;
-        Ok(record.filter(|r| r.refcount > 0).map(|r| r.size))
-    }
-
-    /// The stored variant `encoding` (e.g. `br`) of content `id`, if any.
-    pub fn variant(&self, id: &ContentId, encoding: &str) -> FsResult<Option<Vec<u8>>> {
-        Ok(self.store.read_variant(id, encoding)?)
-    }
-
-    /// Keep `bytes` as the variant `encoding` of content `id`. Variants
-    /// go with their object when it is removed.
-    pub fn store_variant(&self, id: &ContentId, encoding: &str, bytes: &[u8]) -> FsResult<()> {
-        self.check_writable()?;
-        Ok(self.store.write_variant(id, encoding, bytes)?)
+    /// Whether a frontend holds a reference to `ino`.
+    pub fn is_held(&self, ino: Ino) -> bool {
+        self.open_files.is_looked_up(ino)
     }
 
     /// How many handles are open (for tests and monitoring).
     pub fn open_handles(&self) -> usize {
-        self.open_files.handles.lock().len()
+        self.open_files.handle_count()
     }
 
     /// Read up to `size` bytes at `offset`.
@@ -359,15 +234,21 @@ impl Fs {
         if !open.flags.read {
             return Err(FsError::BadHandle);
         }
-        let io = open.io.lock();
-        let n = if let Some(staging) = &io.staging {
-            staging.read_at(offset, buf)?
-        } else {
-            let view = io.views.get(&handle).cloned().ok_or(FsError::BadHandle)?;
-            drop(io);
-            match &view.file {
-                Some(file) => read_full_at(file, offset, buf, view.content)?,
-                None => 0,
+        let inode = open.inode.lock();
+        let n = match &inode.pending {
+            Some(pending) => {
+                let n = fit(buf.len(), offset, pending.size());
+                let base = inode.current.clone().ok_or(FsError::BadHandle)?;
+                pending.read(offset, &mut buf[..n], &mut |at, part| self.read_version(&base, at, part))?;
+                n
+            }
+            None => {
+                let version =
+                    inode.handles.get(&handle).map(|h| h.version.clone()).ok_or(FsError::BadHandle)?;
+                drop(inode);
+                let n = fit(buf.len(), offset, version.size);
+                self.read_version(&version, offset, &mut buf[..n])?;
+                n
             }
         };
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
@@ -384,25 +265,37 @@ impl Fs {
             return Err(FsError::BadHandle);
         }
         self.check_writable()?;
-        let mut io = open.io.lock();
-        let staging = self.staging_for(&mut io, open.ino)?;
-        let offset = if open.flags.append { staging.len() } else { offset };
+        let mut inode = open.inode.lock();
+        let pending = self.pending_of(&mut inode)?;
+        let offset = if open.flags.append { pending.size() } else { offset };
         if offset.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(FsError::TooBig);
         }
-        // A full disk part way gives a short count, as write(2) would; the
-        // caller sees exactly which bytes count.
-        let written = staging.write_some_at(offset, data)?;
-        io.changed_by(handle);
+        pending.write(offset, data, now_ns(), &self.store)?;
+        // A chunk that fails to seal (a full disk) stays in memory; the
+        // commit tries again and reports the failure.
+        if let Err(e) = pending.seal(&mut |bytes| Ok(self.store.seal(bytes)?)) {
+            tracing::debug!("inode {}: sealing a chunk: {e}", open.ino);
+        }
+        inode.changed_by(handle);
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(written as u32)
+        Ok(data.len() as u32)
+    }
+
+    /// The inode's pending writes, begun on its current version.
+    fn pending_of<'a>(&self, inode: &'a mut OpenInode) -> FsResult<&'a mut Pending> {
+        if inode.pending.is_none() {
+            let size = inode.current.as_ref().map(|v| v.size).ok_or(FsError::BadHandle)?;
+            inode.pending = Some(Pending::new(size, now_ns()));
+        }
+        inode.pending.as_mut().ok_or(FsError::BadHandle)
     }
 
     /// Copy `len` bytes from one handle to another (copy_file_range).
-    /// Copying a whole committed file over a file no longer than it is
-    /// metadata-only: the target takes the source's content id, and no
-    /// byte moves. Anything else copies through the target's staging
-    /// file. Returns the bytes copied (short at the source's end).
+    /// Copying a whole committed file over a file no longer than it copies
+    /// only its extents: no byte moves. Anything else copies through the
+    /// target's pending writes. Returns the bytes copied (short at the
+    /// source's end).
     pub fn copy_range(
         &self,
         from: Handle,
@@ -422,7 +315,7 @@ impl Fs {
         if whole && let Some(outcome) = self.copy_whole(&source, from, &target, len, origin)? {
             return Ok(outcome);
         }
-        let mut buf = vec![0u8; IO_CHUNK_COPY];
+        let mut buf = vec![0u8; COPY_BUFFER];
         let mut copied = 0u64;
         while copied < len {
             let want = (len - copied).min(buf.len() as u64) as usize;
@@ -430,67 +323,52 @@ impl Fs {
             if n == 0 {
                 break;
             }
-            let written = self.write(to, to_offset + copied, &buf[..n])? as usize;
-            copied += written as u64;
-            if written < n {
-                break; // the disk filled: a short copy, as copy_file_range(2) gives
-            }
+            copied += u64::from(self.write(to, to_offset + copied, &buf[..n])?);
         }
-        Ok(CopyOutcome { copied, content: None })
+        Ok(CopyOutcome { copied, data_seq: None })
     }
 
-    /// The metadata-only case of [`Fs::copy_range`], or `None` when the
+    /// The extents-only case of [`Fs::copy_range`], or `None` when the
     /// copy is not a whole committed file over a shorter one.
     fn copy_whole(
         &self,
-        source: &OpenFile,
+        source: &OpenHandle,
         from: Handle,
-        target: &OpenFile,
+        target: &OpenHandle,
         len: u64,
         origin: Origin,
     ) -> FsResult<Option<CopyOutcome>> {
-        let content = {
-            let io = source.io.lock();
-            if io.staging.is_some() {
+        let version = {
+            let inode = source.inode.lock();
+            if inode.pending.is_some() {
                 return Ok(None);
             }
-            match io.views.get(&from).and_then(|v| v.content) {
-                Some(id) => id,
-                None => return Ok(None),
-            }
+            inode.handles.get(&from).map(|h| h.version.clone()).ok_or(FsError::BadHandle)?
         };
-        let Some(record) = self.meta.read(|db| db.content(&content))? else { return Ok(None) };
-        if len < record.size {
+        if version.size == 0 || len < version.size {
             return Ok(None);
         }
-        let mut io = target.io.lock();
-        let committed = self.meta.read(|db| db.inode(target.ino))?.ok_or(FsError::NotFound)?;
-        let target_size = io.staging.as_ref().map_or(committed.size, Staging::len);
-        if target_size > record.size {
+        let extents = self.extents_of(&version)?;
+        let mut inode = target.inode.lock();
+        let target_size = match &inode.pending {
+            Some(pending) => pending.size(),
+            None => inode.current.as_ref().map_or(0, |v| v.size),
+        };
+        if target_size > version.size {
             return Ok(None);
         }
-        let moved = self.transact(origin, false, |tx| {
-            if tx.db.content(&content)?.is_none() {
-                // Its last reference went meanwhile: copy the bytes instead.
-                return Ok(false);
-            }
-            let mut inode = tx.db.inode(target.ino)?.ok_or(FsError::NotFound)?;
-            tx.db.add_content_refs(&content, 1)?;
-            tx.switch_content(&mut inode, Some(content), record.size, tx.now)?;
-            Ok(true)
-        })?;
-        if !moved {
-            return Ok(None);
-        }
+        let committed = self.commit_copy(target.ino, &version, &extents, origin)?;
         // Every pending byte of the target lay inside the copied range.
-        io.staging = None;
-        io.dirty.clear();
-        self.move_views(&mut io, target.ino, content)?;
-        Ok(Some(CopyOutcome { copied: record.size, content: Some(content) }))
+        inode.pending = None;
+        let data_seq = committed.version.data_seq;
+        self.moved(&mut inode, committed);
+        Ok(Some(CopyOutcome { copied: version.size, data_seq: Some(data_seq) }))
     }
 
-    /// `fallocate(2)` through a writable handle: applied to the staging
-    /// file, committed with the handle's other writes.
+    /// `fallocate(2)` through a writable handle: allocation only grows the
+    /// size (nothing is reserved: content is stored by hash); punching a
+    /// hole or zeroing a range writes zeros. Committed with the handle's
+    /// other writes.
     pub fn fallocate(&self, handle: Handle, mode: i32, offset: u64, len: u64) -> FsResult<()> {
         let open = self.open_files.get(handle)?;
         if !open.flags.write {
@@ -500,53 +378,19 @@ impl Fs {
         if offset.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE) {
             return Err(FsError::TooBig);
         }
-        let mut io = open.io.lock();
-        self.staging_for(&mut io, open.ino)?.fallocate(mode, offset, len)?;
-        io.changed_by(handle);
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let mut inode = open.inode.lock();
+        let pending = self.pending_of(&mut inode)?;
+        let now = now_ns();
+        match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            0 if !keep_size => pending.extend(offset + len, now),
+            0 => return Ok(()),
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => pending.zero(offset, len, false, now)?,
+            libc::FALLOC_FL_ZERO_RANGE => pending.zero(offset, len, !keep_size, now)?,
+            _ => return Err(FsError::Unsupported("this fallocate mode")),
+        }
+        inode.changed_by(handle);
         Ok(())
-    }
-
-    /// The inode's staging file, created on first use as a copy of the
-    /// committed content.
-    fn staging_for<'a>(&self, io: &'a mut InodeIo, ino: Ino) -> FsResult<&'a mut Staging> {
-        if io.staging.is_none() {
-            let staging = self.with_current_content(ino, None, |inode| match inode.content {
-                Some(id) => Ok(self.store.stage_copy_of(&id)?),
-                None => Ok(self.store.stage()?),
-            })?;
-            io.staging = Some(staging);
-        }
-        io.staging.as_mut().ok_or(FsError::BadHandle)
-    }
-
-    /// Run `f` on the current attributes of `ino`. If `f` finds the object
-    /// missing because a concurrent commit replaced the content (and
-    /// removed the old object) between the read and the open, try again
-    /// with the new content.
-    fn with_current_content<T>(
-        &self,
-        ino: Ino,
-        mut known: Option<Attr>,
-        mut f: impl FnMut(&Attr) -> FsResult<T>,
-    ) -> FsResult<T> {
-        const ATTEMPTS: usize = 16;
-        let mut attempt = 0;
-        loop {
-            let inode = match known.take() {
-                Some(inode) => inode,
-                None => self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?,
-            };
-            match f(&inode) {
-                Err(FsError::Store(e)) if e.raw_os_error() == Some(libc::ENOENT) && attempt < ATTEMPTS => {
-                    let now = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
-                    if now.content == inode.content {
-                        return Err(FsError::Store(e));
-                    }
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
     }
 
     /// Change the size of `ino`: with the pending writes of its handles if
@@ -555,103 +399,86 @@ impl Fs {
         if size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
-        if let Some(io) = self.open_files.io_of(ino) {
-            let mut io = io.lock();
-            let pending = io.staging.is_some();
-            self.staging_for(&mut io, ino)?.set_len(size)?;
-            io.mtime_ns = now_ns();
-            if pending {
+        if let Some(open) = self.open_files.inode(ino) {
+            let mut inode = open.lock();
+            let had_pending = inode.pending.is_some();
+            self.pending_of(&mut inode)?.truncate(size, now_ns())?;
+            if had_pending {
                 // Not made through a handle: any writer's close commits it.
-                let io = &mut *io;
-                io.dirty.extend(io.writers.iter().copied());
-            } else {
-                // Nothing else pending: commit now, as a truncate of a
-                // closed file would, and move the handles to the result.
-                // If that fails, only the truncation is lost.
-                if let Some(staging) = io.staging.take() {
-                    let id = self.commit_staged(ino, staging, io.mtime_ns, origin, false)?;
-                    self.move_views(&mut io, ino, id)?;
-                }
+                inode.changed_by_all_writers();
+                return Ok(());
             }
+            // Nothing else pending: commit now, as a truncate of a closed
+            // file would. If that fails, only the truncation is lost.
+            let pending = inode.pending.take().ok_or(FsError::BadHandle)?;
+            let base = inode.current.clone().ok_or(FsError::BadHandle)?;
+            let committed = self.commit_pending(ino, pending, &base, origin)?;
+            self.moved(&mut inode, committed);
             return Ok(());
         }
+        let pin = self.pins.pin(ino, self.last_seq.load(Ordering::Acquire));
         let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
         if inode.size == size {
             return Ok(());
         }
-        let mut staging = match inode.content {
-            Some(id) if size > 0 => self.store.stage_copy_of(&id)?,
-            _ => self.store.stage()?,
-        };
-        staging.set_len(size)?;
-        self.commit_staged(ino, staging, now_ns(), origin, false).map(|_| ())
+        let base = Version::new(ino, inode.data_seq, inode.size, inode.content, None, pin);
+        let mut pending = Pending::new(inode.size, now_ns());
+        pending.truncate(size, now_ns())?;
+        self.commit_pending(ino, pending, &base, origin).map(|_| ())
+    }
+
+    /// A time set explicitly on `ino` while it has pending writes (cp -p,
+    /// tar: futimens before close) is the one its commit keeps.
+    pub(super) fn set_pending_mtime(&self, ino: Ino, mtime_ns: i64) {
+        if let Some(open) = self.open_files.inode(ino)
+            && let Some(pending) = &mut open.lock().pending
+        {
+            pending.mtime_ns = mtime_ns;
+        }
     }
 
     /// A close of a descriptor: commit the inode's pending writes if this
-    /// handle added to them. Returns the content committed, if any.
-    pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
+    /// handle added to them. Returns the version committed, if any.
+    pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<Option<u64>> {
         let open = self.open_files.get(handle)?;
-        let mut io = open.io.lock();
-        let committed = match io.dirty.contains(&handle) {
-            true => self.commit_io(open.ino, &mut io, origin, false, handle),
-            false => Ok(None),
-        };
-        hear_of_lost_writes(&mut io, handle, committed)
+        let mut inode = open.inode.lock();
+        let dirty = inode.handles.get(&handle).is_some_and(|h| h.dirty);
+        let committed = if dirty { self.commit_open(&mut inode, origin, handle) } else { Ok(None) };
+        hear_of_lost_writes(&mut inode, handle, committed)
     }
 
-    /// Commit pending writes and make them durable (fsync). Returns the
-    /// content committed, if anything was pending.
-    pub fn fsync(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
+    /// Commit pending writes and make them and every earlier commit
+    /// durable (fsync). Returns the version committed, if anything was
+    /// pending.
+    pub fn fsync(&self, handle: Handle, origin: Origin) -> FsResult<Option<u64>> {
         let open = self.open_files.get(handle)?;
-        let mut io = open.io.lock();
-        let committed = if io.staging.is_none() {
-            // Nothing pending; make earlier commits durable.
-            self.meta.sync().map(|()| None).map_err(FsError::from)
-        } else {
-            self.commit_io(open.ino, &mut io, origin, true, handle)
-        };
-        hear_of_lost_writes(&mut io, handle, committed)
+        let mut inode = open.inode.lock();
+        let committed = self.commit_open(&mut inode, origin, handle);
+        let committed = hear_of_lost_writes(&mut inode, handle, committed);
+        drop(inode);
+        let committed = committed?;
+        self.sync_to(self.last_seq.load(Ordering::Acquire), super::durable::Wait::Durable)?;
+        Ok(committed)
     }
 
     /// Close a handle: commit what is pending if this handle added to it
     /// or is the inode's last; the last close of an unlinked inode deletes
-    /// it. Returns the content committed, if any.
-    pub fn release(&self, handle: Handle, origin: Origin) -> FsResult<Option<ContentId>> {
-        let open = self.open_files.handles.lock().remove(&handle).ok_or(FsError::BadHandle)?;
-        let mut io = open.io.lock();
-        let committed = match io.dirty.contains(&handle) || io.handles == 1 {
-            true => self.commit_io(open.ino, &mut io, origin, false, handle),
-            false => Ok(None),
-        };
-        let committed = hear_of_lost_writes(&mut io, handle, committed);
-        io.handles -= 1;
-        io.views.remove(&handle);
-        io.writers.remove(&handle);
-        io.dirty.remove(&handle);
-        let last = io.handles == 0;
-        if last {
-            drop_if_unused(&self.open_files, open.ino, &io);
-        }
-        drop(io);
+    /// it. Returns the version committed, if any.
+    pub fn release(&self, handle: Handle, origin: Origin) -> FsResult<Option<u64>> {
+        let open = self.open_files.remove(handle)?;
+        let mut inode = open.inode.lock();
+        let dirty = inode.handles.get(&handle).is_some_and(|h| h.dirty);
+        let committed =
+            if dirty || inode.count == 1 { self.commit_open(&mut inode, origin, handle) } else { Ok(None) };
+        let committed = hear_of_lost_writes(&mut inode, handle, committed);
+        inode.handles.remove(&handle);
+        let delete = self.open_files.uncount(&mut inode);
+        drop(inode);
         // The common case, a file with names, needs no transaction at all.
-        if last && self.open_files.take_unlinked(open.ino) {
-            self.purge_unlinked(open.ino)?;
+        if delete {
+            self.delete_orphans(&[open.ino])?;
         }
         committed
-    }
-
-    /// Delete `ino`, which lost its last name while open, unless it was
-    /// opened again meanwhile (then that handle's last release will).
-    fn purge_unlinked(&self, ino: Ino) -> FsResult<()> {
-        if self.read_only {
-            return Ok(());
-        }
-        self.transact(Origin::Internal, false, |tx| match tx.db.inode(ino)? {
-            Some(inode) if inode.nlink == 0 && !self.open_files.keep_unlinked_if_open(ino) => {
-                tx.delete_inode(&inode)
-            }
-            _ => Ok(()),
-        })
     }
 
     /// Commit the inode's pending writes for `by` (a flush, fsync or
@@ -661,171 +488,89 @@ impl Fs {
     /// close. Keeping them pending for a later retry would let other
     /// handles read bytes that may still vanish, and could make a file
     /// change long after its writer was told the save failed.
-    fn commit_io(
-        &self,
-        ino: Ino,
-        io: &mut InodeIo,
-        origin: Origin,
-        durable: bool,
-        by: Handle,
-    ) -> FsResult<Option<ContentId>> {
-        let Some(staging) = io.staging.take() else {
-            return Ok(None);
-        };
-        io.dirty.clear();
-        let committed = match self.commit_staged(ino, staging, io.mtime_ns, origin, durable) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!("inode {ino}: pending writes discarded, the commit failed: {e}");
-                let disk_full = e.is_disk_full();
-                let others: Vec<Handle> = io.writers.iter().copied().filter(|w| *w != by).collect();
-                io.lost.extend(others.into_iter().map(|w| (w, disk_full)));
-                return Err(e);
+    fn commit_open(&self, inode: &mut OpenInode, origin: Origin, by: Handle) -> FsResult<Option<u64>> {
+        let Some(pending) = inode.pending.take() else { return Ok(None) };
+        let base = inode.current.clone().ok_or(FsError::BadHandle)?;
+        match self.commit_pending(inode.ino, pending, &base, origin) {
+            Ok(committed) => {
+                let data_seq = committed.version.data_seq;
+                self.moved(inode, committed);
+                Ok(Some(data_seq))
             }
-        };
-        self.move_views(io, ino, committed)?;
-        Ok(Some(committed))
-    }
-
-    /// Hash `staging` and make it `ino`'s content, publishing the bytes if
-    /// they are new. On failure the staged bytes are dropped.
-    fn commit_staged(
-        &self,
-        ino: Ino,
-        mut staging: Staging,
-        mtime_ns: i64,
-        origin: Origin,
-        durable: bool,
-    ) -> FsResult<ContentId> {
-        let digest = staging.finish(true)?;
-        let mut staged = Some(Body::File(Box::new(staging)));
-        self.commit_content(ino, &mut staged, &digest, mtime_ns, origin, durable)
-    }
-
-    /// A commit through the open files made `content` the inode's: every
-    /// handle now reads it. Opens the object once, for all of them; if a
-    /// later replacement already removed it, they read the newest version.
-    fn move_views(&self, io: &mut InodeIo, ino: Ino, content: ContentId) -> FsResult<()> {
-        let stored = (content != super::EMPTY_CONTENT).then_some(content);
-        let view = match self.view_of(&InodeIo::default(), stored) {
-            Ok(view) => view,
-            Err(_) => self
-                .with_current_content(ino, None, |inode| self.view_of(&InodeIo::default(), inode.content))?,
-        };
-        for v in io.views.values_mut() {
-            *v = view.clone();
+            Err(e) => {
+                tracing::warn!("inode {}: pending writes discarded, the commit failed: {e}", inode.ino);
+                inode.lost_by_others(by, e.is_disk_full());
+                Err(e)
+            }
         }
-        Ok(())
     }
 
-    /// Switch `ino` to the content hashed as `digest`, publishing the
-    /// staged bytes if they are new.
-    fn commit_content(
-        &self,
-        ino: Ino,
-        staged: &mut Option<Body>,
-        digest: &ContentDigest,
-        mtime_ns: i64,
-        origin: Origin,
-        durable: bool,
-    ) -> FsResult<ContentId> {
-        self.transact(origin, durable, |tx| {
-            let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
-            let new = tx.adopt(staged, digest, Durability::Immediate)?;
-            let id = tx.switch_content(&mut inode, new, digest.size, mtime_ns)?;
-            self.counters.commits.fetch_add(1, Ordering::Relaxed);
-            Ok(id)
-        })
+    /// A commit through the open files made a new version: every handle
+    /// reads it now.
+    fn moved(&self, inode: &mut OpenInode, committed: Committed) {
+        inode.moved_to(Arc::new(committed.version));
     }
 
     /// Close every handle (shutdown), committing pending writes.
     pub fn release_all(&self, origin: Origin) -> FsResult<()> {
-        let handles: Vec<Handle> = self.open_files.handles.lock().keys().copied().collect();
         let mut first_error = None;
-        for handle in handles {
+        for handle in self.open_files.handles() {
             if let Err(e) = self.release(handle, origin) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
-}
 
-/// What [`Fs::copy_range`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CopyOutcome {
-    /// Bytes copied.
-    pub copied: u64,
-    /// The target's new content, when the copy only moved a content id.
-    pub content: Option<ContentId>,
-}
+    /// The size of content `id` if some file holds it now; `None` if none
+    /// does (it may never have existed, or be gone).
+    pub fn content_size(&self, id: &ContentId) -> FsResult<Option<u64>> {
+        if *id == super::EMPTY_CONTENT {
+            return Ok(Some(0));
+        }
+        let record = self.meta.read(|db| db.content(id))?;
+        Ok(record.filter(|r| r.refcount > 0).map(|r| r.size))
+    }
 
-/// Buffer of a byte-by-byte copy.
-const IO_CHUNK_COPY: usize = 1024 * 1024;
+    /// The stored variant `encoding` (e.g. `br`) of content `id`, if any.
+    pub fn variant(&self, id: &ContentId, encoding: &str) -> FsResult<Option<Vec<u8>>> {
+        Ok(self.store.read_variant(id, encoding)?)
+    }
+
+    /// Keep `bytes` as the variant `encoding` of content `id`. Variants
+    /// go when no file holds their content any more.
+    pub fn store_variant(&self, id: &ContentId, encoding: &str, bytes: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        Ok(self.store.write_variant(id, encoding, bytes)?)
+    }
+}
 
 /// What `handle` reports after its commit: the commit's own error first,
 /// else the loss of writes it may have made, once.
 fn hear_of_lost_writes(
-    io: &mut InodeIo,
+    inode: &mut OpenInode,
     handle: Handle,
-    committed: FsResult<Option<ContentId>>,
-) -> FsResult<Option<ContentId>> {
-    match io.lost.remove(&handle) {
+    committed: FsResult<Option<u64>>,
+) -> FsResult<Option<u64>> {
+    let lost = inode.handles.get_mut(&handle).and_then(|h| h.lost.take());
+    match lost {
         Some(disk_full) if committed.is_ok() => Err(FsError::WritesLost { disk_full }),
         _ => committed,
     }
 }
 
-impl InodeIo {
-    /// `handle` just changed the pending writes: they are newer, and its
-    /// close commits them.
-    fn changed_by(&mut self, handle: Handle) {
-        self.mtime_ns = now_ns();
-        self.dirty.insert(handle);
-    }
-}
-
-/// `attr` as the open inode's handles see it: with pending writes.
-fn with_pending(io: &InodeIo, mut attr: Attr) -> Attr {
-    if let Some(staging) = &io.staging {
-        attr.size = staging.len();
-        attr.mtime_ns = io.mtime_ns;
-        attr.ctime_ns = attr.ctime_ns.max(io.mtime_ns);
+/// `attr` as the open inode's handles see it: with pending writes (its
+/// content id stays the committed version's, what other readers get).
+fn with_pending(inode: &OpenInode, mut attr: Attr) -> Attr {
+    if let Some(pending) = &inode.pending {
+        attr.size = pending.size();
+        attr.mtime_ns = pending.mtime_ns;
+        attr.ctime_ns = attr.ctime_ns.max(pending.changed_ns);
     }
     attr
 }
 
-fn drop_if_unused(files: &OpenFiles, ino: Ino, io: &InodeIo) {
-    if io.handles == 0 {
-        files.inodes.lock().remove(&ino);
-    }
-}
-
-fn read_full_at(file: &File, offset: u64, buf: &mut [u8], content: Option<ContentId>) -> FsResult<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let what = content.map_or_else(String::new, |c| c.to_string());
-                tracing::error!("read of object {what} failed: {e}");
-                return Err(
-                    crate::store::StoreError::io("read object", std::path::Path::new(&what))(e).into()
-                );
-            }
-        }
-    }
-    Ok(done)
-}
-
-/// Most reads of a file run front to back: ask for a larger readahead
-/// window on the object. Only a hint; failure changes nothing.
-fn advise_sequential(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an advisory call on a descriptor `file` keeps open.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
+/// How many of `want` bytes at `offset` lie inside `size`.
+fn fit(want: usize, offset: u64, size: u64) -> usize {
+    size.saturating_sub(offset).min(want as u64) as usize
 }

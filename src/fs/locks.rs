@@ -127,7 +127,7 @@ impl Fs {
     /// Take a lock, unless one in force conflicts: then `Ok(Err(that))`.
     /// Fails with [`FsError::LimitReached`] at the limit of locks.
     pub fn lock_path(&self, request: &LockRequest, caller: &Caller) -> FsResult<Result<PathLock, PathLock>> {
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             let key = lock_key(&request.path);
             let nobody = LockHolder::NOBODY;
             if let Some(conflict) = conflict_on_path(tx.db, key, tx.now, &nobody, request.shared)? {
@@ -169,7 +169,7 @@ impl Fs {
 
     /// Release the lock `token` that covers `path`; whether there was one.
     pub fn unlock_path(&self, path: &[u8], token: &str, caller: &Caller) -> FsResult<bool> {
-        self.transact(caller.origin, false, |tx| match Self::find_lock(tx.db, path, token, tx.now)? {
+        self.transact(caller.origin, |tx| match Self::find_lock(tx.db, path, token, tx.now)? {
             Some(lock) => Ok(tx.db.delete_lock(&lock.token, &lock.path)?),
             None => Ok(false),
         })
@@ -184,7 +184,7 @@ impl Fs {
         timeout_s: Option<u64>,
         caller: &Caller,
     ) -> FsResult<Option<PathLock>> {
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             let Some(mut lock) = Self::find_lock(tx.db, path, token, tx.now)? else {
                 return Ok(None);
             };
@@ -239,7 +239,7 @@ impl Fs {
 
     /// Drop every lock on `path` and below (the resources are gone).
     pub fn remove_locks_under(&self, path: &[u8], caller: &Caller) -> FsResult<()> {
-        self.transact(caller.origin, false, |tx| Ok(tx.db.delete_locks_under(lock_key(path))?))
+        self.transact(caller.origin, |tx| Ok(tx.db.delete_locks_under(lock_key(path))?))
     }
 }
 

@@ -12,12 +12,18 @@
 //! decided by the server's own authentication.
 
 mod check;
+mod commit;
 mod content;
+mod durable;
 mod error;
+mod etag;
 mod events;
+mod extents;
 mod io;
 mod locks;
 mod namespace;
+mod open;
+mod pending;
 mod put;
 mod setattr;
 
@@ -25,10 +31,13 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use check::{CheckReport, GcReport, Problem, ScrubReport};
 pub use error::{FsError, FsResult};
+pub use etag::ContentFile;
 pub use events::{Change, ChangeOp, Origin};
 pub use io::{CopyOutcome, OpenFlags, Opened};
 pub use locks::{DEFAULT_LOCK_TIMEOUT_S, LockHolder, LockRequest, MAX_LOCKS, lock_key};
@@ -59,10 +68,6 @@ pub const EMPTY_SHA1: [u8; 20] = [
 
 /// The content id of an empty file.
 pub const EMPTY_CONTENT: ContentId = ContentId::new(0, EMPTY_SHA1);
-
-/// Unreferenced objects are removed after a durable commit, or once this
-/// many are waiting (costs one WAL fsync).
-const REMOVAL_BATCH: usize = 256;
 
 /// How often and how long to retry a held data-directory lock.
 const LOCK_ATTEMPTS: usize = 25;
@@ -99,11 +104,14 @@ pub struct FsOptions {
     pub read_only: bool,
     /// WebDAV locks in force at once ([`MAX_LOCKS`] by default).
     pub max_locks: u64,
+    /// The longest a committed change waits for the disk (see
+    /// `durable.rs`); fsync does not wait.
+    pub sync_interval: std::time::Duration,
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
-        FsOptions { read_only: false, max_locks: MAX_LOCKS }
+        FsOptions { read_only: false, max_locks: MAX_LOCKS, sync_interval: durable::SYNC_INTERVAL }
     }
 }
 
@@ -138,10 +146,13 @@ pub fn system_time(ns: i64) -> std::time::SystemTime {
 }
 
 impl Attr {
-    /// The content id a regular file's bytes have (empty files included).
+    /// The content id a regular file's bytes have (empty files
+    /// included), when known: a commit may leave it to be computed later
+    /// ([`Fs::with_content_id`] computes it).
     pub fn content_id(&self) -> Option<ContentId> {
-        match self.kind {
-            FileKind::File => Some(self.content.unwrap_or(EMPTY_CONTENT)),
+        match (self.kind, self.content) {
+            (FileKind::File, Some(id)) => Some(id),
+            (FileKind::File, None) if self.size == 0 => Some(EMPTY_CONTENT),
             _ => None,
         }
     }
@@ -211,21 +222,45 @@ impl IoCounters {
     }
 }
 
-/// An open data directory.
-pub struct Fs {
+/// What the fs core shares with its background threads (the filesystem
+/// sync and the hashing of content ids): everything they need, nothing
+/// of the frontends'. Opaque outside the core; `Fs` derefs to it so its
+/// methods reach these fields directly.
+pub struct Shared {
     data_dir: PathBuf,
     meta: Meta,
     store: Store,
-    events: Events,
-    open_files: io::OpenFiles,
+    /// Versions being read (their retired extents are kept).
+    pins: Arc<open::Pins>,
+    /// The newest change committed (its sequence number).
+    last_seq: AtomicU64,
     read_only: bool,
+    durable: durable::DurableState,
+    etags: etag::Etags,
+    open_files: open::OpenFiles,
+    /// Inodes whose last reference went after they lost their last name:
+    /// deleted in batches (see [`Shared::delete_orphan`]).
+    orphans: parking_lot::Mutex<Vec<Ino>>,
+}
+
+/// An open data directory.
+pub struct Fs {
+    shared: Arc<Shared>,
+    events: Events,
     max_locks: u64,
     counters: IoCounters,
-    /// Objects whose last reference a commit dropped, to remove once that
-    /// commit is durable (see [`Fs::remove_unreferenced`]).
-    unreferenced: parking_lot::Mutex<Vec<ContentId>>,
+    /// The background threads, stopped with the `Fs`.
+    threads: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Held for the lifetime of a writable `Fs`: one writer per data dir.
     _lock: Option<File>,
+}
+
+impl std::ops::Deref for Fs {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl std::fmt::Debug for Fs {
@@ -287,38 +322,40 @@ impl Fs {
             return Err(OpenError::NotInitialized(data_dir.to_path_buf()));
         }
         let lock = if options.read_only { None } else { Some(lock_data_dir(data_dir)?) };
-        let fs = Fs {
+        let meta = if options.read_only { Meta::open_read_only(data_dir)? } else { Meta::open(data_dir)? };
+        let (last_seq, durable_seq) = meta.read(|db| {
+            let durable = db.setting(durable::DURABLE_SEQ)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+            Ok::<_, MetaError>((db.last_change()?, durable))
+        })?;
+        let shared = Arc::new(Shared {
             data_dir: data_dir.to_path_buf(),
             store: Store::open(data_dir)?,
-            meta: if options.read_only { Meta::open_read_only(data_dir)? } else { Meta::open(data_dir)? },
-            events: Events::default(),
-            open_files: io::OpenFiles::default(),
+            meta,
+            pins: Arc::default(),
+            last_seq: AtomicU64::new(last_seq),
             read_only: options.read_only,
+            durable: durable::DurableState::new(durable_seq, options.sync_interval),
+            etags: etag::Etags::default(),
+            open_files: open::OpenFiles::default(),
+            orphans: parking_lot::Mutex::new(Vec::new()),
+        });
+        let fs = Fs {
+            shared,
+            events: Events::default(),
             max_locks: options.max_locks,
-            unreferenced: parking_lot::Mutex::new(Vec::new()),
             counters: IoCounters::default(),
+            threads: parking_lot::Mutex::new(Vec::new()),
             _lock: lock,
         };
         if !options.read_only {
             fs.recover()?;
-        }
-        Ok(fs)
-    }
-
-    /// After an unclean stop: drop inodes that were open-unlinked and
-    /// staging files of writes that never committed.
-    fn recover(&self) -> FsResult<()> {
-        let orphans = self.meta.read(|db| db.orphaned_inodes())?;
-        if !orphans.is_empty() {
-            self.transact(Origin::Internal, false, |tx| {
-                for inode in &orphans {
-                    tx.delete_inode(inode)?;
-                }
-                Ok(())
+            fs.start_threads().map_err(|source| OpenError::Io {
+                action: "start the background threads of",
+                path: data_dir.to_path_buf(),
+                source,
             })?;
         }
-        self.store.clear_staging()?;
-        Ok(())
+        Ok(fs)
     }
 
     /// The data directory.
@@ -382,20 +419,22 @@ impl Fs {
         })
     }
 
-    /// Make every commit so far durable and remove the objects they left
-    /// unreferenced (what `fsync` does for one file, for the whole tree).
+    /// Make every commit so far durable (what `fsync` does for one file,
+    /// for the whole tree), and delete what waits for that.
     pub fn sync(&self) -> FsResult<()> {
-        self.meta.sync()?;
-        self.remove_unreferenced();
-        Ok(())
+        if self.read_only {
+            return Ok(());
+        }
+        self.purge_orphans();
+        self.sync_to(self.last_seq.load(Ordering::Acquire), durable::Wait::Pruned)
     }
 
-    /// Clean shutdown: remove unreferenced objects and write the WAL back
-    /// into the database file.
+    /// Clean shutdown: make everything durable, stop the background
+    /// threads and write the WAL back into the database file.
     /// A full disk is not an error here: every change is already in the
     /// log, which the next open carries on from; nothing is lost.
     pub fn checkpoint(&self) -> FsResult<()> {
-        self.remove_unreferenced();
+        self.sync()?;
         match self.meta.checkpoint() {
             Err(e) if e.is_disk_full() => {
                 tracing::warn!("{e}: the write-ahead log keeps every change; the next start checkpoints it");
@@ -409,27 +448,45 @@ impl Fs {
         if self.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
     }
 
-    /// Run `f` as one write transaction, then remove objects it released
-    /// (under the writer lock) and tell subscribers what changed.
-    fn transact<T>(
+    /// Run `f` as one write transaction, then tell subscribers what
+    /// changed.
+    fn transact<T>(&self, origin: Origin, f: impl FnOnce(&mut Tx<'_, '_>) -> FsResult<T>) -> FsResult<T> {
+        self.check_writable()?;
+        let (value, changes) = self.run_tx(origin, f)?;
+        for change in &changes {
+            self.events.emit(change);
+        }
+        Ok(value)
+    }
+}
+
+impl Shared {
+    /// Run `f` as one write transaction; returns what it logged. Contents
+    /// it released lose their variants (and objects) once nothing uses
+    /// them. Subscribers are not told: see [`Fs::transact`].
+    fn run_tx<T>(
         &self,
         origin: Origin,
-        durable: bool,
         f: impl FnOnce(&mut Tx<'_, '_>) -> FsResult<T>,
-    ) -> FsResult<T> {
-        self.check_writable()?;
+    ) -> FsResult<(T, Vec<Change>)> {
         let published = std::cell::RefCell::new(Vec::new());
-        let written = self.meta.write(durable, |db| {
+        let written = self.meta.write(false, |db| {
             let mut tx = Tx {
                 db,
                 store: &self.store,
                 origin,
                 now: now_ns(),
+                first_seq: None,
                 changes: Vec::new(),
                 released: Vec::new(),
                 published: &published,
+                created: Vec::new(),
             };
             let value = f(&mut tx)?;
+            if tx.first_seq.is_some() && tx.changes.is_empty() {
+                // Its rows would be filed under a number the next change takes.
+                return Err(FsError::Internal("a transaction used a change number it never logged"));
+            }
             Ok::<_, FsError>((value, tx.changes, tx.released))
         });
         let (value, changes, released) = match written {
@@ -437,61 +494,28 @@ impl Fs {
             Err(e) => {
                 // Objects published for a transaction that failed (a full
                 // disk, say) name nothing: free their space now (removal
-                // re-checks that no content row names them).
-                let published = published.into_inner();
-                if !published.is_empty() {
-                    self.unreferenced.lock().extend(published);
-                    self.remove_unreferenced();
-                }
+                // re-checks that no row uses them).
+                self.remove_unused(&published.into_inner());
                 return Err(e);
             }
         };
-        let pending = {
-            let mut pending = self.unreferenced.lock();
-            pending.extend(released);
-            pending.len()
-        };
-        if pending > 0 && (durable || pending >= REMOVAL_BATCH) {
-            self.remove_unreferenced();
+        if let Some(last) = changes.last() {
+            self.last_seq.fetch_max(last.seq, Ordering::AcqRel);
         }
-        for change in &changes {
-            self.events.emit(change);
+        if !released.is_empty() {
+            self.remove_unused(&released);
         }
-        Ok(value)
-    }
-
-    /// Remove the objects whose last reference is gone, once that is
-    /// durable. Failures are logged, not returned: what is left is found
-    /// by gc.
-    fn remove_unreferenced(&self) {
-        let pending = std::mem::take(&mut *self.unreferenced.lock());
-        if pending.is_empty() {
-            return;
-        }
-        let removed = self.meta.at_durable_point(|db| {
-            for id in &pending {
-                // A later commit may have stored the same bytes again.
-                match db.content(id) {
-                    Ok(None) => {
-                        if let Err(e) = self.store.remove_object(id) {
-                            tracing::warn!("{e}");
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Err(e) => tracing::warn!("{e}"),
-                }
-            }
-        });
-        if let Err(e) = removed {
-            tracing::warn!("objects not removed: {e}");
-        }
+        Ok((value, changes))
     }
 }
 
 impl Drop for Fs {
     fn drop(&mut self) {
         if !self.read_only {
-            self.remove_unreferenced();
+            if let Err(e) = self.sync() {
+                tracing::warn!("closing {}: {e}", self.data_dir.display());
+            }
+            self.stop_threads();
         }
     }
 }
@@ -503,14 +527,31 @@ pub(crate) struct Tx<'a, 'c> {
     origin: Origin,
     /// The transaction's timestamp, used for every time it sets.
     now: i64,
+    /// The sequence number of its first change (see [`Tx::seq`]).
+    first_seq: Option<u64>,
     changes: Vec<Change>,
     /// Contents whose last reference this transaction dropped.
     released: Vec<ContentId>,
     /// Objects this transaction published: removed again if it fails.
     published: &'a std::cell::RefCell<Vec<ContentId>>,
+    /// Files it created (and may write in the same change).
+    created: Vec<Ino>,
 }
 
 impl Tx<'_, '_> {
+    /// The sequence number of this transaction's first change (logged or
+    /// still to come; the transaction must log one): what its extents and
+    /// undo records are filed under. All its changes commit together, so
+    /// one number serves them all.
+    fn seq(&mut self) -> FsResult<u64> {
+        if let Some(seq) = self.first_seq {
+            return Ok(seq);
+        }
+        let seq = self.db.next_change_seq()?;
+        self.first_seq = Some(seq);
+        Ok(seq)
+    }
+
     /// Append to the change log and queue the event.
     fn log(
         &mut self,
@@ -525,23 +566,22 @@ impl Tx<'_, '_> {
             &ChangeRecord { origin: self.origin.as_str(), op: op.as_str(), ino, entry, new_entry, content },
             self.now,
         )?;
+        if *self.first_seq.get_or_insert(seq) > seq {
+            return Err(FsError::Internal("a change was filed under a later sequence number"));
+        }
         let entries =
             entry.into_iter().chain(new_entry).map(|(parent, name)| (parent, name.to_vec())).collect();
         self.changes.push(Change { seq, origin: self.origin, op, ino, entries, also, content });
         Ok(())
     }
 
-    /// Drop one reference to `id`; the last one releases the object.
-    fn release_content(&mut self, id: ContentId) -> FsResult<()> {
-        if self.db.add_content_refs(&id, -1)? == 0 {
-            self.db.delete_content(&id)?;
-            self.released.push(id);
-        }
-        Ok(())
-    }
-
-    /// Delete an inode row and release its content.
+    /// Delete an inode row: its extents are retired (their chunks go once
+    /// that is durable) and its content released.
     fn delete_inode(&mut self, inode: &Attr) -> FsResult<()> {
+        if inode.kind == FileKind::File {
+            let seq = self.seq()?;
+            self.db.retire_all_extents(inode.ino, seq)?;
+        }
         self.db.delete_inode(inode.ino)?;
         if let Some(id) = inode.content {
             self.release_content(id)?;

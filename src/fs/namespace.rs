@@ -142,7 +142,7 @@ impl Fs {
     #[allow(clippy::too_many_arguments)]
     fn make_node(&self, parent: Ino, name: &[u8], node: Node<'_>, caller: &Caller) -> FsResult<Attr> {
         check_name(name)?;
-        self.transact(caller.origin, false, |tx| tx.make_node(parent, name, node, caller))
+        self.transact(caller.origin, |tx| tx.make_node(parent, name, node, caller))
     }
 
     /// Create directory `parent/name` with the mode and dead properties
@@ -150,7 +150,7 @@ impl Fs {
     /// collection COPY (RFC 4918, 9.8.2: properties are copied too).
     pub fn copy_dir(&self, source: Ino, parent: Ino, name: &[u8], caller: &Caller) -> FsResult<Attr> {
         check_name(name)?;
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             let from = tx.existing_dir(source)?;
             let made = tx.make_node(parent, name, Node::dir(from.perm & 0o777), caller)?;
             tx.db.copy_dead_props(from.ino, made.ino)?;
@@ -161,7 +161,7 @@ impl Fs {
     /// Add a hard link `new_parent/new_name` to `ino`.
     pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8], caller: &Caller) -> FsResult<Attr> {
         check_name(new_name)?;
-        let attr = self.transact(caller.origin, false, |tx| {
+        let attr = self.transact(caller.origin, |tx| {
             let inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             if inode.kind == FileKind::Dir {
                 return Err(FsError::NotPermitted("hard link to a directory"));
@@ -185,7 +185,7 @@ impl Fs {
     /// Remove the non-directory entry `parent/name`. The inode lives on
     /// while it has other names or open handles.
     pub fn unlink(&self, parent: Ino, name: &[u8], caller: &Caller) -> FsResult<()> {
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             tx.existing_dir(parent)?;
             let inode = tx.db.lookup(parent, name)?.ok_or(FsError::NotFound)?;
             if inode.kind == FileKind::Dir {
@@ -206,7 +206,7 @@ impl Fs {
         if name == b".." {
             return Err(FsError::NotEmpty);
         }
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             tx.existing_dir(parent)?;
             let dir = tx.db.lookup(parent, name)?.ok_or(FsError::NotFound)?;
             if dir.kind != FileKind::Dir {
@@ -240,7 +240,7 @@ impl Fs {
         if flags.exchange && flags.no_replace {
             return Err(FsError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE"));
         }
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             tx.existing_dir(parent)?;
             tx.existing_dir(new_parent)?;
             let source = tx.db.lookup(parent, name)?.ok_or(FsError::NotFound)?;
@@ -334,9 +334,11 @@ impl Fs {
     }
 
     /// One name of a non-directory is gone: lower its link count, and
-    /// delete it unless a handle still has it open.
+    /// delete it unless a handle or a frontend still refers to it (the
+    /// kernel may open or stat an inode it looked up before the name went,
+    /// as a reader racing `rename(tmp, path)` does).
     fn drop_link(&self, tx: &mut Tx<'_, '_>, inode: &Attr) -> FsResult<()> {
-        if inode.nlink > 1 || self.open_files.keep_unlinked_if_open(inode.ino) {
+        if inode.nlink > 1 || self.open_files.keep_if_referenced(inode.ino) {
             Ok(tx.db.add_links(inode.ino, -1, tx.now)?)
         } else {
             tx.delete_inode(inode)

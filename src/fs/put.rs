@@ -4,15 +4,17 @@
 
 use std::io::Read;
 
-use super::content::Body;
+use std::sync::Arc;
+
+use super::commit::Body;
 use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult};
 use crate::id::{ContentId, Ino};
-use crate::store::{ContentDigest, Durability, StoreError};
+use crate::store::{ContentDigest, MEMORY_CHUNK_MAX, SealedChunk, StoreError};
 
 impl Fs {
     /// Create or replace the regular file `parent/name` with all bytes of
     /// `reader`, atomically: readers see the old or the new file, never a
-    /// mix. Memory use is one buffer whatever the size.
+    /// mix. Memory use is a few chunks whatever the size.
     pub fn put(
         &self,
         parent: Ino,
@@ -40,39 +42,70 @@ impl Fs {
         precondition: Precondition<'_>,
     ) -> FsResult<Attr> {
         super::check_name(name)?;
-        let mut staged = Some(self.stage(reader, true)?);
-        self.transact(caller.origin, options.durable, |tx| {
-            let staged = staged.as_mut().ok_or(FsError::BadHandle)?;
-            tx.put_staged(parent, name, staged, &options, caller, Durability::Immediate, precondition)
-        })
+        let mut staged = self.stage(reader)?;
+        for _ in 0..16 {
+            // The precondition needs the target's content id: computed
+            // first if its last commit left it for later.
+            if let Ok(existing) = self.lookup(parent, name)
+                && existing.kind == FileKind::File
+            {
+                match self.with_content_id(existing) {
+                    Ok(_) | Err(FsError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let put = self.transact(caller.origin, |tx| {
+                tx.put_staged(parent, name, &mut staged, &options, caller, precondition)
+            });
+            match put {
+                Err(FsError::Retry) => continue,
+                Ok(attr) => {
+                    self.after_content_commit(&attr);
+                    if options.durable {
+                        self.sync()?;
+                    }
+                    return Ok(attr);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(FsError::Retry)
     }
 
-    /// Hash `reader` into a new staging file, for [`Fs::put_batch`]. With
-    /// `sync`, the bytes are flushed to disk now; otherwise the batch
-    /// commit flushes them all with one `syncfs`.
-    pub fn stage(&self, reader: &mut dyn std::io::Read, sync: bool) -> FsResult<Staged> {
+    /// Hash `reader` into a chunk set aside in the store, for
+    /// [`Fs::put_batch`]. A body is one object, read, written and hashed
+    /// in a pipeline (see `RunFile::append_from`); a small one stays in
+    /// memory, where it costs nothing if it dedupes.
+    pub fn stage(&self, reader: &mut dyn std::io::Read) -> FsResult<Staged> {
         self.check_writable()?;
         let source = std::path::Path::new("input");
-        let mut head = Vec::with_capacity(INLINE_MAX + 1);
-        reader.take(INLINE_MAX as u64 + 1).read_to_end(&mut head).map_err(StoreError::io("read", source))?;
-        if head.len() <= INLINE_MAX {
-            let digest = crate::store::ContentHasher::digest(&head);
-            return Ok(Staged { body: Some(Body::Bytes(head)), digest });
+        let first = read_up_to(reader, MEMORY_CHUNK_MAX + 1, source)?;
+        if first.len() <= MEMORY_CHUNK_MAX {
+            return Ok(self.staged_whole(first));
         }
-        let mut staging = self.store.stage()?;
-        staging.append(&head)?;
-        staging.append_from(reader, source)?;
-        let digest = staging.finish(sync)?;
-        Ok(Staged { body: Some(Body::File(Box::new(staging))), digest })
+        let mut run = self.store.start_run()?;
+        run.append(&first)?;
+        run.append_from(reader, source)?;
+        let chunk = run.seal()?;
+        let digest = chunk.digest;
+        Ok(Staged { chunks: vec![Arc::new(chunk)], digest })
     }
 
-    /// Create or replace many files in one transaction with one filesystem
-    /// sync: the fast path for bulk import. All or nothing.
+    /// A body that fits in one chunk.
+    fn staged_whole(&self, bytes: Vec<u8>) -> Staged {
+        let chunk = SealedChunk::in_memory(bytes);
+        let digest = chunk.digest;
+        let chunks = if chunk.is_empty() { vec![] } else { vec![Arc::new(chunk)] };
+        Staged { chunks, digest }
+    }
+
+    /// Create or replace many files in one transaction: the fast path for
+    /// bulk import. All or nothing.
     pub fn put_batch(&self, batch: &mut [StagedPut], caller: &Caller) -> FsResult<Vec<Attr>> {
         for item in batch.iter() {
             super::check_name(&item.name)?;
         }
-        self.transact(caller.origin, false, |tx| {
+        let attrs = self.transact(caller.origin, |tx| {
             let mut attrs = Vec::with_capacity(batch.len());
             for item in batch.iter_mut() {
                 attrs.push(tx.put_staged(
@@ -81,26 +114,29 @@ impl Fs {
                     &mut item.staged,
                     &item.options,
                     caller,
-                    Durability::Deferred,
                     &|_| true,
                 )?);
             }
-            // Objects (data and renames) reach the disk before the
-            // metadata that names them commits.
-            tx.store.sync_all()?;
             Ok(attrs)
-        })
+        })?;
+        for attr in &attrs {
+            self.after_content_commit(attr);
+        }
+        Ok(attrs)
     }
 }
 
-/// Contents up to this size are staged in memory: no staging file is made,
-/// and none at all when the bytes dedupe onto a stored content.
-const INLINE_MAX: usize = 64 * 1024;
+/// Fill a buffer of up to `max` bytes from `reader` (short only at its end).
+fn read_up_to(reader: &mut dyn std::io::Read, max: usize, source: &std::path::Path) -> FsResult<Vec<u8>> {
+    let mut buf = Vec::with_capacity(max.min(1 << 16));
+    reader.take(max as u64).read_to_end(&mut buf).map_err(StoreError::io("read", source))?;
+    Ok(buf)
+}
 
-/// Bytes hashed and staged, not yet part of the tree.
+/// Bytes hashed and staged as chunks, not yet part of the tree.
 #[derive(Debug)]
 pub struct Staged {
-    body: Option<Body>,
+    chunks: Vec<Arc<SealedChunk>>,
     digest: ContentDigest,
 }
 
@@ -135,7 +171,7 @@ pub struct PutOptions {
     pub perm: u32,
     /// Modification time to record (default: now).
     pub mtime_ns: Option<i64>,
-    /// fsync the metadata commit too.
+    /// Return only once the file is durable (as after fsync).
     pub durable: bool,
 }
 
@@ -147,7 +183,6 @@ impl Default for PutOptions {
 
 impl super::Tx<'_, '_> {
     /// The body of a put: create `parent/name` or replace its content.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn put_staged(
         &mut self,
         parent: Ino,
@@ -155,7 +190,6 @@ impl super::Tx<'_, '_> {
         staged: &mut Staged,
         options: &PutOptions,
         caller: &Caller,
-        durability: Durability,
         precondition: Precondition<'_>,
     ) -> FsResult<Attr> {
         let dir = self.existing_dir(parent)?;
@@ -163,41 +197,58 @@ impl super::Tx<'_, '_> {
         if existing.as_ref().is_some_and(|inode| inode.kind != FileKind::File) {
             return Err(FsError::IsDir);
         }
-        if !precondition(existing.as_ref().and_then(Attr::content_id)) {
-            return Err(FsError::PreconditionFailed);
+        let current = existing.as_ref().map(|inode| inode.content_id());
+        match current {
+            // Computed just before, yet the file changed again.
+            Some(None) => return Err(FsError::Retry),
+            Some(Some(id)) if !precondition(Some(id)) => return Err(FsError::PreconditionFailed),
+            None if !precondition(None) => return Err(FsError::PreconditionFailed),
+            _ => {}
         }
-        let digest = staged.digest;
-        let new = self.adopt(&mut staged.body, &digest, durability)?;
-        let mtime = options.mtime_ns.unwrap_or(self.now);
-        let ino = match existing {
-            Some(mut inode) => {
-                self.switch_content(&mut inode, new, digest.size, mtime)?;
-                inode.ino
-            }
+        let created = existing.is_none();
+        let mut inode = match existing {
+            Some(inode) => inode,
             None => {
-                let ino = self.new_file(&dir, name, options.perm, new, digest.size, caller)?;
-                if options.mtime_ns.is_some() {
-                    let mut inode = self.db.inode(ino)?.ok_or(FsError::NotFound)?;
-                    inode.mtime_ns = mtime;
-                    self.db.update_inode(&inode)?;
-                }
-                ino
+                let ino = self.new_file(&dir, name, options.perm, caller)?;
+                self.db.inode(ino)?.ok_or(FsError::NotFound)?
             }
         };
-        self.db.inode(ino)?.ok_or(FsError::NotFound)
+        let seq = self.seq()?;
+        let size = staged.digest.size;
+        let body = Body::Whole { chunks: std::mem::take(&mut staged.chunks), digest: Some(staged.digest) };
+        let written = self.write_body(&inode, &body, size, seq, None);
+        // Kept for a retry of the transaction.
+        if let Body::Whole { chunks, .. } = body {
+            staged.chunks = chunks;
+        }
+        let (content, _) = written?;
+        let mtime = options.mtime_ns.unwrap_or(self.now);
+        let logged = self.set_content(&mut inode, size, content, mtime, self.now, seq)?;
+        self.log_put(&dir, name, &inode, created, logged)?;
+        Ok(inode)
     }
 
-    /// Link a new regular file named `name` into directory `dir`, owned by
-    /// the caller, holding `content` (whose reference the caller has taken).
-    fn new_file(
+    /// Log a file's new content: its creation (as `name` in `dir`) if
+    /// `created`, else a write.
+    fn log_put(
         &mut self,
         dir: &Attr,
         name: &[u8],
-        perm: u32,
+        inode: &Attr,
+        created: bool,
         content: Option<ContentId>,
-        size: u64,
-        caller: &Caller,
-    ) -> FsResult<Ino> {
+    ) -> FsResult<()> {
+        match created {
+            true => {
+                self.log(ChangeOp::Create, inode.ino, Some((dir.ino, name)), None, content, vec![dir.ino])
+            }
+            false => self.log_write(inode, content),
+        }
+    }
+
+    /// Link a new, empty regular file named `name` into directory `dir`,
+    /// owned by the caller; the caller logs it (with its content).
+    fn new_file(&mut self, dir: &Attr, name: &[u8], perm: u32, caller: &Caller) -> FsResult<Ino> {
         // BSD group semantics under a setgid directory, as in mknod/create.
         let gid = if dir.perm & libc::S_ISGID != 0 { dir.gid } else { caller.gid };
         let ino = self.db.insert_inode(&crate::meta::NewInode {
@@ -205,16 +256,16 @@ impl super::Tx<'_, '_> {
             perm: perm & 0o7777,
             uid: caller.uid,
             gid,
-            size,
+            size: 0,
             now_ns: self.now,
             nlink: 1,
             rdev: 0,
-            content,
+            content: None,
             symlink: None,
         })?;
         self.db.insert_dirent(dir.ino, name, ino)?;
         self.db.touch_dir(dir.ino, self.now)?;
-        self.log(ChangeOp::Create, ino, Some((dir.ino, name)), None, content, vec![dir.ino])?;
+        self.created.push(ino);
         Ok(ino)
     }
 }
@@ -225,30 +276,36 @@ impl Fs {
     /// content id, and no byte is copied.
     pub fn copy_file(&self, source: Ino, parent: Ino, name: &[u8], caller: &Caller) -> FsResult<Attr> {
         super::check_name(name)?;
-        self.transact(caller.origin, false, |tx| {
+        let copied = self.transact(caller.origin, |tx| {
             let from = tx.db.inode(source)?.ok_or(FsError::NotFound)?;
             if from.kind != FileKind::File {
                 return Err(FsError::IsDir);
             }
             let dir = tx.existing_dir(parent)?;
-            let existing = match tx.db.lookup(parent, name)? {
+            let existing = tx.db.lookup(parent, name)?;
+            let created = existing.is_none();
+            let mut target = match existing {
                 Some(existing) if existing.kind != FileKind::File => return Err(FsError::IsDir),
                 Some(existing) if existing.ino == from.ino => return Ok(existing),
-                other => other,
+                Some(existing) => existing,
+                None => {
+                    let ino = tx.new_file(&dir, name, from.perm & 0o777, caller)?;
+                    tx.db.inode(ino)?.ok_or(FsError::NotFound)?
+                }
             };
+            let seq = tx.seq()?;
+            let extents = tx.db.extents(from.ino)?;
+            tx.replace_extents(&target, extents.iter(), seq)?;
             if let Some(id) = from.content {
                 tx.db.add_content_refs(&id, 1)?;
             }
-            let target = match existing {
-                Some(mut existing) => {
-                    tx.switch_content(&mut existing, from.content, from.size, tx.now)?;
-                    existing.ino
-                }
-                None => tx.new_file(&dir, name, from.perm & 0o777, from.content, from.size, caller)?,
-            };
+            let logged = tx.set_content(&mut target, from.size, from.content, tx.now, tx.now, seq)?;
+            tx.log_put(&dir, name, &target, created, logged)?;
             // COPY carries the dead properties along (RFC 4918, 9.8.2).
-            tx.db.copy_dead_props(from.ino, target)?;
-            tx.db.inode(target)?.ok_or(FsError::NotFound)
-        })
+            tx.db.copy_dead_props(from.ino, target.ino)?;
+            tx.db.inode(target.ino)?.ok_or(FsError::NotFound)
+        })?;
+        self.after_content_commit(&copied);
+        Ok(copied)
     }
 }

@@ -80,7 +80,7 @@ impl Fs {
         }
         let attrs_change = SetAttr { size: None, ..*change };
         if attrs_change != SetAttr::default() || change.size.is_some() {
-            self.transact(caller.origin, false, |tx| {
+            self.transact(caller.origin, |tx| {
                 let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
                 let now = tx.now;
                 if let Some(perm) = change.perm {
@@ -101,6 +101,9 @@ impl Fs {
                 }
                 if let Some(t) = change.mtime {
                     inode.mtime_ns = resolve(t);
+                    // Writes still pending commit with this time, not
+                    // theirs: cp -p and tar set it before they close.
+                    self.set_pending_mtime(ino, inode.mtime_ns);
                 } else if change.size.is_some() {
                     inode.mtime_ns = now;
                 }
@@ -123,7 +126,7 @@ impl Fs {
         if setid_bits_to_clear(inode.perm) == 0 {
             return Ok(());
         }
-        self.transact(origin, false, |tx| {
+        self.transact(origin, |tx| {
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             inode.perm &= !setid_bits_to_clear(inode.perm);
             inode.ctime_ns = tx.now;
@@ -150,7 +153,7 @@ impl Fs {
         changes: &[(String, Option<Vec<u8>>)],
         caller: &Caller,
     ) -> FsResult<()> {
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             for (name, value) in changes {
                 match value {
@@ -167,11 +170,14 @@ impl Fs {
     /// One query in the common case: the kernel asks for
     /// `security.capability` before writes, and it is rarely set.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
+        if name == ETAG_XATTR {
+            return match self.current_content_id(ino) {
+                Ok(id) => Ok(id.etag().into_bytes()),
+                Err(FsError::IsDir) => Err(FsError::NoAttr),
+                Err(e) => Err(e),
+            };
+        }
         self.meta.read(|db| {
-            if name == ETAG_XATTR {
-                let inode = db.inode(ino)?.ok_or(FsError::NotFound)?;
-                return inode.content_id().map(|id| id.etag().into_bytes()).ok_or(FsError::NoAttr);
-            }
             match db.xattr(ino, name)? {
                 Some(value) => Ok(value),
                 // Tell "no such attribute" from "no such file".
@@ -205,7 +211,7 @@ impl Fs {
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
         }
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             let exists = tx.db.xattr(ino, name)?.is_some();
             match mode {
@@ -222,7 +228,7 @@ impl Fs {
     /// Remove xattr `name`.
     pub fn removexattr(&self, ino: Ino, name: &[u8], caller: &Caller) -> FsResult<()> {
         check_xattr_name(name)?;
-        self.transact(caller.origin, false, |tx| {
+        self.transact(caller.origin, |tx| {
             tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             if !tx.db.remove_xattr(ino, name)? {
                 return Err(FsError::NoAttr);

@@ -13,13 +13,13 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::invalidate::{AttrNotifier, KernelInodes};
+use super::invalidate::AttrNotifier;
 use super::open_state::{Access, OpenState};
 use super::{TTL, errno, file_attr, file_type, nanos_from_kernel};
 use crate::fs::{
     Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, RenameFlags, SetAttr, TimeSet, XattrMode,
 };
-use crate::id::{ContentId, Handle, Ino};
+use crate::id::{Handle, Ino};
 
 thread_local! {
     /// Per worker thread: the buffer read requests are served from.
@@ -41,8 +41,6 @@ pub(super) struct TsmFuse {
     passthrough: bool,
     /// Tells the `Mounted` handle what the kernel granted.
     granted: Arc<std::sync::atomic::AtomicBool>,
-    /// Which inodes the kernel holds (for the invalidation thread).
-    kernel: Arc<KernelInodes>,
     /// For the attributes a failed commit left wrong in the kernel.
     notifier: Arc<AttrNotifier>,
 }
@@ -52,7 +50,6 @@ impl TsmFuse {
         fs: Arc<Fs>,
         options: &super::MountOptions,
         granted: Arc<std::sync::atomic::AtomicBool>,
-        kernel: Arc<KernelInodes>,
         notifier: Arc<AttrNotifier>,
     ) -> TsmFuse {
         TsmFuse {
@@ -62,7 +59,6 @@ impl TsmFuse {
             want_passthrough: options.passthrough,
             passthrough: false,
             granted,
-            kernel,
             notifier,
         }
     }
@@ -78,7 +74,7 @@ impl TsmFuse {
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
             Ok(attr) => {
-                self.kernel.handed(attr.ino);
+                self.fs.hold(attr.ino);
                 reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation))
             }
             Err(e) => reply.error(errno(&e)),
@@ -90,7 +86,7 @@ impl TsmFuse {
     /// pending writes, which the kernel's size and pages may still show:
     /// the size is dropped before the error goes out, the pages at the
     /// next open.
-    fn note_commit(&self, ino: INodeNo, result: Result<Option<ContentId>, FsError>) -> Result<(), FsError> {
+    fn note_commit(&self, ino: INodeNo, result: Result<Option<u64>, FsError>) -> Result<(), FsError> {
         match &result {
             Ok(Some(id)) => self.opens.committed(Ino(ino.0), *id),
             Ok(None) => {}
@@ -145,7 +141,7 @@ impl TsmFuse {
             (true, true) => Access::ReadWrite,
             (false, true) => Access::WriteOnly,
         };
-        match self.opens.decide(ino, opened.handle, access, opened.content, backing, open_backing) {
+        match self.opens.decide(ino, opened.handle, access, opened.data_seq, backing, open_backing) {
             Ok(decision) => Ok(FuseOpen {
                 handle: opened.handle,
                 flags: decision.flags,
@@ -255,7 +251,7 @@ impl Filesystem for TsmFuse {
         // The kernel sends a forget only as it evicts the inode (with every
         // lookup it counted), so its page cache is gone too.
         self.opens.forgotten(Ino(ino.0));
-        self.kernel.forgotten(Ino(ino.0), nlookup);
+        self.fs.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -297,7 +293,7 @@ impl Filesystem for TsmFuse {
         match self.writable().and_then(|()| self.fs.setattr(ino, &change, &Self::caller(req))) {
             Ok(attr) => {
                 if size.is_some() {
-                    self.opens.truncated(ino, attr.content_id());
+                    self.opens.truncated(ino, attr.data_seq);
                 }
                 reply.attr(&TTL, &file_attr(&attr))
             }
@@ -436,7 +432,7 @@ impl Filesystem for TsmFuse {
         })();
         match result {
             Ok(FuseOpen { handle, flags, attr, .. }) => {
-                self.kernel.handed(attr.ino);
+                self.fs.hold(attr.ino);
                 reply.created(
                     &TTL,
                     &file_attr(&attr),
@@ -586,7 +582,7 @@ impl Filesystem for TsmFuse {
             let name = OsStr::from_bytes(&row.name);
             let generation = Generation(row.inode.generation);
             // Counted first: once added, the entry may reach the kernel.
-            self.kernel.handed(row.inode.ino);
+            self.fs.hold(row.inode.ino);
             let full = reply.add(
                 INodeNo(row.inode.ino.0),
                 entry_offset,
@@ -598,7 +594,7 @@ impl Filesystem for TsmFuse {
             if full {
                 // Not added after all; an extra count only costs a
                 // needless notification, but keep the count exact.
-                self.kernel.forgotten(row.inode.ino, 1);
+                self.fs.forget(row.inode.ino, 1);
             }
             full
         });
@@ -699,7 +695,7 @@ impl Filesystem for TsmFuse {
         });
         match result {
             Ok(outcome) => {
-                if let Some(id) = outcome.content {
+                if let Some(id) = outcome.data_seq {
                     // The kernel drops the target's cached pages of the
                     // range; what it caches next is this content.
                     self.opens.committed(Ino(ino_out.0), id);
@@ -708,6 +704,23 @@ impl Filesystem for TsmFuse {
             }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// No ioctl is supported. Answered ENOTTY, as a file on a local disk
+    /// answers the terminal ioctls that `isatty` (every Python `open`)
+    /// sends, and without the warning fuser's default logs for each.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::from_i32(libc::ENOTTY));
     }
 
     fn fallocate(

@@ -17,7 +17,6 @@
 //! transaction is over) waits until its change has been pushed, so when
 //! the HTTP response goes out the mount already shows the change.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -26,7 +25,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use fuser::{INodeNo, Notifier};
-use parking_lot::Mutex;
 
 use crate::fs::{Change, ChangeOp, Fs, Origin};
 use crate::id::Ino;
@@ -34,33 +32,6 @@ use crate::id::Ino;
 /// How long a committing thread waits for its invalidations before it
 /// gives up (and logs): the kernel should take them in microseconds.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The inodes the kernel holds, with the lookup count it keeps for each
-/// (every entry we hand it counts one; FORGET gives them back). A name
-/// whose inode the kernel does not hold is not in its dentry cache.
-#[derive(Default)]
-pub(super) struct KernelInodes(Mutex<HashMap<Ino, u64>>);
-
-impl KernelInodes {
-    /// Call before the reply that hands the kernel an entry for `ino`.
-    pub(super) fn handed(&self, ino: Ino) {
-        *self.0.lock().entry(ino).or_default() += 1;
-    }
-
-    pub(super) fn forgotten(&self, ino: Ino, lookups: u64) {
-        let mut inodes = self.0.lock();
-        if let Some(count) = inodes.get_mut(&ino) {
-            *count = count.saturating_sub(lookups);
-            if *count == 0 {
-                inodes.remove(&ino);
-            }
-        }
-    }
-
-    fn holds(&self, ino: Ino) -> bool {
-        self.0.lock().contains_key(&ino)
-    }
-}
 
 /// Attribute invalidations a FUSE callback asks for itself: after a
 /// failed commit through the mount, the size the kernel computed from the
@@ -100,12 +71,9 @@ pub(super) struct Invalidator {
 
 impl Invalidator {
     /// Start pushing `fs`'s changes from other frontends to the kernel.
-    pub(super) fn start(
-        fs: &Fs,
-        notifier: Notifier,
-        kernel: Arc<KernelInodes>,
-    ) -> std::io::Result<Invalidator> {
+    pub(super) fn start(fs: &Arc<Fs>, notifier: Notifier) -> std::io::Result<Invalidator> {
         let (jobs, queue) = crossbeam_channel::unbounded();
+        let kernel = fs.clone();
         let thread = std::thread::Builder::new()
             .name("tsmfs-invalidate".into())
             .spawn(move || run(&notifier, &kernel, &queue))?;
@@ -145,7 +113,7 @@ impl Drop for Invalidator {
     }
 }
 
-fn run(notifier: &Notifier, kernel: &KernelInodes, queue: &Receiver<Job>) {
+fn run(notifier: &Notifier, kernel: &Fs, queue: &Receiver<Job>) {
     while let Ok(Job::Invalidate(change, ack)) = queue.recv() {
         push(notifier, kernel, &change);
         let _ = ack.send(());
@@ -154,7 +122,7 @@ fn run(notifier: &Notifier, kernel: &KernelInodes, queue: &Receiver<Job>) {
 
 /// The notifications for one change. The kernel answers ENOENT for what
 /// it does not hold, which is fine: nothing to drop.
-fn push(notifier: &Notifier, kernel: &KernelInodes, change: &Change) {
+fn push(notifier: &Notifier, kernel: &Fs, change: &Change) {
     // Entry notifications are sent only for names the kernel may hold:
     // `inval_entry` takes the parent directory's lock, which a create in
     // flight on the mount holds while it waits for us; were the process
@@ -169,7 +137,7 @@ fn push(notifier: &Notifier, kernel: &KernelInodes, change: &Change) {
     let kernel_holds_a_name = std::iter::once(&change.ino)
         .chain(&change.also)
         .filter(|ino| !parents.contains(ino))
-        .any(|ino| kernel.holds(*ino));
+        .any(|ino| kernel.is_held(*ino));
     let entries = if names_only_added || !kernel_holds_a_name { &[][..] } else { &change.entries[..] };
     for (parent, name) in entries {
         report(notifier.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name)), "entry", parent.0);

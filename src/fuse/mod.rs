@@ -145,10 +145,8 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
     }
     let config = session_config("tsmfs", options);
     let passthrough = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let kernel = Arc::new(invalidate::KernelInodes::default());
     let notifier = Arc::new(invalidate::AttrNotifier::default());
-    let adapter =
-        filesystem::TsmFuse::new(fs.clone(), options, passthrough.clone(), kernel.clone(), notifier.clone());
+    let adapter = filesystem::TsmFuse::new(fs.clone(), options, passthrough.clone(), notifier.clone());
     let session = fuser::spawn_mount(adapter, mountpoint, &config).map_err(|source| {
         let hint = match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -161,13 +159,12 @@ pub fn mount(fs: Arc<Fs>, mountpoint: &Path, options: &MountOptions) -> Result<M
     })?;
     notifier.connect(session.notifier());
     raise_readahead(mountpoint);
-    let invalidator = invalidate::Invalidator::start(&fs, session.notifier(), kernel).map_err(|source| {
-        MountError::Mount {
+    let invalidator =
+        invalidate::Invalidator::start(&fs, session.notifier()).map_err(|source| MountError::Mount {
             path: mountpoint.to_path_buf(),
             source,
             hint: " (could not start the invalidation thread)",
-        }
-    })?;
+        })?;
     Ok(Mounted { session, mountpoint: mountpoint.to_path_buf(), passthrough, invalidator })
 }
 
@@ -285,6 +282,7 @@ pub fn errno(err: &FsError) -> Errno {
         FsError::PreconditionFailed => libc::ECANCELED,
         FsError::LimitReached(_) => libc::ENOSPC,
         FsError::Internal(_) => libc::EIO,
+        FsError::Retry => libc::EAGAIN,
         FsError::WritesLost { disk_full: true } => libc::ENOSPC,
         FsError::WritesLost { disk_full: false } => libc::EIO,
         FsError::Store(e) => {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use fuser::{BackingId, FopenFlags};
 use parking_lot::Mutex;
 
-use crate::id::{ContentId, Handle, Ino};
+use crate::id::{Handle, Ino};
 
 /// How one handle does its I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub(super) struct Decision {
 
 #[derive(Default)]
 struct InodeOpens {
-    passthrough: Option<(Option<ContentId>, Arc<BackingId>)>,
+    passthrough: Option<(u64, Arc<BackingId>)>,
     passthrough_opens: usize,
     /// Page-cache and direct-I/O opens (both keep passthrough out).
     cached_opens: usize,
@@ -76,8 +76,9 @@ struct InodeOpens {
 pub(super) struct OpenState {
     inodes: Mutex<HashMap<Ino, InodeOpens>>,
     handles: Mutex<HashMap<Handle, (Ino, IoMode)>>,
-    /// The content the kernel's page cache holds for an inode, when known.
-    cached_content: Mutex<HashMap<Ino, ContentId>>,
+    /// The version (`Attr::data_seq`) the kernel's page cache holds for an
+    /// inode, when known.
+    cached_content: Mutex<HashMap<Ino, u64>>,
     /// Inodes written with direct I/O since the kernel last dropped their
     /// page cache: what it caches may be older than any commit.
     direct_written: Mutex<HashSet<Ino>>,
@@ -94,7 +95,7 @@ impl OpenState {
         ino: Ino,
         handle: Handle,
         access: Access,
-        content: Option<ContentId>,
+        content: u64,
         backing: Option<&Arc<File>>,
         open_backing: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> Result<Decision, fuser::Errno> {
@@ -133,7 +134,7 @@ impl OpenState {
         } else {
             opens.cached_opens += 1;
             let mut cached = self.cached_content.lock();
-            let current = content.unwrap_or(crate::fs::EMPTY_CONTENT);
+            let current = content;
             if cached.get(&ino) == Some(&current) {
                 decision.flags = FopenFlags::FOPEN_KEEP_CACHE;
             } else if opens.direct_opens == 0 {
@@ -151,7 +152,7 @@ impl OpenState {
     /// A commit through the mount produced `content`. Writes through the
     /// page cache leave it holding that content; direct writes do not (an
     /// inode with a direct writer open is always in `direct_written`).
-    pub(super) fn committed(&self, ino: Ino, content: ContentId) {
+    pub(super) fn committed(&self, ino: Ino, content: u64) {
         let mut cached = self.cached_content.lock();
         if self.direct_written.lock().contains(&ino) {
             cached.remove(&ino);
@@ -175,11 +176,11 @@ impl OpenState {
 
     /// The kernel changed the size itself (truncate through the mount):
     /// its cache matches the new content.
-    pub(super) fn truncated(&self, ino: Ino, content: Option<ContentId>) {
+    pub(super) fn truncated(&self, ino: Ino, content: u64) {
         let mut cached = self.cached_content.lock();
-        match content {
-            Some(id) if !self.direct_written.lock().contains(&ino) => cached.insert(ino, id),
-            _ => cached.remove(&ino),
+        match self.direct_written.lock().contains(&ino) {
+            false => cached.insert(ino, content),
+            true => cached.remove(&ino),
         };
     }
 

@@ -140,11 +140,12 @@ impl Assets {
         }
         let generation = self.generation.load(Ordering::Acquire);
         let (fs, owned) = (self.fs.clone(), path.to_vec());
-        let attr = match blocking(move || fs.resolve_committed(&owned)).await {
-            Ok(attr) => attr,
-            Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong) => return Ok(Found::Missing),
-            Err(e) => return Err(e),
-        };
+        let attr =
+            match blocking(move || fs.resolve_committed(&owned).and_then(|a| fs.with_content_id(a))).await {
+                Ok(attr) => attr,
+                Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong) => return Ok(Found::Missing),
+                Err(e) => return Err(e),
+            };
         if attr.kind != FileKind::File {
             return Ok(Found::NotAFile);
         }
@@ -176,8 +177,8 @@ impl Assets {
             .await
     }
 
-    /// The object file of `id`, open.
-    pub(super) async fn open(&self, id: ContentId) -> Result<Arc<std::fs::File>, FsError> {
+    /// Content `id`, open for reading.
+    pub(super) async fn open(&self, id: ContentId) -> Result<Arc<crate::fs::ContentFile>, FsError> {
         let fs = self.fs.clone();
         blocking(move || fs.open_content(&id).map(Arc::new)).await
     }

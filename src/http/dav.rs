@@ -174,7 +174,7 @@ impl DavFs {
     ) -> FsFuture<'a, Box<dyn DavMetaData>> {
         let (fs, path) = (self.fs.clone(), path_bytes(path));
         async move {
-            let attr = blocking(move || resolve(&fs, &path)).await?;
+            let attr = blocking(move || fs.with_content_id(resolve(&fs, &path)?)).await?;
             let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
             Ok(meta)
         }
@@ -314,7 +314,7 @@ impl DavFileSystem for DavFs {
                     return Err(FsError::IsDir);
                 }
                 let opened = fs.open_file(attr.ino, OpenFlags { read: true, ..OpenFlags::default() })?;
-                Ok((opened.handle, opened.attr))
+                Ok((opened.handle, fs.with_content_id(opened.attr)?))
             })
             .await?;
             let file = super::ReadHandle { fs: self.fs.clone(), handle };

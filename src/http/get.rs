@@ -9,7 +9,6 @@
 //! version from its first byte to its last even while the file is
 //! replaced.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -111,8 +110,8 @@ async fn send(
 pub(super) enum Source {
     /// All of the content, in memory.
     Memory(Bytes),
-    /// The content's object file.
-    File(Arc<std::fs::File>),
+    /// The content, read as the body goes out.
+    File(Arc<crate::fs::ContentFile>),
 }
 
 /// Answer a GET or HEAD of a path.

@@ -145,7 +145,11 @@ pub(super) async fn propfind(
 
     let lookup_fs = fs.clone();
     let lookup_path = path.clone();
-    let target = match tokio::task::spawn_blocking(move || lookup_fs.resolve_following(&lookup_path)).await {
+    let target = match tokio::task::spawn_blocking(move || {
+        lookup_fs.with_content_id(lookup_fs.resolve_following(&lookup_path)?)
+    })
+    .await
+    {
         Ok(Ok(attr)) => attr,
         Ok(Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong)) => {
             return status(StatusCode::NOT_FOUND);
@@ -285,6 +289,7 @@ impl Listing<'_> {
                     };
                     let (attr, dead) =
                         (followed.as_ref().unwrap_or(&row.inode), followed_dead.as_ref().unwrap_or(dead));
+                    let attr = &self.fs.with_content_id(attr.clone())?;
                     let mut child_href = href.clone();
                     child_href.push_str(&url_path(&row.name));
                     if attr.kind == FileKind::Dir {

@@ -172,7 +172,12 @@ pub struct Inode {
     pub rdev: u32,
     /// NFS-style generation number.
     pub generation: u64,
-    /// Content of a regular file.
+    /// The change that last wrote the file's bytes (0: none since the
+    /// data directory was made or upgraded): names the version.
+    pub data_seq: u64,
+    /// The whole-file content id (the ETag) of a regular file, when known:
+    /// `None` for an empty file, and for a file whose id is computed after
+    /// its commit (see `fs::etag`).
     pub content: Option<ContentId>,
 }
 
@@ -185,8 +190,53 @@ pub struct ContentRecord {
     pub size: u64,
     /// blake3 of the bytes.
     pub blake3: [u8; 32],
-    /// Inodes that refer to it.
+    /// Inodes whose whole content it is.
     pub refcount: u64,
+    /// Extents (live or retired) that read it as a chunk; its object
+    /// file exists while this is above 0.
+    pub chunk_refs: u64,
+}
+
+/// One extent as stored: bytes `[off, off + len)` of a file are bytes
+/// `[chunk_off, chunk_off + len)` of chunk `chunk`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentRow {
+    /// Offset in the file.
+    pub off: u64,
+    /// Length in bytes (> 0).
+    pub len: u64,
+    /// The chunk object.
+    pub chunk: ContentId,
+    /// Offset in the chunk.
+    pub chunk_off: u64,
+}
+
+/// A retired extent, as the prune step sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetiredRow {
+    /// Its row id (to delete it by).
+    pub rowid: i64,
+    /// The change that retired it.
+    pub seq: u64,
+    /// The file it belonged to.
+    pub ino: Ino,
+    /// The chunk it keeps referenced.
+    pub chunk: ContentId,
+}
+
+/// A file's size and times before a change wrote its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteUndo {
+    /// The change.
+    pub seq: u64,
+    /// Size before it.
+    pub size: u64,
+    /// mtime before it.
+    pub mtime_ns: i64,
+    /// ctime before it.
+    pub ctime_ns: i64,
+    /// The change created the file: before it, there was none.
+    pub created: bool,
 }
 
 /// One directory entry with its child's attributes.
@@ -252,10 +302,15 @@ pub struct Totals {
     pub logical_bytes: u64,
     /// Sum of file sizes over all names (hard links counted each time).
     pub logical_bytes_by_name: u64,
-    /// Distinct contents stored.
+    /// Distinct whole-file contents that files hold.
     pub contents: u64,
     /// Sum of distinct content sizes.
     pub content_bytes: u64,
+    /// Chunk objects stored (including those retired extents keep until
+    /// their change is durable).
+    pub chunks: u64,
+    /// Sum of chunk sizes: what the store holds.
+    pub chunk_bytes: u64,
     /// Change log length.
     pub changes: u64,
 }

@@ -2,14 +2,17 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{ChangeRecord, ContentRecord, DirRow, FileKind, Inode, MetaError, PathLock, Totals};
+use super::{
+    ChangeRecord, ContentRecord, DirRow, ExtentRow, FileKind, Inode, MetaError, PathLock, RetiredRow, Totals,
+    WriteUndo,
+};
 use crate::id::{ContentId, Ino};
 
 /// Columns of [`Inode`], in the order [`inode_from_row`] reads them.
 macro_rules! inode_columns {
     () => {
         "i.ino, i.kind, i.perm, i.uid, i.gid, i.size, i.atime_ns, i.mtime_ns, i.ctime_ns, \
-         i.btime_ns, i.nlink, i.rdev, i.generation, c.hi, c.lo"
+         i.btime_ns, i.nlink, i.rdev, i.generation, i.data_seq, c.hi, c.lo"
     };
 }
 
@@ -51,7 +54,8 @@ const LIST_DIR: &str = concat!(
     " FROM dirents d JOIN inodes i ON i.ino = d.child LEFT JOIN contents c ON c.id = i.content WHERE d.parent = +?1 AND d.id > +?2 ORDER BY d.id LIMIT +?3"
 );
 const INSERT_INODE: &str = "INSERT INTO inodes (kind, perm, uid, gid, size, atime_ns, mtime_ns, ctime_ns, btime_ns, nlink, rdev, content, symlink) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?6, ?7, ?8, (SELECT id FROM contents WHERE lo = ?9 AND hi = ?10), ?11)";
-const UPDATE_INODE: &str = "UPDATE inodes SET perm = ?2, uid = ?3, gid = ?4, size = ?5, atime_ns = ?6, mtime_ns = ?7, ctime_ns = ?8, nlink = ?9, rdev = ?10, content = (SELECT id FROM contents WHERE lo = ?11 AND hi = ?12) WHERE ino = ?1";
+const UPDATE_INODE: &str = "UPDATE inodes SET perm = ?2, uid = ?3, gid = ?4, size = ?5, atime_ns = ?6, mtime_ns = ?7, ctime_ns = ?8, nlink = ?9, rdev = ?10, content = (SELECT id FROM contents WHERE lo = ?11 AND hi = ?12), data_seq = ?13 WHERE ino = ?1";
+const SET_CONTENT_IF_VERSION: &str = "UPDATE inodes SET content = (SELECT id FROM contents WHERE lo = ?3 AND hi = ?4) WHERE ino = ?1 AND data_seq = ?2 AND content IS NULL";
 const TOUCH_DIR: &str = "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE ino = ?1";
 const ADD_LINKS: &str = "UPDATE inodes SET nlink = nlink + ?2, ctime_ns = ?3 WHERE ino = ?1";
 const DELETE_INODE: &str = "DELETE FROM inodes WHERE ino = ?1";
@@ -63,13 +67,48 @@ const DELETE_DIRENT: &str = "DELETE FROM dirents WHERE parent = ?1 AND name = ?2
 const MOVE_DIRENT: &str = "UPDATE dirents SET parent = ?3, name = ?4 WHERE parent = ?1 AND name = ?2";
 const RETARGET_DIRENT: &str = "UPDATE dirents SET child = ?3 WHERE parent = ?1 AND name = ?2";
 const CONTENTS_WITH_SHA1: &str =
-    "SELECT hi, lo, size, blake3, refcount FROM contents WHERE lo = +?1 ORDER BY hi";
-const CONTENT_BY_ID: &str = "SELECT hi, lo, size, blake3, refcount FROM contents WHERE lo = ?1 AND hi = ?2";
+    "SELECT hi, lo, size, blake3, refcount, chunk_refs FROM contents WHERE lo = +?1 ORDER BY hi";
+const CONTENT_BY_ID: &str =
+    "SELECT hi, lo, size, blake3, refcount, chunk_refs FROM contents WHERE lo = ?1 AND hi = ?2";
 const INSERT_CONTENT: &str =
     "INSERT INTO contents (lo, hi, size, blake3, refcount, created_ns) VALUES (?1, ?2, ?3, ?4, 0, ?5)";
 const ADD_CONTENT_REFS: &str =
     "UPDATE contents SET refcount = refcount + ?3 WHERE lo = ?1 AND hi = ?2 RETURNING refcount";
 const DELETE_CONTENT: &str = "DELETE FROM contents WHERE lo = ?1 AND hi = ?2";
+const ADD_CHUNK_REFS: &str = "UPDATE contents SET chunk_refs = chunk_refs + ?3 WHERE lo = ?1 AND hi = ?2 RETURNING chunk_refs, refcount";
+const DELETE_CONTENT_IF_UNUSED: &str =
+    "DELETE FROM contents WHERE lo = ?1 AND hi = ?2 AND refcount = 0 AND chunk_refs = 0";
+const EXTENTS_OF: &str = "SELECT e.off, e.len, c.hi, c.lo, e.chunk_off FROM extents e JOIN contents c ON c.id = e.chunk WHERE e.ino = +?1 ORDER BY e.off";
+const EXTENTS_AS_OF: &str = "SELECT e.off, e.len, c.hi, c.lo, e.chunk_off FROM extents e JOIN contents c ON c.id = e.chunk WHERE e.ino = +?1 AND e.added_seq <= +?2 UNION ALL SELECT r.off, r.len, c.hi, c.lo, r.chunk_off FROM retired_extents r JOIN contents c ON c.id = r.chunk WHERE r.ino = +?1 AND r.added_seq <= +?2 AND r.seq > +?2 ORDER BY 1";
+const EXTENT_AT_OR_BEFORE: &str = "SELECT e.off, e.len, c.hi, c.lo, e.chunk_off FROM extents e JOIN contents c ON c.id = e.chunk WHERE e.ino = +?1 AND e.off <= +?2 ORDER BY e.off DESC LIMIT 1";
+const EXTENTS_INSIDE: &str = "SELECT e.off, e.len, c.hi, c.lo, e.chunk_off FROM extents e JOIN contents c ON c.id = e.chunk WHERE e.ino = +?1 AND e.off > +?2 AND e.off < +?3 ORDER BY e.off";
+const INSERT_EXTENT: &str = "INSERT INTO extents (ino, off, len, chunk, chunk_off, added_seq) VALUES (?1, ?2, ?3, (SELECT id FROM contents WHERE lo = ?4 AND hi = ?5), ?6, ?7)";
+const RETIRE_EXTENT: &str = "INSERT INTO retired_extents (seq, ino, off, len, chunk, chunk_off, added_seq) SELECT ?3, ino, off, len, chunk, chunk_off, added_seq FROM extents WHERE ino = ?1 AND off = ?2";
+const DELETE_EXTENT: &str = "DELETE FROM extents WHERE ino = ?1 AND off = ?2";
+const RETIRE_ALL_EXTENTS: &str = "INSERT INTO retired_extents (seq, ino, off, len, chunk, chunk_off, added_seq) SELECT ?2, ino, off, len, chunk, chunk_off, added_seq FROM extents WHERE ino = ?1";
+const DELETE_ALL_EXTENTS: &str = "DELETE FROM extents WHERE ino = ?1";
+const RETIRED_UP_TO: &str = "SELECT r.rowid, r.seq, r.ino, c.hi, c.lo FROM retired_extents r JOIN contents c ON c.id = r.chunk WHERE r.seq <= +?1 AND r.rowid > +?2 ORDER BY r.rowid LIMIT +?3";
+const DELETE_RETIRED: &str = "DELETE FROM retired_extents WHERE rowid = ?1";
+const INSERT_UNDO: &str = "INSERT OR IGNORE INTO write_undo (seq, ino, size, mtime_ns, ctime_ns, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const PRUNE_UNDO: &str = "DELETE FROM write_undo WHERE seq <= ?1";
+const FIRST_UNDO_FROM: &str = "SELECT seq, size, mtime_ns, ctime_ns, created FROM write_undo WHERE ino = +?1 AND seq >= +?2 ORDER BY seq LIMIT 1";
+const MARK_UNSYNCED: &str = "INSERT OR REPLACE INTO unsynced_chunks (chunk, seq) VALUES ((SELECT id FROM contents WHERE lo = ?1 AND hi = ?2), ?3)";
+const UNSYNCED_CHUNKS: &str = "SELECT c.hi, c.lo, c.size, c.blake3, c.refcount, c.chunk_refs FROM unsynced_chunks u JOIN contents c ON c.id = u.chunk ORDER BY c.lo";
+const PRUNE_UNSYNCED: &str = "DELETE FROM unsynced_chunks WHERE seq <= ?1";
+const LIVE_EXTENT_USERS: &str = "SELECT e.ino, MIN(e.added_seq) FROM extents e JOIN contents c ON c.id = e.chunk WHERE c.lo = +?1 AND c.hi = +?2 GROUP BY e.ino";
+const RETIRE_LIVE_SINCE: &str = "INSERT INTO retired_extents (seq, ino, off, len, chunk, chunk_off, added_seq) SELECT ?3, ino, off, len, chunk, chunk_off, added_seq FROM extents WHERE ino = ?1 AND added_seq >= ?2";
+const DELETE_LIVE_SINCE: &str = "DELETE FROM extents WHERE ino = ?1 AND added_seq >= ?2";
+const RESTORE_RETIRED_SINCE: &str = "INSERT INTO extents (ino, off, len, chunk, chunk_off, added_seq) SELECT ino, off, len, chunk, chunk_off, added_seq FROM retired_extents WHERE ino = ?1 AND seq >= ?2 AND added_seq < ?2";
+const DELETE_RESTORED_SINCE: &str =
+    "DELETE FROM retired_extents WHERE ino = ?1 AND seq >= ?2 AND added_seq < ?2";
+const NAMES_OF: &str = "SELECT parent, name FROM dirents WHERE child = ?1";
+const SETTING: &str = "SELECT value FROM settings WHERE key = ?1";
+const SET_SETTING: &str = "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)";
+const INODE_WITH_CONTENT: &str = concat!(
+    "SELECT ",
+    inode_columns!(),
+    " FROM inodes i JOIN contents c ON c.id = i.content WHERE c.lo = +?1 AND c.hi = +?2 LIMIT 1"
+);
 const XATTR: &str = "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2";
 const XATTR_NAMES: &str = "SELECT name FROM xattrs WHERE ino = +?1 ORDER BY name";
 const SET_XATTR: &str = "INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)";
@@ -93,10 +132,13 @@ const CONTENT_REFERENCES: &str =
     "SELECT c.lo, c.hi, c.refcount, (SELECT COUNT(*) FROM inodes i WHERE i.content = c.id) FROM contents c";
 const LINK_COUNTS: &str = "SELECT i.ino, i.kind = +?1, i.nlink, (SELECT COUNT(*) FROM dirents d WHERE d.child = i.ino), (SELECT COUNT(*) FROM dirents d JOIN inodes c ON c.ino = d.child WHERE d.parent = i.ino AND c.kind = +?1) FROM inodes i";
 const DANGLING_ENTRIES: &str = "SELECT d.parent, d.name, d.child FROM dirents d WHERE NOT EXISTS (SELECT 1 FROM inodes i WHERE i.ino = d.child) OR NOT EXISTS (SELECT 1 FROM inodes p WHERE p.ino = d.parent)";
-const LIVE_CONTENTS: &str =
-    "SELECT hi, lo, size, blake3, refcount FROM contents WHERE refcount > 0 ORDER BY lo";
+const LIVE_CONTENTS: &str = "SELECT hi, lo, size, blake3, refcount, chunk_refs FROM contents WHERE refcount > 0 OR chunk_refs > 0 ORDER BY lo";
+const CHUNK_USES: &str = "SELECT c.hi, c.lo, c.chunk_refs, COALESCE(u.n, 0) FROM contents c LEFT JOIN (SELECT chunk, COUNT(*) AS n FROM (SELECT chunk FROM extents UNION ALL SELECT chunk FROM retired_extents) GROUP BY chunk) u ON u.chunk = c.id";
+const ALL_EXTENTS: &str = "SELECT e.ino, e.off, e.len, e.chunk_off, c.size, i.size, i.kind FROM extents e JOIN contents c ON c.id = e.chunk LEFT JOIN inodes i ON i.ino = e.ino ORDER BY e.ino, e.off";
+const SET_CHUNK_REFS: &str = "UPDATE contents SET chunk_refs = ?3 WHERE lo = ?1 AND hi = ?2";
 const SET_REFCOUNT: &str = "UPDATE contents SET refcount = ?3 WHERE lo = ?1 AND hi = ?2";
 const SET_NLINK: &str = "UPDATE inodes SET nlink = ?2 WHERE ino = ?1";
+const NEXT_CHANGE_SEQ: &str = "SELECT seq FROM sqlite_sequence WHERE name = 'changes'";
 const LOG_CHANGE: &str = "INSERT INTO changes (at_ns, origin, op, ino, parent, name, new_parent, new_name, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Every statement, for the re-prepare test.
@@ -124,6 +166,35 @@ const ALL_STATEMENTS: &[&str] = &[
     INSERT_CONTENT,
     ADD_CONTENT_REFS,
     DELETE_CONTENT,
+    ADD_CHUNK_REFS,
+    DELETE_CONTENT_IF_UNUSED,
+    EXTENTS_OF,
+    EXTENTS_AS_OF,
+    EXTENT_AT_OR_BEFORE,
+    EXTENTS_INSIDE,
+    INSERT_EXTENT,
+    RETIRE_EXTENT,
+    DELETE_EXTENT,
+    RETIRE_ALL_EXTENTS,
+    DELETE_ALL_EXTENTS,
+    RETIRED_UP_TO,
+    DELETE_RETIRED,
+    INSERT_UNDO,
+    PRUNE_UNDO,
+    FIRST_UNDO_FROM,
+    MARK_UNSYNCED,
+    UNSYNCED_CHUNKS,
+    PRUNE_UNSYNCED,
+    LIVE_EXTENT_USERS,
+    RETIRE_LIVE_SINCE,
+    DELETE_LIVE_SINCE,
+    RESTORE_RETIRED_SINCE,
+    DELETE_RESTORED_SINCE,
+    NAMES_OF,
+    SETTING,
+    SET_SETTING,
+    INODE_WITH_CONTENT,
+    SET_CONTENT_IF_VERSION,
     XATTR,
     XATTR_NAMES,
     SET_XATTR,
@@ -147,9 +218,13 @@ const ALL_STATEMENTS: &[&str] = &[
     LINK_COUNTS,
     DANGLING_ENTRIES,
     LIVE_CONTENTS,
+    CHUNK_USES,
+    ALL_EXTENTS,
+    SET_CHUNK_REFS,
     SET_REFCOUNT,
     SET_NLINK,
     LOG_CHANGE,
+    NEXT_CHANGE_SEQ,
 ];
 
 /// The key range `(low, high)` of every path strictly below `path` (in
@@ -222,6 +297,7 @@ impl NewInode<'_> {
             nlink: self.nlink,
             rdev: self.rdev,
             generation: 1,
+            data_seq: 0,
             content: self.content,
         }
     }
@@ -246,8 +322,8 @@ fn kind_from_row(row: &Row<'_>, col: usize) -> rusqlite::Result<FileKind> {
 fn inode_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Inode> {
     let col = |i: usize| base + i;
     let kind = kind_from_row(row, col(1))?;
-    let hi: Option<i64> = row.get(col(13))?;
-    let lo: Option<[u8; 20]> = row.get(col(14))?;
+    let hi: Option<i64> = row.get(col(14))?;
+    let lo: Option<[u8; 20]> = row.get(col(15))?;
     Ok(Inode {
         ino: Ino::from_sql(row.get(col(0))?),
         kind,
@@ -262,10 +338,20 @@ fn inode_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Inode> {
         nlink: row.get(col(10))?,
         rdev: row.get(col(11))?,
         generation: row.get::<_, i64>(col(12))? as u64,
+        data_seq: row.get::<_, i64>(col(13))? as u64,
         content: match (hi, lo) {
             (Some(hi), Some(lo)) => Some(ContentId::new(hi as u64, lo)),
             _ => None,
         },
+    })
+}
+
+fn extent_from_row(row: &Row<'_>) -> rusqlite::Result<ExtentRow> {
+    Ok(ExtentRow {
+        off: row.get::<_, i64>(0)? as u64,
+        len: row.get::<_, i64>(1)? as u64,
+        chunk: ContentId::new(row.get::<_, i64>(2)? as u64, row.get(3)?),
+        chunk_off: row.get::<_, i64>(4)? as u64,
     })
 }
 
@@ -275,6 +361,7 @@ fn content_from_row(row: &Row<'_>) -> rusqlite::Result<ContentRecord> {
         size: row.get::<_, i64>(2)? as u64,
         blake3: row.get(3)?,
         refcount: row.get::<_, i64>(4)? as u64,
+        chunk_refs: row.get::<_, i64>(5)? as u64,
     })
 }
 
@@ -335,6 +422,7 @@ impl<'c> Db<'c> {
                     inode.rdev,
                     inode.content.map(|c| c.lo),
                     inode.content.map(|c| c.hi as i64),
+                    inode.data_seq as i64,
                 ])
             })
             .map_err(MetaError::sql("update inode"))?;
@@ -544,6 +632,243 @@ impl<'c> Db<'c> {
             .prepare_cached(DELETE_CONTENT)
             .and_then(|mut st| st.execute(params![id.lo, id.hi as i64]))
             .map_err(MetaError::sql("delete content"))?;
+        Ok(())
+    }
+
+    /// Add `delta` to a chunk's reference count; returns (chunk_refs,
+    /// refcount) after.
+    pub fn add_chunk_refs(&self, id: &ContentId, delta: i64) -> Result<(u64, u64), MetaError> {
+        self.conn
+            .prepare_cached(ADD_CHUNK_REFS)
+            .and_then(|mut st| {
+                st.query_row(params![id.lo, id.hi as i64, delta], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                })
+            })
+            .optional()
+            .map_err(MetaError::sql("update chunk reference count"))?
+            .ok_or_else(|| MetaError::Corrupt(format!("chunk {id} is referenced but not recorded")))
+    }
+
+    /// Delete content `id` if nothing refers to it any more; whether it was.
+    pub fn delete_content_if_unused(&self, id: &ContentId) -> Result<bool, MetaError> {
+        Ok(self.execute(DELETE_CONTENT_IF_UNUSED, params![id.lo, id.hi as i64], "delete content")? > 0)
+    }
+
+    /// Some inode whose whole content is `id`, if any.
+    pub fn inode_with_content(&self, id: &ContentId) -> Result<Option<Inode>, MetaError> {
+        self.conn
+            .prepare_cached(INODE_WITH_CONTENT)
+            .and_then(|mut st| st.query_row(params![id.lo, id.hi as i64], inode_from_row).optional())
+            .map_err(MetaError::sql("find a file by content"))
+    }
+
+    /// Record `id` as the whole content of `ino` if its bytes are still
+    /// those of change `data_seq` and no id is recorded yet; whether it was.
+    pub fn set_content_if_version(&self, ino: Ino, data_seq: u64, id: &ContentId) -> Result<bool, MetaError> {
+        let n = self.execute(
+            SET_CONTENT_IF_VERSION,
+            params![ino.as_sql(), data_seq as i64, id.lo, id.hi as i64],
+            "record a content id",
+        )?;
+        Ok(n > 0)
+    }
+
+    // ---- Extents --------------------------------------------------------
+
+    /// The live extents of `ino`, by offset.
+    pub fn extents(&self, ino: Ino) -> Result<Vec<ExtentRow>, MetaError> {
+        self.collect(EXTENTS_OF, [ino.as_sql()], extent_from_row, "list extents")
+    }
+
+    /// The extents of `ino` as they were after change `seq` (retired rows
+    /// included), by offset.
+    pub fn extents_as_of(&self, ino: Ino, seq: u64) -> Result<Vec<ExtentRow>, MetaError> {
+        self.collect(EXTENTS_AS_OF, params![ino.as_sql(), seq as i64], extent_from_row, "list extents")
+    }
+
+    /// The live extents of `ino` that overlap `[start, end)`, by offset.
+    pub fn extents_overlapping(&self, ino: Ino, start: u64, end: u64) -> Result<Vec<ExtentRow>, MetaError> {
+        let mut found: Vec<ExtentRow> = self
+            .conn
+            .prepare_cached(EXTENT_AT_OR_BEFORE)
+            .and_then(|mut st| st.query_row(params![ino.as_sql(), start as i64], extent_from_row).optional())
+            .map_err(MetaError::sql("find extents"))?
+            .filter(|e| e.off + e.len > start)
+            .into_iter()
+            .collect();
+        if end > start {
+            let end = end.min(i64::MAX as u64) as i64;
+            found.extend(self.collect(
+                EXTENTS_INSIDE,
+                params![ino.as_sql(), start as i64, end],
+                extent_from_row,
+                "find extents",
+            )?);
+        }
+        Ok(found)
+    }
+
+    /// Add a live extent written by change `seq`, referencing its chunk.
+    pub fn insert_extent(&self, ino: Ino, extent: &ExtentRow, seq: u64) -> Result<(), MetaError> {
+        self.execute(
+            INSERT_EXTENT,
+            params![
+                ino.as_sql(),
+                extent.off as i64,
+                extent.len as i64,
+                extent.chunk.lo,
+                extent.chunk.hi as i64,
+                extent.chunk_off as i64,
+                seq as i64
+            ],
+            "insert extent",
+        )?;
+        self.add_chunk_refs(&extent.chunk, 1)?;
+        Ok(())
+    }
+
+    /// Move the live extent of `ino` at `off` to the retired ones, as
+    /// retired by change `seq` (its chunk stays referenced).
+    pub fn retire_extent(&self, ino: Ino, off: u64, seq: u64) -> Result<(), MetaError> {
+        self.execute(RETIRE_EXTENT, params![ino.as_sql(), off as i64, seq as i64], "retire extent")?;
+        self.execute(DELETE_EXTENT, params![ino.as_sql(), off as i64], "retire extent")?;
+        Ok(())
+    }
+
+    /// Retire every live extent of `ino` (change `seq`).
+    pub fn retire_all_extents(&self, ino: Ino, seq: u64) -> Result<(), MetaError> {
+        self.execute(RETIRE_ALL_EXTENTS, params![ino.as_sql(), seq as i64], "retire extents")?;
+        self.execute(DELETE_ALL_EXTENTS, [ino.as_sql()], "retire extents")?;
+        Ok(())
+    }
+
+    /// Up to `limit` retired extents of changes up to `seq`, in row order
+    /// after row `after`.
+    pub fn retired_up_to(&self, seq: u64, after: i64, limit: u32) -> Result<Vec<RetiredRow>, MetaError> {
+        self.collect(
+            RETIRED_UP_TO,
+            params![seq as i64, after, limit],
+            |r| {
+                Ok(RetiredRow {
+                    rowid: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    ino: Ino::from_sql(r.get(2)?),
+                    chunk: ContentId::new(r.get::<_, i64>(3)? as u64, r.get(4)?),
+                })
+            },
+            "list retired extents",
+        )
+    }
+
+    /// Delete one retired extent (the caller drops its chunk reference).
+    pub fn delete_retired(&self, rowid: i64) -> Result<(), MetaError> {
+        self.execute(DELETE_RETIRED, [rowid], "delete retired extent")?;
+        Ok(())
+    }
+
+    /// Remember `ino`'s size and times before change `seq` wrote it (the
+    /// first record per change wins).
+    pub fn record_undo(&self, ino: Ino, undo: &WriteUndo) -> Result<(), MetaError> {
+        self.execute(
+            INSERT_UNDO,
+            params![
+                undo.seq as i64,
+                ino.as_sql(),
+                undo.size as i64,
+                undo.mtime_ns,
+                undo.ctime_ns,
+                undo.created
+            ],
+            "record undo",
+        )?;
+        Ok(())
+    }
+
+    /// The earliest undo record of `ino` at or after change `seq`.
+    pub fn first_undo_from(&self, ino: Ino, seq: u64) -> Result<Option<WriteUndo>, MetaError> {
+        self.conn
+            .prepare_cached(FIRST_UNDO_FROM)
+            .and_then(|mut st| {
+                st.query_row(params![ino.as_sql(), seq as i64], |r| {
+                    Ok(WriteUndo {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        size: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                        ctime_ns: r.get(3)?,
+                        created: r.get(4)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(MetaError::sql("read undo record"))
+    }
+
+    /// Forget the undo records and unsynced-chunk marks of changes up to
+    /// `seq`: they are durable.
+    pub fn prune_durable(&self, seq: u64) -> Result<(), MetaError> {
+        self.execute(PRUNE_UNDO, [seq as i64], "prune undo records")?;
+        self.execute(PRUNE_UNSYNCED, [seq as i64], "prune unsynced chunks")?;
+        Ok(())
+    }
+
+    /// Note that chunk `id`'s object was written by change `seq` and is
+    /// not yet known to be on disk.
+    pub fn mark_unsynced(&self, id: &ContentId, seq: u64) -> Result<(), MetaError> {
+        self.execute(MARK_UNSYNCED, params![id.lo, id.hi as i64, seq as i64], "mark chunk unsynced")?;
+        Ok(())
+    }
+
+    /// Chunks written since the last sync.
+    pub fn unsynced_chunks(&self) -> Result<Vec<ContentRecord>, MetaError> {
+        self.collect(UNSYNCED_CHUNKS, [], content_from_row, "list unsynced chunks")
+    }
+
+    /// The files whose live extents read chunk `id`, with the earliest
+    /// change that wrote such an extent (a full scan: recovery only).
+    pub fn live_extent_users(&self, id: &ContentId) -> Result<Vec<(Ino, u64)>, MetaError> {
+        self.collect(
+            LIVE_EXTENT_USERS,
+            params![id.lo, id.hi as i64],
+            |r| Ok((Ino::from_sql(r.get(0)?), r.get::<_, i64>(1)? as u64)),
+            "find the users of a chunk",
+        )
+    }
+
+    /// Every name of `ino`: (directory, name).
+    pub fn names_of(&self, ino: Ino) -> Result<Vec<(Ino, Vec<u8>)>, MetaError> {
+        self.collect(NAMES_OF, [ino.as_sql()], |r| Ok((Ino::from_sql(r.get(0)?), r.get(1)?)), "list names")
+    }
+
+    /// Retire every live extent of `ino` written by change `since` or
+    /// later (as change `seq`).
+    pub fn retire_live_since(&self, ino: Ino, since: u64, seq: u64) -> Result<(), MetaError> {
+        self.execute(RETIRE_LIVE_SINCE, params![ino.as_sql(), since as i64, seq as i64], "retire extents")?;
+        self.execute(DELETE_LIVE_SINCE, params![ino.as_sql(), since as i64], "retire extents")?;
+        Ok(())
+    }
+
+    /// Make live again the extents of `ino` that were written before
+    /// change `since` and retired by it or later.
+    pub fn restore_retired_since(&self, ino: Ino, since: u64) -> Result<(), MetaError> {
+        self.execute(RESTORE_RETIRED_SINCE, params![ino.as_sql(), since as i64], "restore extents")?;
+        self.execute(DELETE_RESTORED_SINCE, params![ino.as_sql(), since as i64], "restore extents")?;
+        Ok(())
+    }
+
+    // ---- Settings -------------------------------------------------------
+
+    /// A setting's value.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
+        self.conn
+            .prepare_cached(SETTING)
+            .and_then(|mut st| st.query_row([key], |r| r.get(0)).optional())
+            .map_err(MetaError::sql("read setting"))
+    }
+
+    /// Set a setting.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), MetaError> {
+        self.execute(SET_SETTING, params![key, value], "write setting")?;
         Ok(())
     }
 
@@ -757,6 +1082,51 @@ impl<'c> Db<'c> {
         self.collect(LIVE_CONTENTS, [], content_from_row, "list contents")
     }
 
+    /// Every content with its recorded chunk reference count and the
+    /// number of extents (live and retired) that read it.
+    pub fn chunk_uses(&self) -> Result<Vec<(ContentId, u64, u64)>, MetaError> {
+        self.collect(
+            CHUNK_USES,
+            [],
+            |r| {
+                let id = ContentId::new(r.get::<_, i64>(0)? as u64, r.get(1)?);
+                Ok((id, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64))
+            },
+            "count chunk references",
+        )
+    }
+
+    /// Every live extent as (inode, offset, length, offset in its chunk,
+    /// chunk size, the inode's size and kind if it exists), by inode and offset.
+    #[allow(clippy::type_complexity)]
+    pub fn all_extents(&self) -> Result<Vec<(Ino, u64, u64, u64, u64, Option<(u64, u32)>)>, MetaError> {
+        self.collect(
+            ALL_EXTENTS,
+            [],
+            |r| {
+                let inode = match r.get::<_, Option<i64>>(5)? {
+                    Some(size) => Some((size as u64, r.get::<_, u32>(6)?)),
+                    None => None,
+                };
+                Ok((
+                    Ino::from_sql(r.get(0)?),
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                    r.get::<_, i64>(4)? as u64,
+                    inode,
+                ))
+            },
+            "list extents",
+        )
+    }
+
+    /// Set a chunk's reference count.
+    pub fn set_chunk_refs(&self, id: &ContentId, chunk_refs: u64) -> Result<(), MetaError> {
+        self.execute(SET_CHUNK_REFS, params![id.lo, id.hi as i64, chunk_refs as i64], "set a chunk count")?;
+        Ok(())
+    }
+
     /// Set a content's reference count.
     pub fn set_refcount(&self, id: &ContentId, refcount: u64) -> Result<(), MetaError> {
         self.execute(SET_REFCOUNT, params![id.lo, id.hi as i64, refcount as i64], "set a reference count")?;
@@ -792,6 +1162,16 @@ impl<'c> Db<'c> {
         Ok(self.conn.last_insert_rowid() as u64)
     }
 
+    /// The sequence number the next change-log entry gets (AUTOINCREMENT
+    /// never reuses one, even after deletions).
+    pub fn next_change_seq(&self) -> Result<u64, MetaError> {
+        self.conn
+            .prepare_cached(NEXT_CHANGE_SEQ)
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)).optional())
+            .map(|n| n.unwrap_or(0) as u64 + 1)
+            .map_err(MetaError::sql("read the change log's counter"))
+    }
+
     /// The newest change-log sequence number (0 when empty).
     pub fn last_change(&self) -> Result<u64, MetaError> {
         self.conn
@@ -824,8 +1204,10 @@ impl<'c> Db<'c> {
                 "SELECT COALESCE(SUM(i.size), 0) FROM dirents d JOIN inodes i ON i.ino = d.child WHERE i.kind = {}",
                 libc::S_IFREG
             ))?,
-            contents: q("SELECT COUNT(*) FROM contents")?,
-            content_bytes: q("SELECT COALESCE(SUM(size), 0) FROM contents")?,
+            contents: q("SELECT COUNT(*) FROM contents WHERE refcount > 0")?,
+            content_bytes: q("SELECT COALESCE(SUM(size), 0) FROM contents WHERE refcount > 0")?,
+            chunks: q("SELECT COUNT(*) FROM contents WHERE chunk_refs > 0")?,
+            chunk_bytes: q("SELECT COALESCE(SUM(size), 0) FROM contents WHERE chunk_refs > 0")?,
             changes: q("SELECT COUNT(*) FROM changes")?,
         })
     }

@@ -108,6 +108,69 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE locks ADD COLUMN timeout_s INTEGER;
     "#,
+    // 3: chunked content. A file is a list of extents, each a range of a
+    // chunk object; `contents` holds both chunks (objects, counted by
+    // `chunk_refs`) and whole-file identities (ETags, counted by
+    // `refcount`). Every existing object becomes the one chunk of the
+    // files that held it: no object moves.
+    r#"
+    ALTER TABLE contents ADD COLUMN chunk_refs INTEGER NOT NULL DEFAULT 0 CHECK (chunk_refs >= 0);
+    UPDATE contents SET chunk_refs = refcount;
+    ALTER TABLE inodes ADD COLUMN data_seq INTEGER NOT NULL DEFAULT 0;
+
+    -- The live extents of each file: bytes [off, off + len) of the file
+    -- are bytes [chunk_off, chunk_off + len) of the chunk. Gaps are zeros.
+    -- added_seq: the change that wrote the row.
+    CREATE TABLE extents (
+        ino         INTEGER NOT NULL REFERENCES inodes (ino),
+        off         INTEGER NOT NULL CHECK (off >= 0),
+        len         INTEGER NOT NULL CHECK (len > 0),
+        chunk       INTEGER NOT NULL REFERENCES contents (id),
+        chunk_off   INTEGER NOT NULL CHECK (chunk_off >= 0),
+        added_seq   INTEGER NOT NULL,
+        PRIMARY KEY (ino, off)
+    ) WITHOUT ROWID;
+    INSERT INTO extents (ino, off, len, chunk, chunk_off, added_seq)
+        SELECT ino, 0, size, content, 0, 0 FROM inodes WHERE content IS NOT NULL AND size > 0;
+
+    -- Extents replaced or removed by change `seq`. They keep their chunk
+    -- referenced until every change up to `seq` is durable (a power cut
+    -- may need them to roll a file back) and no open version reads them.
+    CREATE TABLE retired_extents (
+        seq         INTEGER NOT NULL,
+        ino         INTEGER NOT NULL,
+        off         INTEGER NOT NULL,
+        len         INTEGER NOT NULL,
+        chunk       INTEGER NOT NULL REFERENCES contents (id),
+        chunk_off   INTEGER NOT NULL,
+        added_seq   INTEGER NOT NULL
+    );
+    CREATE INDEX retired_by_seq ON retired_extents (seq);
+    CREATE INDEX retired_by_ino ON retired_extents (ino, seq);
+
+    -- A file's size and times before change `seq` wrote its content (or
+    -- that the change created it): what a roll-back after a power cut
+    -- restores. Kept until `seq` is durable.
+    CREATE TABLE write_undo (
+        seq         INTEGER NOT NULL,
+        ino         INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        ctime_ns    INTEGER NOT NULL,
+        created     INTEGER NOT NULL,
+        PRIMARY KEY (ino, seq)
+    ) WITHOUT ROWID;
+
+    -- Chunk objects written since the last filesystem sync: what recovery
+    -- verifies after an unclean stop.
+    CREATE TABLE unsynced_chunks (
+        chunk       INTEGER PRIMARY KEY REFERENCES contents (id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL
+    );
+
+    INSERT OR REPLACE INTO settings (key, value)
+        SELECT 'durable_seq', CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM changes;
+    "#,
 ];
 
 /// The SQL of migration `index` (to version `index + 1`).

@@ -26,6 +26,12 @@ pub struct ContentHasher {
 /// SHA-1 runs on this one: together they roughly halve hashing time.
 const PARALLEL_THRESHOLD: usize = 256 * 1024;
 
+impl std::fmt::Debug for ContentHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentHasher({} bytes)", self.size)
+    }
+}
+
 impl ContentHasher {
     /// A hasher that has seen no bytes.
     pub fn new() -> Self {

@@ -12,17 +12,19 @@
 //! (which needs the contents table) is the fs core's job; the store only
 //! hashes, publishes, opens and removes.
 
+mod chunk;
 mod hash;
-mod staging;
 
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use chunk::{MEMORY_CHUNK_MAX, RunFile, SealedChunk};
 pub use hash::{ContentDigest, ContentHasher};
-pub use staging::Staging;
 
 use crate::id::ContentId;
 
@@ -65,23 +67,25 @@ impl StoreError {
     }
 }
 
-/// How hard [`Store::publish`] works to make an object durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync the object and its directory before returning.
-    Immediate,
-    /// The caller calls [`Store::sync_all`] before it commits metadata that
-    /// refers to the object (bulk import: one sync per batch).
-    Deferred,
-}
-
 /// Handle on one data directory's object and staging areas.
-#[derive(Debug)]
 pub struct Store {
     objects: PathBuf,
     staging: PathBuf,
     variants: PathBuf,
     next_staging: AtomicU64,
+    /// Open chunk objects, by id: a read of a multi-chunk file opens each
+    /// chunk once, not once per read. Objects never change, so an open one
+    /// is good for as long as it is kept.
+    open_chunks: quick_cache::sync::Cache<ContentId, Arc<File>>,
+}
+
+/// Chunk objects kept open for reading.
+const OPEN_CHUNKS: usize = 512;
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("objects", &self.objects).finish()
+    }
 }
 
 const OBJECTS_DIR: &str = "objects";
@@ -126,7 +130,13 @@ impl Store {
             }
         }
         let variants = data_dir.join(VARIANTS_DIR);
-        Ok(Store { objects, staging, variants, next_staging: AtomicU64::new(0) })
+        Ok(Store {
+            objects,
+            staging,
+            variants,
+            next_staging: AtomicU64::new(0),
+            open_chunks: quick_cache::sync::Cache::new(OPEN_CHUNKS),
+        })
     }
 
     /// Path of an object file. Private to the crate: frontends get open
@@ -138,25 +148,52 @@ impl Store {
         path
     }
 
-    /// A new, empty staging file.
-    pub fn stage(&self) -> Result<Staging, StoreError> {
+    /// A name for a staging file no other one has.
+    fn unique_staging_name(&self) -> String {
         let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
-        Staging::create(&self.staging, &format!("{}-{}-{n}", std::process::id(), unique_suffix()))
-    }
-
-    /// A staging file holding a copy of object `id` (copy-on-write for a
-    /// partial overwrite of existing content).
-    pub fn stage_copy_of(&self, id: &ContentId) -> Result<Staging, StoreError> {
-        let mut staging = self.stage()?;
-        let mut source = self.open_object(id)?;
-        staging.fill_from(&mut source, &self.object_path(id))?;
-        Ok(staging)
+        format!("{}-{}-{n}", std::process::id(), unique_suffix())
     }
 
     /// Open an object for reading.
     pub fn open_object(&self, id: &ContentId) -> Result<File, StoreError> {
         let path = self.object_path(id);
         File::open(&path).map_err(StoreError::io("open object", &path))
+    }
+
+    /// Chunk object `id`, open for reading (shared, kept open a while).
+    pub fn chunk_file(&self, id: &ContentId) -> Result<Arc<File>, StoreError> {
+        self.open_chunks.get_or_insert_with(id, || self.open_object(id).map(Arc::new))
+    }
+
+    /// Read up to `buf.len()` bytes of chunk `id` at `offset`; the count.
+    pub fn read_chunk(&self, id: &ContentId, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        let file = self.chunk_file(id)?;
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::io("read object", &self.object_path(id))(e)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// The digests of object `id`'s bytes as they are on disk.
+    pub fn digest_of_object(&self, id: &ContentId) -> Result<ContentDigest, StoreError> {
+        use std::io::Read;
+        let path = self.object_path(id);
+        let mut file = File::open(&path).map_err(StoreError::io("open object", &path))?;
+        let mut hasher = ContentHasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(StoreError::io("read object", &path))?;
+            if n == 0 {
+                return Ok(hasher.finish());
+            }
+            hasher.update(&buf[..n]);
+        }
     }
 
     /// All bytes of an object.
@@ -170,53 +207,21 @@ impl Store {
         self.object_path(id).exists()
     }
 
-    /// Move a finished staging file into place as object `id`. The staging
-    /// file has been fsynced by [`Staging::finish`]; with
-    /// [`Durability::Immediate`] the directory entry is fsynced as well.
-    pub fn publish(
-        &self,
-        staged: &Staging,
-        id: &ContentId,
-        durability: Durability,
-    ) -> Result<(), StoreError> {
-        let target = self.object_path(id);
-        staged.link_as(&target)?;
-        if durability == Durability::Immediate {
-            sync_dir(target.parent().unwrap_or(&self.objects))?;
-        }
-        Ok(())
-    }
-
-    /// Publish `bytes` (already hashed to `id`) as an object.
-    ///
-    /// The file is made in the object's own fan-out directory: new inodes
-    /// then spread over 256 directories (and their allocation groups)
-    /// instead of piling into the staging directory's, which on ext4
-    /// without a journal costs a scan past every recently deleted inode.
-    pub fn publish_bytes(
-        &self,
-        bytes: &[u8],
-        id: &ContentId,
-        durability: Durability,
-    ) -> Result<(), StoreError> {
-        let target = self.object_path(id);
-        let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
-        let dir = target.parent().unwrap_or(&self.objects);
-        let mut staging = Staging::create(dir, &format!(".staging-{}-{n}", std::process::id()))?;
-        staging.append(bytes)?;
-        if durability == Durability::Immediate {
-            staging.sync()?;
-        }
-        self.publish(&staging, id, durability)
-    }
-
-    /// Remove an object file. A missing file is not an error (a crash may
-    /// have removed it already).
+    /// Remove an object file and its variants. A missing file is not an
+    /// error (a crash may have removed it already).
     pub fn remove_object(&self, id: &ContentId) -> Result<(), StoreError> {
+        self.remove_object_file(id)?;
+        self.remove_variants(id)
+    }
+
+    /// Remove an object file, keeping its variants (the content is still
+    /// some file's, stored in other chunks).
+    pub fn remove_object_file(&self, id: &ContentId) -> Result<(), StoreError> {
+        self.open_chunks.remove(id);
         let path = self.object_path(id);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove object", &path)(e)),
-            _ => self.remove_variants(id),
+            _ => Ok(()),
         }
     }
 
@@ -241,6 +246,7 @@ impl Store {
     /// Move object `id` out of the way into `quarantine/`, where nothing
     /// reads it, and return where it went.
     pub fn quarantine(&self, id: &ContentId) -> Result<PathBuf, StoreError> {
+        self.open_chunks.remove(id);
         let from = self.object_path(id);
         let dir = self.objects.with_file_name(QUARANTINE_DIR);
         fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;

@@ -1,0 +1,312 @@
+//! Commits of new content: pending writes, a whole new body, or another
+//! file's extents become a file's new version in one transaction that
+//! writes only what changed.
+//!
+//! A file up to [`SMALL_FILE`] bytes is always one chunk, so its chunk id
+//! is its content id (its ETag), known at the commit, and it can be read
+//! straight from one object. A larger file's commit turns each pending
+//! range into chunks and lays them over the stored extents: the extents
+//! it covers are retired (kept until the commit is durable, for a
+//! roll-back after a power cut), those it crosses are trimmed. Its whole
+//! content id is left to be computed later (`etag.rs`), unless the caller
+//! hashed the whole body anyway (a put).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::extents::{Edit, Extent, ExtentMap};
+use super::open::Version;
+use super::pending::{CHUNK_MAX, Pending, Piece};
+use super::{Attr, ChangeOp, Fs, FsError, FsResult, Origin, Tx};
+use crate::id::{ContentId, Ino};
+use crate::meta::WriteUndo;
+use crate::store::{ContentDigest, SealedChunk};
+
+/// Files up to this size are stored as one chunk, rewritten whole at
+/// each commit.
+pub(crate) const SMALL_FILE: u64 = CHUNK_MAX;
+
+/// A commit's result: the version it made.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub(crate) version: Version,
+}
+
+/// What one commit writes.
+pub(crate) enum Body {
+    /// The whole file is these chunks, end to end (none: empty), with the
+    /// whole content's digest when known.
+    Whole { chunks: Vec<Arc<SealedChunk>>, digest: Option<ContentDigest> },
+    /// Ranges laid over the stored extents: everything at or past `cut`
+    /// goes first, then each range is written.
+    Patch { cut: u64, ranges: Vec<(u64, Range)> },
+}
+
+/// One range of a patch.
+pub(crate) enum Range {
+    /// Bytes of a chunk.
+    Chunk { chunk: Arc<SealedChunk>, chunk_off: u64, len: u64 },
+    /// Zeros.
+    Zeros(u64),
+}
+
+impl Fs {
+    /// Commit `pending`, written on `base`, as `ino`'s new version.
+    pub(super) fn commit_pending(
+        &self,
+        ino: Ino,
+        mut pending: Pending,
+        base: &Version,
+        origin: Origin,
+    ) -> FsResult<Committed> {
+        pending.finish()?;
+        let size = pending.size();
+        let mut pieces = pending.pieces();
+        let whole_run = match (pieces.next(), pieces.next()) {
+            (Some((0, Piece::Sealed { chunk, chunk_off: 0, len })), None)
+                if pending.cut() == 0 && *len == size && chunk.len() == size =>
+            {
+                Some(chunk.clone())
+            }
+            _ => None,
+        };
+        let body = if let Some(chunk) = whole_run {
+            // Written front to back: one object, whose hash is the file's.
+            Body::Whole { digest: Some(chunk.digest), chunks: vec![chunk] }
+        } else if size <= SMALL_FILE {
+            let mut bytes = vec![0u8; size as usize];
+            pending.read(0, &mut bytes, &mut |at, part| self.read_version(base, at, part))?;
+            let chunk = Arc::new(SealedChunk::in_memory(bytes));
+            let digest = Some(chunk.digest);
+            Body::Whole { chunks: if size == 0 { vec![] } else { vec![chunk] }, digest }
+        } else {
+            let mut ranges = Vec::new();
+            for (off, piece) in pending.pieces() {
+                match piece {
+                    Piece::Mem(bytes) => {
+                        for (i, part) in bytes.chunks(CHUNK_MAX as usize).enumerate() {
+                            let at = off + (i as u64) * CHUNK_MAX;
+                            let len = part.len() as u64;
+                            if part.iter().all(|&b| b == 0) {
+                                ranges.push((at, Range::Zeros(len)));
+                            } else {
+                                let chunk = Arc::new(self.store.seal(part)?);
+                                ranges.push((at, Range::Chunk { chunk, chunk_off: 0, len }));
+                            }
+                        }
+                    }
+                    Piece::Sealed { chunk, chunk_off, len } => ranges
+                        .push((off, Range::Chunk { chunk: chunk.clone(), chunk_off: *chunk_off, len: *len })),
+                    Piece::Zeros(len) => ranges.push((off, Range::Zeros(*len))),
+                }
+            }
+            Body::Patch { cut: pending.cut().min(size), ranges }
+        };
+        let base_map = base.extents.lock().clone().map(|map| (base.data_seq, map));
+        self.commit_body(ino, body, size, pending.mtime_ns, pending.changed_ns, origin, base_map)
+    }
+
+    /// Make `ino` a copy of `version` (whose extents are `extents`): its
+    /// extents, size and content id. No byte moves.
+    pub(super) fn commit_copy(
+        &self,
+        ino: Ino,
+        version: &Version,
+        extents: &ExtentMap,
+        origin: Origin,
+    ) -> FsResult<Committed> {
+        let now = super::now_ns();
+        let (size, content) = (version.size, version.content);
+        let (seq, attr) = self.transact(origin, |tx| {
+            let seq = tx.seq()?;
+            let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            tx.replace_extents(&inode, extents.iter(), seq)?;
+            if let Some(id) = content {
+                tx.db.add_content_refs(&id, 1)?;
+            }
+            let logged = tx.set_content(&mut inode, size, content, now, now, seq)?;
+            tx.log_write(&inode, logged)?;
+            Ok((seq, inode))
+        })?;
+        self.after_content_commit(&attr);
+        let pin = self.pins.pin(ino, seq);
+        let map = Arc::new(extents.iter().copied().collect::<ExtentMap>());
+        Ok(Committed { version: Version::new(ino, attr.data_seq, size, content, Some(map), pin) })
+    }
+
+    /// Write `body` as `ino`'s new version of `size` bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn commit_body(
+        &self,
+        ino: Ino,
+        body: Body,
+        size: u64,
+        mtime_ns: i64,
+        changed_ns: i64,
+        origin: Origin,
+        base_map: Option<(u64, Arc<ExtentMap>)>,
+    ) -> FsResult<Committed> {
+        let (attr, new_map) = self.transact(origin, |tx| {
+            let seq = tx.seq()?;
+            let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            // The open version's map moves with the edit if it is the
+            // stored one (no other frontend replaced the file meanwhile).
+            let base =
+                base_map.as_ref().filter(|(data_seq, _)| *data_seq == inode.data_seq).map(|(_, m)| &**m);
+            let (content, new_map) = tx.write_body(&inode, &body, size, seq, base)?;
+            let ctime = inode.ctime_ns.max(changed_ns);
+            let logged = tx.set_content(&mut inode, size, content, mtime_ns, ctime, seq)?;
+            tx.log_write(&inode, logged)?;
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
+            Ok((inode, new_map))
+        })?;
+        self.after_content_commit(&attr);
+        let pin = self.pins.pin(ino, attr.data_seq);
+        Ok(Committed {
+            version: Version::new(ino, attr.data_seq, attr.size, attr.content, new_map.map(Arc::new), pin),
+        })
+    }
+}
+
+impl Tx<'_, '_> {
+    /// Lay `body` over `inode`'s stored extents as change `seq`. Returns
+    /// the new whole content id (taking a reference to it) when known,
+    /// and the new extent map when `base_map` (the stored one, loaded)
+    /// was given or the body is whole.
+    pub(super) fn write_body(
+        &mut self,
+        inode: &Attr,
+        body: &Body,
+        size: u64,
+        seq: u64,
+        base_map: Option<&ExtentMap>,
+    ) -> FsResult<(Option<ContentId>, Option<ExtentMap>)> {
+        let ino = inode.ino;
+        match body {
+            Body::Whole { chunks, digest } => {
+                let mut extents = Vec::with_capacity(chunks.len());
+                let mut off = 0;
+                for chunk in chunks {
+                    let id = self.adopt_chunk(chunk, seq)?;
+                    extents.push(Extent { off, len: chunk.len(), chunk: id, chunk_off: 0 });
+                    off += chunk.len();
+                }
+                if off != size {
+                    return Err(FsError::Internal("a body's chunks do not add up to its size"));
+                }
+                self.replace_extents(inode, extents.iter(), seq)?;
+                let content = match digest {
+                    Some(digest) if size > 0 => Some(self.adopt_content(digest)?),
+                    _ => None,
+                };
+                Ok((content, Some(extents.into_iter().collect())))
+            }
+            Body::Patch { cut, ranges } => {
+                self.record_undo(inode, seq)?;
+                // The stored extents the patch touches, and only those.
+                let mut touched: ExtentMap = {
+                    let mut rows = self.db.extents_overlapping(ino, (*cut).min(size), u64::MAX)?;
+                    for (off, range) in ranges {
+                        rows.extend(self.db.extents_overlapping(ino, *off, off + range.len())?);
+                    }
+                    rows.into_iter().collect()
+                };
+                let mut edit = Edit::default();
+                touched.punch((*cut).min(size), u64::MAX, &mut edit);
+                let mut adopted: HashMap<*const SealedChunk, ContentId> = HashMap::new();
+                for (off, range) in ranges {
+                    match range {
+                        Range::Zeros(len) => touched.punch(*off, off + len, &mut edit),
+                        Range::Chunk { chunk, chunk_off, len } => {
+                            let id = match adopted.get(&Arc::as_ptr(chunk)) {
+                                Some(id) => *id,
+                                None => {
+                                    let id = self.adopt_chunk(chunk, seq)?;
+                                    adopted.insert(Arc::as_ptr(chunk), id);
+                                    id
+                                }
+                            };
+                            touched.write(
+                                Extent { off: *off, len: *len, chunk: id, chunk_off: *chunk_off },
+                                &mut edit,
+                            );
+                        }
+                    }
+                }
+                for extent in &edit.removed {
+                    self.db.retire_extent(ino, extent.off, seq)?;
+                }
+                for extent in &edit.added {
+                    self.db.insert_extent(ino, extent, seq)?;
+                }
+                let new_map = base_map.map(|map| {
+                    let mut map = map.clone();
+                    map.apply(&edit);
+                    map
+                });
+                Ok((None, new_map))
+            }
+        }
+    }
+
+    /// Make `extents` all of `inode`'s extents (change `seq`).
+    pub(super) fn replace_extents<'e>(
+        &mut self,
+        inode: &Attr,
+        extents: impl Iterator<Item = &'e Extent>,
+        seq: u64,
+    ) -> FsResult<()> {
+        self.record_undo(inode, seq)?;
+        self.db.retire_all_extents(inode.ino, seq)?;
+        for extent in extents {
+            self.db.insert_extent(inode.ino, extent, seq)?;
+        }
+        Ok(())
+    }
+
+    /// Remember `inode`'s size and times before change `seq` rewrites it.
+    fn record_undo(&mut self, inode: &Attr, seq: u64) -> FsResult<()> {
+        let created = self.created.contains(&inode.ino);
+        let undo =
+            WriteUndo { seq, size: inode.size, mtime_ns: inode.mtime_ns, ctime_ns: inode.ctime_ns, created };
+        Ok(self.db.record_undo(inode.ino, &undo)?)
+    }
+
+    /// Record `inode`'s new content (a reference to `content` already
+    /// taken), size and times as change `seq`, and drop the reference to
+    /// its old content. Returns the content id to log (the caller logs).
+    pub(super) fn set_content(
+        &mut self,
+        inode: &mut Attr,
+        size: u64,
+        content: Option<ContentId>,
+        mtime_ns: i64,
+        ctime_ns: i64,
+        seq: u64,
+    ) -> FsResult<Option<ContentId>> {
+        let old = std::mem::replace(&mut inode.content, content);
+        inode.size = size;
+        inode.mtime_ns = mtime_ns;
+        inode.ctime_ns = ctime_ns;
+        inode.data_seq = seq;
+        self.db.update_inode(inode)?;
+        if let Some(old) = old {
+            self.release_content(old)?;
+        }
+        Ok(content.or((size == 0).then_some(super::EMPTY_CONTENT)))
+    }
+
+    /// Log a write of `inode` (its content id, if known).
+    pub(super) fn log_write(&mut self, inode: &Attr, content: Option<ContentId>) -> FsResult<()> {
+        self.log(ChangeOp::Write, inode.ino, None, None, content, vec![])
+    }
+}
+
+impl Range {
+    fn len(&self) -> u64 {
+        match self {
+            Range::Chunk { len, .. } | Range::Zeros(len) => *len,
+        }
+    }
+}

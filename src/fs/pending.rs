@@ -1,0 +1,541 @@
+//! Writes not yet committed: byte ranges laid over the version they were
+//! written on. Recent bytes are held in memory. Appends at the end of the
+//! file that pass [`RUN_MIN`] become a run: one staging file, hashed as
+//! it grows, that becomes one object however long (a file written front
+//! to back is one object, which the kernel can read directly). Other
+//! ranges in memory are sealed into chunks of at most [`CHUNK_MAX`] once
+//! they fill one, or once an inode holds too much. A commit turns the
+//! ranges into extents; everything else of the file is left as it is.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{FsError, FsResult};
+use crate::store::{RunFile, SealedChunk, Store};
+
+/// The largest chunk. Sequential writes are cut into chunks of this size,
+/// on a grid from where their run starts (from 0 for a file written front
+/// to back, so copies of a file share their chunks).
+pub(crate) const CHUNK_MAX: u64 = 1 << 20;
+
+/// Bytes of one inode's pending writes held in memory before all of them
+/// are sealed (random writes that never fill a chunk).
+const MEMORY_MAX: u64 = 8 << 20;
+
+/// Appends that reach this length at the end of the file leave memory for
+/// a run: one object, written and hashed as it grows, however long.
+const RUN_MIN: u64 = CHUNK_MAX;
+
+/// One pending range.
+#[derive(Clone, Debug)]
+pub(crate) enum Piece {
+    /// Bytes in memory.
+    Mem(Vec<u8>),
+    /// Bytes of a sealed chunk.
+    Sealed {
+        /// The chunk.
+        chunk: Arc<SealedChunk>,
+        /// Where in it the range starts.
+        chunk_off: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Zeros (a hole punched or zeroed by fallocate).
+    Zeros(u64),
+}
+
+impl Piece {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Piece::Mem(bytes) => bytes.len() as u64,
+            Piece::Sealed { len, .. } | Piece::Zeros(len) => *len,
+        }
+    }
+
+    /// Its bytes `[skip, skip + len)`.
+    fn slice(&self, skip: u64, len: u64) -> Piece {
+        match self {
+            Piece::Mem(bytes) => Piece::Mem(bytes[skip as usize..(skip + len) as usize].to_vec()),
+            Piece::Sealed { chunk, chunk_off, .. } => {
+                Piece::Sealed { chunk: chunk.clone(), chunk_off: chunk_off + skip, len }
+            }
+            Piece::Zeros(_) => Piece::Zeros(len),
+        }
+    }
+
+    /// Read its bytes `[skip, skip + buf.len())`.
+    fn read(&self, skip: u64, buf: &mut [u8]) -> FsResult<()> {
+        match self {
+            Piece::Mem(bytes) => buf.copy_from_slice(&bytes[skip as usize..skip as usize + buf.len()]),
+            Piece::Zeros(_) => buf.fill(0),
+            Piece::Sealed { chunk, chunk_off, .. } => {
+                let n = chunk.read_at(chunk_off + skip, buf)?;
+                if n < buf.len() {
+                    return Err(FsError::Internal("a staged chunk is shorter than its record"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pending writes of one inode.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The file's size with the writes applied.
+    size: u64,
+    /// Bytes of the base version at or past this offset are gone (a
+    /// truncation); `u64::MAX` if none is.
+    cut: u64,
+    /// Written ranges by offset, never overlapping.
+    pieces: BTreeMap<u64, Piece>,
+    /// Bytes of `Piece::Mem` ranges.
+    memory: u64,
+    /// The run being appended to, at its offset; overlaps no piece.
+    run: Option<(u64, RunFile)>,
+    /// The file's mtime when committed: the time of the last write, or a
+    /// time set explicitly since (futimens on an open file).
+    pub(crate) mtime_ns: i64,
+    /// When the bytes last changed (the commit's ctime).
+    pub(crate) changed_ns: i64,
+}
+
+impl Pending {
+    /// No writes yet, over a version of `size` bytes.
+    pub(crate) fn new(size: u64, now_ns: i64) -> Pending {
+        Pending {
+            size,
+            cut: if size == 0 { 0 } else { u64::MAX },
+            pieces: BTreeMap::new(),
+            memory: 0,
+            run: None,
+            mtime_ns: now_ns,
+            changed_ns: now_ns,
+        }
+    }
+
+    /// The size with the writes applied.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where the base version was cut off (`u64::MAX`: it was not).
+    pub(crate) fn cut(&self) -> u64 {
+        self.cut
+    }
+
+    /// The written ranges, by offset (the run sealed first: see
+    /// [`Pending::finish`]).
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = (u64, &Piece)> {
+        self.pieces.iter().map(|(off, piece)| (*off, piece))
+    }
+
+    /// Seal the run, if one is open: a commit takes ranges only.
+    pub(crate) fn finish(&mut self) -> FsResult<()> {
+        if let Some((start, run)) = self.run.take() {
+            let chunk = run.seal()?;
+            let len = chunk.len();
+            if len > 0 {
+                self.pieces.insert(start, Piece::Sealed { chunk: Arc::new(chunk), chunk_off: 0, len });
+            }
+        }
+        Ok(())
+    }
+
+    /// Seal the run if it reaches into `[off, end)`.
+    fn finish_run_in(&mut self, off: u64, end: u64) -> FsResult<()> {
+        match &self.run {
+            Some((start, run)) if off < start + run.len() && end > *start => self.finish(),
+            _ => Ok(()),
+        }
+    }
+
+    fn touched(&mut self, now_ns: i64) {
+        self.mtime_ns = now_ns;
+        self.changed_ns = now_ns;
+    }
+
+    /// Write `data` at `off`. Only an append to a run can fail (the disk
+    /// is full); then nothing of `data` was written.
+    pub(crate) fn write(&mut self, off: u64, data: &[u8], now_ns: i64, store: &Store) -> FsResult<()> {
+        if data.is_empty() {
+            self.touched(now_ns);
+            return Ok(());
+        }
+        let end = off + data.len() as u64;
+        if let Some((start, run)) = &mut self.run {
+            let run_end = *start + run.len();
+            if off == run_end && self.pieces.range(off..end).next().is_none() {
+                run.append(data)?;
+                self.touched(now_ns);
+                self.size = self.size.max(end);
+                return Ok(());
+            }
+        }
+        self.finish_run_in(off, end)?;
+        self.touched(now_ns);
+        self.write_in_memory(off, data);
+        self.start_run_at_end(store);
+        Ok(())
+    }
+
+    /// A range in memory that ends the file and has grown past [`RUN_MIN`]
+    /// becomes the run. If no run can be started, it stays in memory.
+    fn start_run_at_end(&mut self, store: &Store) {
+        if self.run.is_some() {
+            return;
+        }
+        let Some((&start, Piece::Mem(bytes))) = self.pieces.range(..self.size).next_back() else { return };
+        if start + bytes.len() as u64 != self.size || (bytes.len() as u64) < RUN_MIN {
+            return;
+        }
+        let started = store.start_run().and_then(|mut run| run.append(bytes).map(|()| run));
+        match started {
+            Ok(run) => {
+                self.memory -= run.len();
+                self.pieces.remove(&start);
+                self.run = Some((start, run));
+            }
+            Err(e) => tracing::debug!("a run stays in memory: {e}"),
+        }
+    }
+
+    /// Write `data` at `off` into the ranges held in memory.
+    fn write_in_memory(&mut self, off: u64, data: &[u8]) {
+        let end = off + data.len() as u64;
+        self.size = self.size.max(end);
+        // Inside one range in memory (rewrites of a recent region).
+        if let Some((&start, Piece::Mem(bytes))) = self.pieces.range_mut(..=off).next_back()
+            && start + bytes.len() as u64 >= end
+        {
+            let at = (off - start) as usize;
+            bytes[at..at + data.len()].copy_from_slice(data);
+            return;
+        }
+        // Right after one range in memory, with nothing beyond (appends).
+        if let Some((&start, Piece::Mem(bytes))) = self.pieces.range_mut(..off).next_back()
+            && start + bytes.len() as u64 == off
+            && self.pieces.range(off..end).next().is_none()
+        {
+            let Some(Piece::Mem(bytes)) = self.pieces.get_mut(&start) else { unreachable!("just found") };
+            bytes.extend_from_slice(data);
+            self.memory += data.len() as u64;
+            return;
+        }
+        // Anything else: merge with the ranges in memory it overlaps or
+        // touches; cut other ranges back to what lies outside it.
+        let (mut lo, mut left, mut right) = (off, Vec::new(), Vec::new());
+        for (start, piece) in self.take_touching(off, end) {
+            let piece_end = start + piece.len();
+            match piece {
+                Piece::Mem(bytes) => {
+                    self.memory -= bytes.len() as u64;
+                    if start < off {
+                        left = bytes[..(off - start) as usize].to_vec();
+                        lo = start;
+                    }
+                    if piece_end > end {
+                        right = bytes[(end - start) as usize..].to_vec();
+                    }
+                }
+                other => self.keep_outside(start, other, off, end),
+            }
+        }
+        left.extend_from_slice(data);
+        left.extend_from_slice(&right);
+        self.memory += left.len() as u64;
+        self.pieces.insert(lo, Piece::Mem(left));
+    }
+
+    /// Make `[off, off + len)` read as zeros (fallocate's punch and zero
+    /// modes); `extend` lets it grow the file.
+    pub(crate) fn zero(&mut self, off: u64, len: u64, extend: bool, now_ns: i64) -> FsResult<()> {
+        self.touched(now_ns);
+        let end = if extend { off + len } else { (off + len).min(self.size) };
+        if end <= off {
+            return Ok(());
+        }
+        self.finish_run_in(off, end)?;
+        for (start, piece) in self.take_touching(off, end) {
+            if let Piece::Mem(bytes) = &piece {
+                self.memory -= bytes.len() as u64;
+            }
+            self.keep_outside(start, piece, off, end);
+        }
+        self.pieces.insert(off, Piece::Zeros(end - off));
+        self.size = self.size.max(end);
+        Ok(())
+    }
+
+    /// Grow the size to `size` (zeros), if it is smaller (fallocate
+    /// without KEEP_SIZE).
+    pub(crate) fn extend(&mut self, size: u64, now_ns: i64) {
+        if size > self.size {
+            self.touched(now_ns);
+            self.size = size;
+        }
+    }
+
+    /// Set the size: shrinking drops what lies beyond, growing adds zeros.
+    pub(crate) fn truncate(&mut self, size: u64, now_ns: i64) -> FsResult<()> {
+        self.touched(now_ns);
+        if size < self.size {
+            self.finish_run_in(size, u64::MAX)?;
+            for (start, piece) in self.take_touching(size, u64::MAX) {
+                if let Piece::Mem(bytes) = &piece {
+                    self.memory -= bytes.len() as u64;
+                }
+                self.keep_outside(start, piece, size, u64::MAX);
+            }
+            self.cut = self.cut.min(size);
+        }
+        self.size = size;
+        Ok(())
+    }
+
+    /// Remove and return the ranges that overlap `[off, end)` or touch it.
+    fn take_touching(&mut self, off: u64, end: u64) -> Vec<(u64, Piece)> {
+        let keys: Vec<u64> = self
+            .pieces
+            .range(..=end)
+            .rev()
+            .take_while(|(start, piece)| *start + piece.len() >= off)
+            .map(|(start, _)| *start)
+            .collect();
+        keys.into_iter().filter_map(|k| self.pieces.remove(&k).map(|p| (k, p))).collect()
+    }
+
+    /// Put back the parts of `piece` (at `start`) outside `[off, end)`.
+    fn keep_outside(&mut self, start: u64, piece: Piece, off: u64, end: u64) {
+        let piece_end = start + piece.len();
+        if piece_end <= off || start >= end {
+            if let Piece::Mem(bytes) = &piece {
+                self.memory += bytes.len() as u64;
+            }
+            self.pieces.insert(start, piece);
+            return;
+        }
+        for (from, to) in [(start, off.min(piece_end)), (end.max(start), piece_end)] {
+            if from < to {
+                let part = piece.slice(from - start, to - from);
+                if let Piece::Mem(bytes) = &part {
+                    self.memory += bytes.len() as u64;
+                }
+                self.pieces.insert(from, part);
+            }
+        }
+    }
+
+    /// Seal what no longer belongs in memory: every full chunk of a run in
+    /// memory, and everything once too much is held. `seal` hashes bytes
+    /// and sets them aside. A failure leaves the bytes in memory.
+    pub(crate) fn seal(&mut self, seal: &mut dyn FnMut(&[u8]) -> FsResult<SealedChunk>) -> FsResult<()> {
+        let everything = self.memory > MEMORY_MAX;
+        let runs: Vec<u64> = self
+            .pieces
+            .iter()
+            .filter(|(_, piece)| match piece {
+                Piece::Mem(bytes) => everything || bytes.len() as u64 >= CHUNK_MAX,
+                _ => false,
+            })
+            .map(|(start, _)| *start)
+            .collect();
+        for start in runs {
+            let Some(Piece::Mem(bytes)) = self.pieces.remove(&start) else { continue };
+            let mut at = 0usize;
+            let mut failure = None;
+            while at < bytes.len() {
+                let take = (bytes.len() - at).min(CHUNK_MAX as usize);
+                if take < CHUNK_MAX as usize && !everything {
+                    break;
+                }
+                match seal(&bytes[at..at + take]) {
+                    Ok(chunk) => {
+                        let len = chunk.len();
+                        self.pieces.insert(
+                            start + at as u64,
+                            Piece::Sealed { chunk: Arc::new(chunk), chunk_off: 0, len },
+                        );
+                        self.memory -= take as u64;
+                        at += take;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if at < bytes.len() {
+                self.pieces.insert(start + at as u64, Piece::Mem(bytes[at..].to_vec()));
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `buf.len()` bytes at `off` (the caller keeps within the size)
+    /// with the writes applied; `base` reads the version they lie on.
+    pub(crate) fn read(
+        &self,
+        off: u64,
+        buf: &mut [u8],
+        base: &mut dyn FnMut(u64, &mut [u8]) -> FsResult<()>,
+    ) -> FsResult<()> {
+        let end = off + buf.len() as u64;
+        let mut at = off;
+        let first = self.pieces.range(..=off).next_back().map(|(start, _)| *start).unwrap_or(off);
+        let mut sources: Vec<(u64, u64, Option<&Piece>)> =
+            self.pieces.range(first..end).map(|(start, piece)| (*start, piece.len(), Some(piece))).collect();
+        if let Some((start, run)) = &self.run
+            && start + run.len() > off
+            && *start < end
+        {
+            let i = sources.partition_point(|(s, _, _)| s < start);
+            sources.insert(i, (*start, run.len(), None));
+        }
+        for (start, len, piece) in sources {
+            let piece_end = start + len;
+            if piece_end <= at {
+                continue;
+            }
+            if start > at {
+                self.read_base(at, &mut buf[(at - off) as usize..(start - off) as usize], base)?;
+                at = start;
+            }
+            let to = piece_end.min(end);
+            let part = &mut buf[(at - off) as usize..(to - off) as usize];
+            match (piece, &self.run) {
+                (Some(piece), _) => piece.read(at - start, part)?,
+                (None, Some((_, run))) => {
+                    if run.read_at(at - start, part)? < part.len() {
+                        return Err(FsError::Internal("a run is shorter than its record"));
+                    }
+                }
+                (None, None) => unreachable!("a run source comes from the run"),
+            }
+            at = to;
+        }
+        if at < end {
+            self.read_base(at, &mut buf[(at - off) as usize..], base)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of the base version at `at`, as far as the cut leaves them.
+    fn read_base(
+        &self,
+        at: u64,
+        buf: &mut [u8],
+        base: &mut dyn FnMut(u64, &mut [u8]) -> FsResult<()>,
+    ) -> FsResult<()> {
+        let kept = self.cut.saturating_sub(at).min(buf.len() as u64) as usize;
+        base(at, &mut buf[..kept])?;
+        buf[kept..].fill(0);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_all(p: &Pending, base: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xEE; p.size() as usize];
+        p.read(0, &mut out, &mut |at, buf| {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = base.get(at as usize + i).copied().unwrap_or(0);
+            }
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write(u64, Vec<u8>),
+        Zero(u64, u64),
+        Truncate(u64),
+        Seal,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..3000, proptest::collection::vec(any::<u8>(), 1..700)).prop_map(|(o, d)| Op::Write(o, d)),
+            1 => (0u64..3000, 1u64..500).prop_map(|(o, l)| Op::Zero(o, l)),
+            1 => (0u64..3500).prop_map(Op::Truncate),
+            1 => Just(Op::Seal),
+        ]
+    }
+
+    proptest! {
+        /// Every sequence of writes, zeroings, truncations and seals reads
+        /// back as the same operations on a plain byte vector.
+        #[test]
+        fn reads_match_a_byte_model(base_len in 0usize..2000, ops in proptest::collection::vec(op(), 1..30)) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let base: Vec<u8> = (0..base_len).map(|i| (i % 250) as u8 + 1).collect();
+            let mut model = base.clone();
+            let mut p = Pending::new(base.len() as u64, 0);
+            for op in ops {
+                match op {
+                    Op::Write(off, data) => {
+                        let end = off as usize + data.len();
+                        if model.len() < end { model.resize(end, 0); }
+                        model[off as usize..end].copy_from_slice(&data);
+                        p.write(off, &data, 1, &store).unwrap();
+                    }
+                    Op::Zero(off, len) => {
+                        let end = (off + len) as usize;
+                        if model.len() < end { model.resize(end, 0); }
+                        model[off as usize..end].fill(0);
+                        p.zero(off, len, true, 1).unwrap();
+                    }
+                    Op::Truncate(size) => {
+                        model.resize(size as usize, 0);
+                        p.truncate(size, 1).unwrap();
+                    }
+                    Op::Seal => {
+                        p.seal(&mut |bytes| Ok(SealedChunk::in_memory(bytes.to_vec()))).unwrap();
+                    }
+                }
+                prop_assert_eq!(read_all(&p, &base), model.clone());
+                let memory: u64 = p.pieces().map(|(_, piece)| match piece { Piece::Mem(b) => b.len() as u64, _ => 0 }).sum();
+                prop_assert_eq!(memory, p.memory);
+                let mut last = 0;
+                for (start, piece) in p.pieces() {
+                    prop_assert!(start >= last && piece.len() > 0 && start + piece.len() <= p.size());
+                    last = start + piece.len();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_written_front_to_back_becomes_one_run_then_one_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut p = Pending::new(0, 0);
+        let data: Vec<u8> = (0..(CHUNK_MAX as usize * 3 + 5000)).map(|i| (i % 251) as u8).collect();
+        for piece in data.chunks(128 * 1024) {
+            p.write(p.size(), piece, 1, &store).unwrap();
+            p.seal(&mut |bytes| Ok(SealedChunk::in_memory(bytes.to_vec()))).unwrap();
+        }
+        assert!(p.run.is_some() && p.pieces.is_empty(), "no range left in memory");
+        assert_eq!(p.memory, 0);
+        assert_eq!(read_all(&p, &[]), data);
+        // A rewrite inside the run seals it; the new bytes lie over it.
+        p.write(10, b"xyz", 2, &store).unwrap();
+        assert!(p.run.is_none());
+        let mut expected = data.clone();
+        expected[10..13].copy_from_slice(b"xyz");
+        assert_eq!(read_all(&p, &[]), expected);
+        p.finish().unwrap();
+        let sizes: Vec<u64> = p.pieces().map(|(_, piece)| piece.len()).collect();
+        assert_eq!(sizes, vec![10, 3, data.len() as u64 - 13], "the run's object, sliced around the rewrite");
+    }
+}
