@@ -6,6 +6,11 @@
 //!   fsbench seqwrite SRC DST    copy SRC to a new DST, 1 MiB writes, fsync
 //!   fsbench create DIR N        create N empty files in DIR
 //!   fsbench stat DIR N          stat the N files `create` made
+//!   fsbench unlink DIR N        remove the N files `create` made
+//!   fsbench patch FILE N        N times: open FILE, write 4 KiB at a
+//!                               pseudo-random 4 KiB-aligned offset, close
+//!   fsbench save DIR N          N editor-style saves of DIR/doc.txt: write
+//!                               a temporary file, fsync it, rename it over
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -22,7 +27,10 @@ fn main() {
         ["seqwrite", src, dst] => seqwrite(Path::new(src), Path::new(dst)),
         ["create", dir, n] => create(Path::new(dir), n.parse().unwrap_or(0)),
         ["stat", dir, n] => stat(Path::new(dir), n.parse().unwrap_or(0)),
-        _ => Err(std::io::Error::other("usage: fsbench seqread|seqwrite|create|stat ...")),
+        ["unlink", dir, n] => unlink(Path::new(dir), n.parse().unwrap_or(0)),
+        ["patch", file, n] => patch(Path::new(file), n.parse().unwrap_or(0)),
+        ["save", dir, n] => save(Path::new(dir), n.parse().unwrap_or(0)),
+        _ => Err(std::io::Error::other("usage: fsbench seqread|seqwrite|create|stat|unlink|patch|save ...")),
     };
     match result {
         Ok(()) => println!("{:.6}", started.elapsed().as_secs_f64()),
@@ -64,6 +72,40 @@ fn create(dir: &Path, n: usize) -> std::io::Result<()> {
 fn stat(dir: &Path, n: usize) -> std::io::Result<()> {
     for i in 0..n {
         std::fs::metadata(dir.join(format!("f{i}")))?;
+    }
+    Ok(())
+}
+
+fn unlink(dir: &Path, n: usize) -> std::io::Result<()> {
+    for i in 0..n {
+        std::fs::remove_file(dir.join(format!("f{i}")))?;
+    }
+    Ok(())
+}
+
+fn patch(file: &Path, n: usize) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let blocks = (std::fs::metadata(file)?.len() / 4096).max(1);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let block = [(i % 251) as u8; 4096];
+        let f = OpenOptions::new().write(true).open(file)?;
+        f.write_all_at(&block, seed % blocks * 4096)?;
+    }
+    Ok(())
+}
+
+fn save(dir: &Path, n: usize) -> std::io::Result<()> {
+    let (doc, tmp) = (dir.join("doc.txt"), dir.join(".doc.txt.swp"));
+    for i in 0..n {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        writeln!(f, "revision {i}")?;
+        f.write_all(&[b'x'; 4000])?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &doc)?;
     }
     Ok(())
 }

@@ -26,9 +26,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{ChangeOp, FileKind, Fs, FsError, FsResult, Origin, Shared};
 use crate::id::{ContentId, Ino};
@@ -43,6 +43,9 @@ pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Retired extents dropped per transaction when pruning.
 const PRUNE_BATCH: u32 = 1024;
+
+/// Objects removed per hold of the writer lock (each costs an unlink).
+const REMOVE_BATCH: usize = 64;
 
 /// Orphaned inodes waiting before they are deleted in one transaction.
 const ORPHAN_BATCH: usize = 256;
@@ -59,8 +62,10 @@ struct SyncState {
     durable: u64,
     /// What changes up to this one let go is dropped.
     pruned: u64,
-    /// A caller waits for changes up to this one.
+    /// A caller waits for changes up to this one to be pruned.
     wanted: u64,
+    /// A `syncfs` is under way.
+    syncing: bool,
     /// The last sync failed: up to which change, and why.
     failure: Option<(u64, String)>,
     stop: bool,
@@ -69,7 +74,14 @@ struct SyncState {
 impl DurableState {
     pub(crate) fn new(durable: u64, interval: Duration) -> DurableState {
         DurableState {
-            state: Mutex::new(SyncState { durable, pruned: 0, wanted: 0, failure: None, stop: false }),
+            state: Mutex::new(SyncState {
+                durable,
+                pruned: 0,
+                wanted: 0,
+                syncing: false,
+                failure: None,
+                stop: false,
+            }),
             changed: Condvar::new(),
             interval,
         }
@@ -87,7 +99,9 @@ pub(crate) enum Wait {
 
 impl Shared {
     /// Wait until every change up to `seq` is durable (and, with
-    /// [`Wait::Pruned`], what they let go is dropped).
+    /// [`Wait::Pruned`], what they let go is dropped). For durability the
+    /// caller syncs itself unless a sync is under way, whose end it waits
+    /// for: callers arriving meanwhile share the next one.
     pub(crate) fn sync_to(&self, seq: u64, wait: Wait) -> FsResult<()> {
         let mut state = self.durable.state.lock();
         loop {
@@ -107,18 +121,47 @@ impl Shared {
             if state.stop {
                 return Err(FsError::Internal("the sync thread has stopped"));
             }
-            state.wanted = state.wanted.max(seq);
-            self.durable.changed.notify_all();
+            if wait == Wait::Durable && !state.syncing {
+                state.syncing = true;
+                MutexGuard::unlocked(&mut state, || self.sync_now());
+                continue;
+            }
+            if wait == Wait::Pruned {
+                state.wanted = state.wanted.max(seq);
+                self.durable.changed.notify_all();
+            }
             self.durable.changed.wait(&mut state);
         }
     }
 
-    /// The sync thread: a sync when asked, or a sync interval after an
-    /// unsynced commit; then what the sync lets go is dropped.
+    /// One `syncfs` covering every change committed so far; the caller
+    /// has set `syncing`.
+    fn sync_now(&self) {
+        let target = self.last_seq.load(Ordering::Acquire);
+        let synced = self.store.sync_all();
+        let mut state = self.durable.state.lock();
+        state.syncing = false;
+        match synced {
+            Ok(()) => {
+                state.durable = state.durable.max(target);
+                state.failure = None;
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                state.failure = Some((target, e.to_string()));
+            }
+        }
+        self.durable.changed.notify_all();
+    }
+
+    /// The sync thread: a sync a sync interval after an unsynced commit;
+    /// then, at most once an interval unless asked, what durable changes
+    /// let go is dropped.
     fn run_syncer(&self) {
         loop {
             {
                 let mut state = self.durable.state.lock();
+                let mut due = Instant::now() + self.durable.interval;
                 loop {
                     if state.stop {
                         return;
@@ -126,43 +169,35 @@ impl Shared {
                     if state.wanted > state.pruned.min(state.durable) {
                         break;
                     }
+                    // Other threads' syncs wake this one: the interval
+                    // counts from the last round, not from the last wake.
+                    self.durable.changed.wait_until(&mut state, due);
+                    if Instant::now() < due {
+                        continue;
+                    }
                     let behind = self.last_seq.load(Ordering::Acquire) > state.durable
+                        || state.durable > state.pruned
                         || !self.orphans.lock().is_empty();
-                    let timed_out =
-                        self.durable.changed.wait_for(&mut state, self.durable.interval).timed_out();
-                    if behind && timed_out {
+                    if behind {
                         break;
                     }
+                    due = Instant::now() + self.durable.interval;
                 }
             }
             self.purge_orphans();
             let target = self.last_seq.load(Ordering::Acquire);
-            let synced = self.store.sync_all();
-            {
-                let mut state = self.durable.state.lock();
-                match &synced {
-                    Ok(()) => {
-                        state.durable = state.durable.max(target);
-                        state.failure = None;
-                    }
-                    Err(e) => state.failure = Some((target, e.to_string())),
-                }
-                self.durable.changed.notify_all();
+            if self.sync_to(target, Wait::Durable).is_err() {
+                // Logged by the sync; try again after a pause.
+                std::thread::sleep(self.durable.interval.min(SYNC_INTERVAL));
+                continue;
             }
-            match synced {
-                Ok(()) => {
-                    if let Err(e) = self.prune(target) {
-                        tracing::warn!("dropping what durable changes replaced: {e}");
-                    }
-                    let mut state = self.durable.state.lock();
-                    state.pruned = state.pruned.max(target);
-                    self.durable.changed.notify_all();
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    std::thread::sleep(self.durable.interval.min(SYNC_INTERVAL));
-                }
+            let durable = self.durable.state.lock().durable;
+            if let Err(e) = self.prune(durable) {
+                tracing::warn!("dropping what durable changes replaced: {e}");
             }
+            let mut state = self.durable.state.lock();
+            state.pruned = state.pruned.max(durable);
+            self.durable.changed.notify_all();
         }
     }
 
@@ -255,9 +290,13 @@ impl Shared {
     /// variants of a content nothing holds. Failures are logged; what is
     /// left is found by gc.
     pub(crate) fn remove_unused(&self, ids: &[ContentId]) {
-        if ids.is_empty() {
-            return;
+        // A few at a time: commits wait for the writer lock meanwhile.
+        for batch in ids.chunks(REMOVE_BATCH) {
+            self.remove_unused_batch(batch);
         }
+    }
+
+    fn remove_unused_batch(&self, ids: &[ContentId]) {
         let removed = self.meta.write(false, |db| {
             for id in ids {
                 let removal = match db.content(id)? {

@@ -429,6 +429,16 @@ impl Fs {
         self.sync_to(self.last_seq.load(Ordering::Acquire), durable::Wait::Pruned)
     }
 
+    /// Make every committed change durable (fsync of a directory: its
+    /// entries are changes like any other). Returns at once if nothing
+    /// changed since the last sync.
+    pub fn sync_changes(&self) -> FsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.sync_to(self.last_seq.load(Ordering::Acquire), durable::Wait::Durable)
+    }
+
     /// Clean shutdown: make everything durable, stop the background
     /// threads and write the WAL back into the database file.
     /// A full disk is not an error here: every change is already in the

@@ -605,7 +605,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        Self::reply_empty(reply, self.fs.sync());
+        Self::reply_empty(reply, self.fs.sync_changes());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -171,6 +171,13 @@ const MIGRATIONS: &[&str] = &[
     INSERT OR REPLACE INTO settings (key, value)
         SELECT 'durable_seq', CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM changes;
     "#,
+    // 4: extents by chunk. Deleting a chunk's row checks that no extent
+    // names it (foreign keys), and recovery finds the files reading a lost
+    // chunk: without these, each is a scan of every extent.
+    r#"
+    CREATE INDEX extents_by_chunk ON extents (chunk);
+    CREATE INDEX retired_by_chunk ON retired_extents (chunk);
+    "#,
 ];
 
 /// The SQL of migration `index` (to version `index + 1`).
