@@ -24,8 +24,10 @@ use crate::meta::WriteUndo;
 use crate::store::{ContentDigest, SealedChunk};
 
 /// Files up to this size are stored as one chunk, rewritten whole at
-/// each commit.
-pub(crate) const SMALL_FILE: u64 = CHUNK_MAX;
+/// each commit (larger ones too when written whole). Above it a partial
+/// rewrite stores only what changed: a page written into a 1 MB SQLite
+/// database costs a page, not the database.
+pub(crate) const SMALL_FILE: u64 = 64 * 1024;
 
 /// A commit's result: the version it made.
 #[derive(Debug)]
@@ -63,18 +65,20 @@ impl Fs {
         pending.finish()?;
         let size = pending.size();
         let mut pieces = pending.pieces();
-        let whole_run = match (pieces.next(), pieces.next()) {
+        // Written whole since it was cut to 0: the pending bytes are the file.
+        let (whole_run, whole_in_memory) = match (pieces.next(), pieces.next()) {
             (Some((0, Piece::Sealed { chunk, chunk_off: 0, len })), None)
                 if pending.cut() == 0 && *len == size && chunk.len() == size =>
             {
-                Some(chunk.clone())
+                (Some(chunk.clone()), false)
             }
-            _ => None,
+            (Some((0, Piece::Mem(bytes))), None) => (None, pending.cut() == 0 && bytes.len() as u64 == size),
+            _ => (None, false),
         };
         let body = if let Some(chunk) = whole_run {
             // Written front to back: one object, whose hash is the file's.
             Body::Whole { digest: Some(chunk.digest), chunks: vec![chunk] }
-        } else if size <= SMALL_FILE {
+        } else if size <= SMALL_FILE || whole_in_memory {
             let mut bytes = vec![0u8; size as usize];
             pending.read(0, &mut bytes, &mut |at, part| self.read_version(base, at, part))?;
             let chunk = Arc::new(SealedChunk::in_memory(bytes));

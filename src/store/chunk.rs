@@ -442,7 +442,8 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     }
 }
 
-fn read_full_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+/// Read up to `buf.len()` bytes at `offset`, short only at the end.
+pub(super) fn read_full_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {

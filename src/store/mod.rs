@@ -18,7 +18,6 @@ mod hash;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,16 +167,7 @@ impl Store {
     /// Read up to `buf.len()` bytes of chunk `id` at `offset`; the count.
     pub fn read_chunk(&self, id: &ContentId, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
         let file = self.chunk_file(id)?;
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StoreError::io("read object", &self.object_path(id))(e)),
-            }
-        }
-        Ok(done)
+        chunk::read_full_at(&file, offset, buf).map_err(StoreError::io("read object", &self.object_path(id)))
     }
 
     /// The digests of object `id`'s bytes as they are on disk.
