@@ -429,3 +429,75 @@ fn sigterm_lets_a_request_in_flight_finish_then_unmounts() {
     assert!(out.status.success(), "tsmfs get: {}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout == body, "the PUT finished during the stop is stored");
 }
+
+/// A large file patched in place through the mount is many chunks: GET,
+/// ranged GET, HEAD, PROPFIND, conditional requests and the ETag xattr
+/// all agree on its bytes and on the SHA-1 of the whole file, and a
+/// client holding the ETag of an earlier version gets 412, not a lost
+/// update.
+#[test]
+fn a_file_patched_through_the_mount_is_served_whole_with_the_sha1_of_its_bytes() {
+    use std::os::unix::fs::FileExt;
+    let served = Served::start(&[]);
+    let agent = agent();
+    let mut bytes = version(7, 5 << 20);
+    std::fs::write(served.path("db.bin"), &bytes).expect("write on the mount");
+    let (_, first_etag, _) = get(&agent, &served.url("/db.bin"));
+    let first_etag = first_etag.expect("an ETag");
+    // In-place patches, as a database makes: pages, one straddling a
+    // chunk boundary, one of zeros.
+    let file = std::fs::OpenOptions::new().write(true).open(served.path("db.bin")).expect("open");
+    for (at, len, fill) in
+        [(4096u64, 4096usize, 1u8), ((1 << 20) - 100, 300, 2), (3 << 20, 8192, 0), (5 << 20, 10, 3)]
+    {
+        let patch = vec![fill; len];
+        file.write_all_at(&patch, at).expect("patch");
+        let end = at as usize + len;
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[at as usize..end].copy_from_slice(&patch);
+    }
+    drop(file);
+    let want = sha1_id(&bytes).etag();
+    assert_ne!(want, first_etag);
+
+    let (status, etag, body) = get(&agent, &served.url("/db.bin"));
+    assert_eq!(status, 200);
+    assert!(body == bytes, "GET returned other bytes");
+    assert_eq!(etag.as_deref(), Some(want.as_str()), "GET ETag");
+    let xattr = crate::util::getxattr(&served.path("db.bin"), "user.tsmfs.etag").expect("ETag xattr");
+    assert_eq!(String::from_utf8_lossy(&xattr), want, "xattr ETag");
+
+    for (from, to) in
+        [(0usize, 9999usize), ((1 << 20) - 200, (1 << 20) + 200), ((3 << 20) - 1, (3 << 20) + 8192)]
+    {
+        let mut response = agent
+            .get(&served.url("/db.bin"))
+            .header("Range", &format!("bytes={from}-{to}"))
+            .call()
+            .expect("ranged GET");
+        assert_eq!(response.status().as_u16(), 206, "range {from}-{to}");
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(etag.as_deref(), Some(want.as_str()), "ranged ETag");
+        let body = response.body_mut().read_to_vec().expect("body");
+        assert!(body == bytes[from..=to], "range {from}-{to} returned other bytes");
+    }
+
+    let (status, _) = request(&agent, "GET", &served.url("/db.bin"), &[("If-None-Match", &want)]);
+    assert_eq!(status, 304, "If-None-Match with the current ETag");
+    let (status, _, body) = get(&agent, &served.url(&format!("/.tsmfs/by-hash/{}", want.trim_matches('"'))));
+    assert_eq!(status, 200, "by-hash URL of the patched version");
+    assert!(body == bytes, "by-hash returned other bytes");
+    let (status, listing) = request(&agent, "PROPFIND", &served.url("/db.bin"), &[("Depth", "0")]);
+    assert_eq!(status, 207);
+    assert!(
+        listing.contains(&want.replace('"', "&quot;")) || listing.contains(&want),
+        "getetag in {listing}"
+    );
+    let status = put(&agent, &served.url("/db.bin"), b"lost update", &[("If-Match", &first_etag)]);
+    assert_eq!(status, 412, "If-Match with an earlier version's ETag");
+    let (_, _, body) = get(&agent, &served.url("/db.bin"));
+    assert!(body == bytes, "a refused PUT changed the file");
+    served.stop();
+}
