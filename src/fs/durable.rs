@@ -66,6 +66,8 @@ struct SyncState {
     wanted: u64,
     /// A `syncfs` is under way.
     syncing: bool,
+    /// Syncs finished so far.
+    syncs: u64,
     /// The last sync failed: up to which change, and why.
     failure: Option<(u64, String)>,
     stop: bool,
@@ -79,6 +81,7 @@ impl DurableState {
                 pruned: 0,
                 wanted: 0,
                 syncing: false,
+                syncs: 0,
                 failure: None,
                 stop: false,
             }),
@@ -104,6 +107,9 @@ impl Shared {
     /// for: callers arriving meanwhile share the next one.
     pub(crate) fn sync_to(&self, seq: u64, wait: Wait) -> FsResult<()> {
         let mut state = self.durable.state.lock();
+        // A failure counts only if it is of a sync that ended after this
+        // call began: an older one is retried.
+        let began = state.syncs;
         loop {
             let reached = match wait {
                 Wait::Durable => state.durable,
@@ -114,6 +120,7 @@ impl Shared {
             }
             if let Some((upto, why)) = &state.failure
                 && *upto >= seq
+                && state.syncs > began
             {
                 tracing::error!("sync of {} failed: {why}", self.data_dir.display());
                 return Err(FsError::Internal("the filesystem sync failed"));
@@ -141,6 +148,7 @@ impl Shared {
         let synced = self.store.sync_all();
         let mut state = self.durable.state.lock();
         state.syncing = false;
+        state.syncs += 1;
         match synced {
             Ok(()) => {
                 state.durable = state.durable.max(target);
