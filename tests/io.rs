@@ -466,3 +466,23 @@ fn an_inode_still_looked_up_outlives_its_last_name() {
     assert!(matches!(t.fs.getattr(old.ino), Err(FsError::NotFound)), "gone with the last reference");
     assert_eq!(t.object_files(), 1);
 }
+
+/// Chunks that an open handle still reads stay while it reads them (the
+/// file was replaced meanwhile), and go within seconds of its close, with
+/// no other change to set the freeing off.
+#[test]
+fn chunks_a_reader_kept_are_freed_soon_after_it_closes() {
+    let t = TestFs::new();
+    let old: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let f = t.put(Ino::ROOT, "big", &old);
+    let reader = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+    t.put(Ino::ROOT, "big", b"replaced whole");
+    assert_eq!(t.object_files(), 2, "the old object stays while a handle reads it");
+    assert_eq!(t.fs.read(reader, (2 << 20) + 7, 5).unwrap(), old[(2 << 20) + 7..(2 << 20) + 12]);
+    t.fs.release(reader, O).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while t.object_files_on_disk() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the old object is still there 10 s after the close");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -68,6 +68,9 @@ struct SyncState {
     syncing: bool,
     /// Syncs finished so far.
     syncs: u64,
+    /// The last prune kept retired extents that a version being read
+    /// needed: prune again once a version is let go.
+    held_back: bool,
     /// The last sync failed: up to which change, and why.
     failure: Option<(u64, String)>,
     stop: bool,
@@ -82,6 +85,7 @@ impl DurableState {
                 wanted: 0,
                 syncing: false,
                 syncs: 0,
+                held_back: false,
                 failure: None,
                 stop: false,
             }),
@@ -185,6 +189,7 @@ impl Shared {
                     }
                     let behind = self.last_seq.load(Ordering::Acquire) > state.durable
                         || state.durable > state.pruned
+                        || (state.held_back && self.pins.take_released())
                         || !self.orphans.lock().is_empty();
                     if behind {
                         break;
@@ -200,11 +205,13 @@ impl Shared {
                 continue;
             }
             let durable = self.durable.state.lock().durable;
-            if let Err(e) = self.prune(durable) {
+            let held_back = self.prune(durable).unwrap_or_else(|e| {
                 tracing::warn!("dropping what durable changes replaced: {e}");
-            }
+                false
+            });
             let mut state = self.durable.state.lock();
             state.pruned = state.pruned.max(durable);
+            state.held_back = held_back;
             self.durable.changed.notify_all();
         }
     }
@@ -259,11 +266,14 @@ impl Shared {
 
     /// Every change up to `durable` is on disk: record it, forget its undo
     /// records, drop the extents it retired that no open version reads,
-    /// and remove the chunk objects nothing reads any more.
-    fn prune(&self, durable: u64) -> FsResult<()> {
+    /// and remove the chunk objects nothing reads any more. Returns
+    /// whether it kept any for a version being read.
+    fn prune(&self, durable: u64) -> FsResult<bool> {
         if self.read_only {
-            return Ok(());
+            return Ok(false);
         }
+        let mut held_back = false;
+        self.pins.forget_held();
         self.meta.write(false, |db| {
             db.set_setting(DURABLE_SEQ, &durable.to_string())?;
             db.prune_durable(durable)
@@ -276,6 +286,7 @@ impl Shared {
                 for row in &rows {
                     after = row.rowid;
                     if self.pins.holds(row.ino, row.seq) {
+                        held_back = true;
                         continue;
                     }
                     db.delete_retired(row.rowid)?;
@@ -287,7 +298,7 @@ impl Shared {
             })?;
             self.remove_unused(&freed);
             if !more {
-                return Ok(());
+                return Ok(held_back);
             }
         }
     }

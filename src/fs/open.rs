@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -24,20 +24,44 @@ use crate::id::{ContentId, Handle, Ino};
 /// Versions being read, by inode: the retired extents (and their chunks)
 /// a version needs are kept while it is pinned.
 #[derive(Debug, Default)]
-pub(crate) struct Pins(Mutex<HashMap<Ino, BTreeMap<u64, usize>>>);
+pub(crate) struct Pins {
+    versions: Mutex<HashMap<Ino, BTreeMap<u64, usize>>>,
+    /// Inodes whose retired extents pruning kept for a version being read.
+    held: Mutex<HashSet<Ino>>,
+    /// A version of a `held` inode stopped being read since
+    /// [`Pins::take_released`] last looked: what was kept may go now.
+    released: AtomicBool,
+}
 
 impl Pins {
     /// Keep what inode `ino` looked like after change `seq` readable until
     /// the guard drops.
     pub(crate) fn pin(self: &Arc<Self>, ino: Ino, seq: u64) -> PinGuard {
-        *self.0.lock().entry(ino).or_default().entry(seq).or_default() += 1;
+        *self.versions.lock().entry(ino).or_default().entry(seq).or_default() += 1;
         PinGuard { pins: self.clone(), ino, seq }
     }
 
     /// Whether an extent of `ino` retired by change `retired` must stay:
-    /// a version from before that change is being read.
+    /// a version from before that change is being read. If so, the inode
+    /// is noted, and letting go of one of its versions is reported by
+    /// [`Pins::take_released`].
     pub(crate) fn holds(&self, ino: Ino, retired: u64) -> bool {
-        self.0.lock().get(&ino).is_some_and(|seqs| seqs.range(..retired).next().is_some())
+        let holds = self.versions.lock().get(&ino).is_some_and(|seqs| seqs.range(..retired).next().is_some());
+        if holds {
+            self.held.lock().insert(ino);
+        }
+        holds
+    }
+
+    /// Forget which inodes pruning kept extents for (a prune starts over).
+    pub(crate) fn forget_held(&self) {
+        self.held.lock().clear();
+    }
+
+    /// Whether a version of an inode pruning kept extents for stopped
+    /// being read since the last call.
+    pub(crate) fn take_released(&self) -> bool {
+        self.released.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -51,12 +75,15 @@ pub(crate) struct PinGuard {
 
 impl Drop for PinGuard {
     fn drop(&mut self) {
-        let mut pins = self.pins.0.lock();
+        let mut pins = self.pins.versions.lock();
         if let Some(seqs) = pins.get_mut(&self.ino) {
             if let Some(count) = seqs.get_mut(&self.seq) {
                 *count -= 1;
                 if *count == 0 {
                     seqs.remove(&self.seq);
+                    if self.pins.held.lock().remove(&self.ino) {
+                        self.pins.released.store(true, Ordering::Release);
+                    }
                 }
             }
             if seqs.is_empty() {
