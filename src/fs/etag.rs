@@ -31,6 +31,10 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Bytes hashed per read.
 const HASH_PIECE: usize = 1 << 20;
 
+/// A long hash checks this often that its version is still the file's:
+/// a file deleted or rewritten meanwhile is not hashed to the end.
+const STILL_CURRENT_EVERY: u64 = 64 * HASH_PIECE as u64;
+
 /// Content ids being computed, and versions waiting to be.
 #[derive(Default)]
 pub(crate) struct Etags {
@@ -132,6 +136,9 @@ impl Shared {
         let mut buf = vec![0u8; HASH_PIECE.min(inode.size as usize)];
         let mut at = 0u64;
         while at < inode.size {
+            if at > 0 && at.is_multiple_of(STILL_CURRENT_EVERY) && !self.still_holds(ino, data_seq)? {
+                return Err(FsError::NotFound);
+            }
             let n = (inode.size - at).min(buf.len() as u64) as usize;
             self.read_version(&version, at, &mut buf[..n])?;
             hasher.update(&buf[..n]);
@@ -155,6 +162,11 @@ impl Shared {
             }
             Ok::<_, MetaError>(id)
         })?)
+    }
+
+    /// Whether `ino` still holds version `data_seq`.
+    fn still_holds(&self, ino: Ino, data_seq: u64) -> FsResult<bool> {
+        Ok(self.meta.read(|db| db.inode(ino))?.is_some_and(|inode| inode.data_seq == data_seq))
     }
 
     /// The background hasher: content ids of versions that settled.

@@ -589,9 +589,11 @@ mod tests {
             largest = largest.max(std::fs::metadata(&wal).unwrap().len());
         }
         // The log restarted again and again instead of growing to 160 MiB:
-        // 4,000 frames and what is committed while the thread copies them,
-        // at most 12,000 frames (~49 MiB) before a commit steps in.
-        assert!(largest < 52 << 20, "WAL grew to {largest} bytes");
+        // 4,000 frames and what is committed while the thread copies them;
+        // from 12,000 frames (~49 MiB) each commit tries to copy them itself
+        // but gives way while the thread's copy runs, so on a busy machine
+        // the log passes that mark by what commits during that copy.
+        assert!(largest < 80 << 20, "WAL grew to {largest} bytes");
         let reader = open_reader(&meta.path, false).unwrap();
         let rows: i64 = reader.query_row("SELECT count(*) FROM filler", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 20_000);
