@@ -486,3 +486,31 @@ fn chunks_a_reader_kept_are_freed_soon_after_it_closes() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Writes pending on a file that another frontend replaces whole (a PUT)
+/// commit over the version they were made on: the file becomes that
+/// version with the writes, as a later write would make it, never the
+/// other version's bytes with these writes laid over them.
+#[test]
+fn writes_pending_while_the_file_is_replaced_commit_over_their_own_version() {
+    let t = TestFs::new();
+    let mut old: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let f = t.put(Ino::ROOT, "db", &old);
+    let writer = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.write(writer, 1 << 20, &[9; 4096]).unwrap();
+    old[1 << 20..(1 << 20) + 4096].fill(9);
+    let other: Vec<u8> = (0..(10u32 << 20)).map(|i| (i % 113) as u8).collect();
+    t.put(Ino::ROOT, "db", &other);
+    let late = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+    assert_eq!(
+        t.fs.read(late, 1 << 20, 4).unwrap(),
+        [9; 4],
+        "a handle opened meanwhile sees the pending writes"
+    );
+    t.fs.release(late, O).unwrap();
+    t.fs.release(writer, O).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().size, old.len() as u64);
+    assert!(t.read_all(f.ino) == old, "the file is the writer's version with its writes");
+    let attr = t.fs.with_content_id(t.fs.getattr(f.ino).unwrap()).unwrap();
+    assert_eq!(attr.content_id(), Some(sha1_id(&old)));
+}

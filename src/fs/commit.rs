@@ -45,6 +45,14 @@ pub(crate) enum Body {
     Patch { cut: u64, ranges: Vec<(u64, Range)> },
 }
 
+/// The version a body was written on: its change, and its extents if
+/// they are loaded.
+#[derive(Clone, Copy)]
+pub(crate) struct Base<'m> {
+    pub(crate) seq: u64,
+    pub(crate) map: Option<&'m ExtentMap>,
+}
+
 /// One range of a patch.
 pub(crate) enum Range {
     /// Bytes of a chunk.
@@ -107,8 +115,16 @@ impl Fs {
             }
             Body::Patch { cut: pending.cut().min(size), ranges }
         };
-        let base_map = base.extents.lock().clone().map(|map| (base.data_seq, map));
-        self.commit_body(ino, body, size, pending.mtime_ns, pending.changed_ns, origin, base_map)
+        let base_map = base.extents.lock().clone();
+        self.commit_body(
+            ino,
+            body,
+            size,
+            pending.mtime_ns,
+            pending.changed_ns,
+            origin,
+            (base.data_seq, base_map),
+        )
     }
 
     /// Make `ino` a copy of `version` (whose extents are `extents`): its
@@ -122,8 +138,10 @@ impl Fs {
     ) -> FsResult<Committed> {
         let now = super::now_ns();
         let (size, content) = (version.size, version.content);
-        let (seq, attr) = self.transact(origin, |tx| {
+        let (pin, attr) = self.transact(origin, |tx| {
             let seq = tx.seq()?;
+            // Pinned before anyone can replace the new version.
+            let pin = self.pins.pin(ino, seq);
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             tx.replace_extents(&inode, extents.iter(), seq)?;
             if let Some(id) = content {
@@ -131,15 +149,15 @@ impl Fs {
             }
             let logged = tx.set_content(&mut inode, size, content, now, now, seq)?;
             tx.log_write(&inode, logged)?;
-            Ok((seq, inode))
+            Ok((pin, inode))
         })?;
         self.after_content_commit(&attr);
-        let pin = self.pins.pin(ino, seq);
         let map = Arc::new(extents.iter().copied().collect::<ExtentMap>());
         Ok(Committed { version: Version::new(ino, attr.data_seq, size, content, Some(map), pin) })
     }
 
-    /// Write `body` as `ino`'s new version of `size` bytes.
+    /// Write `body`, written on version `base` (its change, and its
+    /// extents if loaded), as `ino`'s new version of `size` bytes.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn commit_body(
         &self,
@@ -149,24 +167,22 @@ impl Fs {
         mtime_ns: i64,
         changed_ns: i64,
         origin: Origin,
-        base_map: Option<(u64, Arc<ExtentMap>)>,
+        (base_seq, base_map): (u64, Option<Arc<ExtentMap>>),
     ) -> FsResult<Committed> {
-        let (attr, new_map) = self.transact(origin, |tx| {
+        let (pin, attr, new_map) = self.transact(origin, |tx| {
             let seq = tx.seq()?;
+            // Pinned before anyone can replace the new version.
+            let pin = self.pins.pin(ino, seq);
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
-            // The open version's map moves with the edit if it is the
-            // stored one (no other frontend replaced the file meanwhile).
-            let base =
-                base_map.as_ref().filter(|(data_seq, _)| *data_seq == inode.data_seq).map(|(_, m)| &**m);
-            let (content, new_map) = tx.write_body(&inode, &body, size, seq, base)?;
+            let base = Base { seq: base_seq, map: base_map.as_deref() };
+            let (content, new_map) = tx.write_body(&inode, &body, size, seq, Some(base))?;
             let ctime = inode.ctime_ns.max(changed_ns);
             let logged = tx.set_content(&mut inode, size, content, mtime_ns, ctime, seq)?;
             tx.log_write(&inode, logged)?;
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
-            Ok((inode, new_map))
+            Ok((pin, inode, new_map))
         })?;
         self.after_content_commit(&attr);
-        let pin = self.pins.pin(ino, attr.data_seq);
         Ok(Committed {
             version: Version::new(ino, attr.data_seq, attr.size, attr.content, new_map.map(Arc::new), pin),
         })
@@ -174,17 +190,17 @@ impl Fs {
 }
 
 impl Tx<'_, '_> {
-    /// Lay `body` over `inode`'s stored extents as change `seq`. Returns
-    /// the new whole content id (taking a reference to it) when known,
-    /// and the new extent map when `base_map` (the stored one, loaded)
-    /// was given or the body is whole.
+    /// Lay `body` over the version it was written on, `base` (none: the
+    /// body is whole), as `inode`'s change `seq`. Returns the new whole
+    /// content id (taking a reference to it) when known, and the new
+    /// extent map when it is known without another query.
     pub(super) fn write_body(
         &mut self,
         inode: &Attr,
         body: &Body,
         size: u64,
         seq: u64,
-        base_map: Option<&ExtentMap>,
+        base: Option<Base<'_>>,
     ) -> FsResult<(Option<ContentId>, Option<ExtentMap>)> {
         let ino = inode.ino;
         match body {
@@ -207,9 +223,16 @@ impl Tx<'_, '_> {
                 Ok((content, Some(extents.into_iter().collect())))
             }
             Body::Patch { cut, ranges } => {
-                self.record_undo(inode, seq)?;
-                // The stored extents the patch touches, and only those.
-                let mut touched: ExtentMap = {
+                let base = base.ok_or(FsError::Internal("a patch without the version it patches"))?;
+                // Another frontend replaced the file since the writes began:
+                // they lay over the version they were made on, all of it,
+                // never over the other one.
+                let replaced = base.seq != inode.data_seq;
+                let mut touched: ExtentMap = if replaced {
+                    self.db.extents_as_of(ino, base.seq)?.into_iter().collect()
+                } else {
+                    self.record_undo(inode, seq)?;
+                    // The stored extents the patch touches, and only those.
                     let mut rows = self.db.extents_overlapping(ino, (*cut).min(size), u64::MAX)?;
                     for (off, range) in ranges {
                         rows.extend(self.db.extents_overlapping(ino, *off, off + range.len())?);
@@ -238,13 +261,17 @@ impl Tx<'_, '_> {
                         }
                     }
                 }
+                if replaced {
+                    self.replace_extents(inode, touched.iter(), seq)?;
+                    return Ok((None, Some(touched)));
+                }
                 for extent in &edit.removed {
                     self.db.retire_extent(ino, extent.off, seq)?;
                 }
                 for extent in &edit.added {
                     self.db.insert_extent(ino, extent, seq)?;
                 }
-                let new_map = base_map.map(|map| {
+                let new_map = base.map.map(|map| {
                     let mut map = map.clone();
                     map.apply(&edit);
                     map

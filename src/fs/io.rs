@@ -146,6 +146,9 @@ impl Fs {
             }
             let version = match &guard.current {
                 Some(current) if current.data_seq == inode.data_seq => current.clone(),
+                // Pending writes lie over the version they were made on:
+                // every handle reads that, with them, until they commit.
+                Some(current) if guard.pending.is_some() => current.clone(),
                 _ => {
                     let version =
                         Arc::new(Version::new(ino, inode.data_seq, inode.size, inode.content, None, pin));
@@ -170,7 +173,11 @@ impl Fs {
             }
         };
         let backing = match (flags.write, &guard.pending) {
-            (false, None) => self.backing_file(&version)?,
+            // Without it the kernel reads through tsmfs: not an error.
+            (false, None) => self.backing_file(&version).unwrap_or_else(|e| {
+                tracing::warn!("inode {ino}: no object file to hand the kernel: {e}");
+                None
+            }),
             _ => None,
         };
         let truncated = flags.truncate && flags.write && attr.kind == FileKind::File;
@@ -457,7 +464,7 @@ impl Fs {
         let committed = hear_of_lost_writes(&mut inode, handle, committed);
         drop(inode);
         let committed = committed?;
-        self.sync_to(self.last_seq.load(Ordering::Acquire), super::durable::Wait::Durable)?;
+        self.sync_changes()?;
         Ok(committed)
     }
 
