@@ -514,3 +514,25 @@ fn writes_pending_while_the_file_is_replaced_commit_over_their_own_version() {
     let attr = t.fs.with_content_id(t.fs.getattr(f.ino).unwrap()).unwrap();
     assert_eq!(attr.content_id(), Some(sha1_id(&old)));
 }
+
+/// A batch put (`tsmfs import`) replaces a file whose content id its last
+/// commit left for later: it has no precondition, so it needs none.
+#[test]
+fn a_batch_put_replaces_a_file_whose_content_id_is_not_computed_yet() {
+    let t = TestFs::new();
+    let big: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 199) as u8).collect();
+    let f = t.put(Ino::ROOT, "patched", &big);
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.write(h, 4096, b"patch").unwrap();
+    t.fs.release(h, O).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().content, None, "its id is left for later");
+    let staged = t.fs.stage(&mut &b"imported"[..]).unwrap();
+    let mut batch = [tsmfs::fs::StagedPut {
+        parent: Ino::ROOT,
+        name: b"patched".to_vec(),
+        staged,
+        options: PutOptions::default(),
+    }];
+    t.fs.put_batch(&mut batch, &caller()).expect("the batch put");
+    assert_eq!(t.read_all(f.ino), b"imported");
+}

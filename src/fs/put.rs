@@ -23,7 +23,7 @@ impl Fs {
         options: PutOptions,
         caller: &Caller,
     ) -> FsResult<Attr> {
-        self.put_if(parent, name, reader, options, caller, &|_| true)
+        self.put_checked(parent, name, reader, options, caller, None)
     }
 
     /// [`Fs::put`], committed only if `precondition` holds for the
@@ -41,12 +41,25 @@ impl Fs {
         caller: &Caller,
         precondition: Precondition<'_>,
     ) -> FsResult<Attr> {
+        self.put_checked(parent, name, reader, options, caller, Some(precondition))
+    }
+
+    fn put_checked(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        reader: &mut dyn std::io::Read,
+        options: PutOptions,
+        caller: &Caller,
+        precondition: Option<Precondition<'_>>,
+    ) -> FsResult<Attr> {
         super::check_name(name)?;
         let mut staged = self.stage(reader)?;
         for _ in 0..16 {
-            // The precondition needs the target's content id: computed
+            // A precondition needs the target's content id: computed
             // first if its last commit left it for later.
-            if let Ok(existing) = self.lookup(parent, name)
+            if precondition.is_some()
+                && let Ok(existing) = self.lookup(parent, name)
                 && existing.kind == FileKind::File
             {
                 match self.with_content_id(existing) {
@@ -114,7 +127,7 @@ impl Fs {
                     &mut item.staged,
                     &item.options,
                     caller,
-                    &|_| true,
+                    None,
                 )?);
             }
             Ok(attrs)
@@ -190,20 +203,21 @@ impl super::Tx<'_, '_> {
         staged: &mut Staged,
         options: &PutOptions,
         caller: &Caller,
-        precondition: Precondition<'_>,
+        precondition: Option<Precondition<'_>>,
     ) -> FsResult<Attr> {
         let dir = self.existing_dir(parent)?;
         let existing = self.db.lookup(parent, name)?;
         if existing.as_ref().is_some_and(|inode| inode.kind != FileKind::File) {
             return Err(FsError::IsDir);
         }
-        let current = existing.as_ref().map(|inode| inode.content_id());
-        match current {
-            // Computed just before, yet the file changed again.
-            Some(None) => return Err(FsError::Retry),
-            Some(Some(id)) if !precondition(Some(id)) => return Err(FsError::PreconditionFailed),
-            None if !precondition(None) => return Err(FsError::PreconditionFailed),
-            _ => {}
+        if let Some(precondition) = precondition {
+            match existing.as_ref().map(|inode| inode.content_id()) {
+                // Computed just before, yet the file changed again.
+                Some(None) => return Err(FsError::Retry),
+                Some(Some(id)) if !precondition(Some(id)) => return Err(FsError::PreconditionFailed),
+                None if !precondition(None) => return Err(FsError::PreconditionFailed),
+                _ => {}
+            }
         }
         let created = existing.is_none();
         let mut inode = match existing {
