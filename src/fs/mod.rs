@@ -521,7 +521,10 @@ impl Shared {
 
 impl Drop for Fs {
     fn drop(&mut self) {
-        if !self.read_only {
+        // Without its threads (an open that failed in recovery) nothing
+        // would answer the sync.
+        let running = !self.threads.lock().is_empty();
+        if !self.read_only && running {
             if let Err(e) = self.sync() {
                 tracing::warn!("closing {}: {e}", self.data_dir.display());
             }

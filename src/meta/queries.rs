@@ -825,7 +825,7 @@ impl<'c> Db<'c> {
     }
 
     /// The files whose live extents read chunk `id`, with the earliest
-    /// change that wrote such an extent (a full scan: recovery only).
+    /// change that wrote such an extent (recovery).
     pub fn live_extent_users(&self, id: &ContentId) -> Result<Vec<(Ino, u64)>, MetaError> {
         self.collect(
             LIVE_EXTENT_USERS,

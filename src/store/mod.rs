@@ -4,9 +4,11 @@
 //! byte (`objects/8a/<sha1>-<hi>`), like git: 256 directories, made once at
 //! init, hold ten million objects at ~40,000 entries each, which ext4 and
 //! xfs index well; a second level would cost a directory per object for
-//! the first 65,536 objects. New content is written to a staging file in
-//! `<data>/staging/` (same filesystem), hashed while written, fsynced and
-//! then linked into place: an object file is never rewritten once visible.
+//! the first 65,536 objects. New chunks are written to an anonymous file
+//! (a staging file in `<data>/staging/` where the filesystem lacks
+//! `O_TMPFILE`), hashed while written and linked into place: an object
+//! file is never rewritten once visible. Nothing here fsyncs an object:
+//! [`Store::sync_all`] makes everything durable at once.
 //!
 //! The store knows nothing about SQLite. Deciding the collision index `hi`
 //! (which needs the contents table) is the fs core's job; the store only
@@ -326,8 +328,8 @@ impl Store {
         Ok(())
     }
 
-    /// Flush everything written to the store's filesystem (one `syncfs`),
-    /// for objects published with [`Durability::Deferred`].
+    /// Flush everything written to the store's filesystem (one `syncfs`):
+    /// objects, and the metadata beside them.
     pub fn sync_all(&self) -> Result<(), StoreError> {
         let dir = File::open(&self.objects).map_err(StoreError::io("open", &self.objects))?;
         syncfs(&dir).map_err(StoreError::io("sync filesystem of", &self.objects))
