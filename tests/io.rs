@@ -536,3 +536,28 @@ fn a_batch_put_replaces_a_file_whose_content_id_is_not_computed_yet() {
     t.fs.put_batch(&mut batch, &caller()).expect("the batch put");
     assert_eq!(t.read_all(f.ino), b"imported");
 }
+
+/// copy_file_range from a handle on a version that a PUT has replaced
+/// since copies that version, bytes and ETag, even when its whole-file
+/// id was a row of its own (a patched file's) that the PUT let go.
+#[test]
+fn a_copy_from_a_replaced_version_copies_that_version() {
+    let t = TestFs::new();
+    let mut old: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 233) as u8).collect();
+    let f = t.put(Ino::ROOT, "src", &old);
+    let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
+    t.fs.write(h, 8192, b"patched").unwrap();
+    t.fs.release(h, O).unwrap();
+    old[8192..8199].copy_from_slice(b"patched");
+    t.fs.with_content_id(t.fs.getattr(f.ino).unwrap()).unwrap();
+    let reader = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
+    t.put(Ino::ROOT, "src", b"replaced");
+    let target = t.fs.create_file(Ino::ROOT, b"copy", 0o644, &caller(), rw()).unwrap();
+    let copied = t.fs.copy_range(reader, 0, target.handle, 0, old.len() as u64, O).expect("copy");
+    assert_eq!(copied.copied, old.len() as u64);
+    t.fs.release(target.handle, O).unwrap();
+    t.fs.release(reader, O).unwrap();
+    assert!(t.read_all(target.attr.ino) == old, "the copy holds the version the handle read");
+    let attr = t.fs.with_content_id(t.fs.getattr(target.attr.ino).unwrap()).unwrap();
+    assert_eq!(attr.content_id(), Some(sha1_id(&old)));
+}

@@ -144,6 +144,10 @@ impl Fs {
             let pin = self.pins.pin(ino, seq);
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             tx.replace_extents(&inode, extents.iter(), seq)?;
+            // The source's id is shared only while the source still holds
+            // that version: once replaced, its row may be gone.
+            let source = tx.db.inode(version.ino)?;
+            let content = content.filter(|_| source.is_some_and(|s| s.data_seq == version.data_seq));
             if let Some(id) = content {
                 tx.db.add_content_refs(&id, 1)?;
             }
@@ -153,7 +157,7 @@ impl Fs {
         })?;
         self.after_content_commit(&attr);
         let map = Arc::new(extents.iter().copied().collect::<ExtentMap>());
-        Ok(Committed { version: Version::new(ino, attr.data_seq, size, content, Some(map), pin) })
+        Ok(Committed { version: Version::new(ino, attr.data_seq, size, attr.content, Some(map), pin) })
     }
 
     /// Write `body`, written on version `base` (its change, and its
