@@ -440,23 +440,6 @@ impl Meta {
         result
     }
 
-    /// Make every commit so far durable: fsync the WAL, where commits made
-    /// with `synchronous=NORMAL` wait for their sync.
-    pub fn sync(&self) -> Result<(), MetaError> {
-        let _writer = self.writer.lock();
-        self.sync_wal()
-    }
-
-    /// Make every commit so far durable, then run `f` while still holding
-    /// the writer lock, so no commit can happen in between. Used to remove
-    /// object files whose last reference is gone: only once that is
-    /// durable can no power loss bring the reference back.
-    pub fn at_durable_point<T>(&self, f: impl FnOnce(&Db<'_>) -> T) -> Result<T, MetaError> {
-        let conn = self.writer.lock();
-        self.sync_wal()?;
-        Ok(f(&Db::new(&conn)))
-    }
-
     /// Run `f` holding SQLite's write lock, taken by a connection of its
     /// own (so this works beside another process's writer), after every
     /// commit so far was made durable (the log fsynced). Writes nothing;
