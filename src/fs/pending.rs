@@ -91,6 +91,9 @@ pub(crate) struct Pending {
     pieces: BTreeMap<u64, Piece>,
     /// Bytes of `Piece::Mem` ranges.
     memory: u64,
+    /// Starts of ranges in memory that may have filled a chunk since the
+    /// last seal, so that sealing does not look at every range.
+    maybe_full: Vec<u64>,
     /// The run being appended to, at its offset; overlaps no piece.
     run: Option<(u64, RunFile)>,
     /// The file's mtime when committed: the time of the last write, or a
@@ -108,6 +111,7 @@ impl Pending {
             cut: if size == 0 { 0 } else { u64::MAX },
             pieces: BTreeMap::new(),
             memory: 0,
+            maybe_full: Vec::new(),
             run: None,
             mtime_ns: now_ns,
             changed_ns: now_ns,
@@ -174,7 +178,10 @@ impl Pending {
         }
         self.finish_run_in(off, end)?;
         self.touched(now_ns);
-        self.write_in_memory(off, data);
+        let start = self.write_in_memory(off, data);
+        if self.pieces.get(&start).is_some_and(|piece| piece.len() >= CHUNK_MAX) {
+            self.maybe_full.push(start);
+        }
         self.start_run_at_end(store);
         Ok(())
     }
@@ -200,8 +207,9 @@ impl Pending {
         }
     }
 
-    /// Write `data` at `off` into the ranges held in memory.
-    fn write_in_memory(&mut self, off: u64, data: &[u8]) {
+    /// Write `data` at `off` into the ranges held in memory; returns the
+    /// start of the range that holds it.
+    fn write_in_memory(&mut self, off: u64, data: &[u8]) -> u64 {
         let end = off + data.len() as u64;
         self.size = self.size.max(end);
         // Inside one range in memory (rewrites of a recent region).
@@ -210,7 +218,7 @@ impl Pending {
         {
             let at = (off - start) as usize;
             bytes[at..at + data.len()].copy_from_slice(data);
-            return;
+            return start;
         }
         // Right after one range in memory, with nothing beyond (appends).
         if let Some((&start, Piece::Mem(bytes))) = self.pieces.range_mut(..off).next_back()
@@ -220,7 +228,7 @@ impl Pending {
             let Some(Piece::Mem(bytes)) = self.pieces.get_mut(&start) else { unreachable!("just found") };
             bytes.extend_from_slice(data);
             self.memory += data.len() as u64;
-            return;
+            return start;
         }
         // Anything else: merge with the ranges in memory it overlaps or
         // touches; cut other ranges back to what lies outside it.
@@ -245,6 +253,7 @@ impl Pending {
         left.extend_from_slice(&right);
         self.memory += left.len() as u64;
         self.pieces.insert(lo, Piece::Mem(left));
+        lo
     }
 
     /// Make `[off, off + len)` read as zeros (fallocate's punch and zero
@@ -331,15 +340,22 @@ impl Pending {
     /// and sets them aside. A failure leaves the bytes in memory.
     pub(crate) fn seal(&mut self, seal: &mut dyn FnMut(&[u8]) -> FsResult<SealedChunk>) -> FsResult<()> {
         let everything = self.memory > MEMORY_MAX;
-        let runs: Vec<u64> = self
-            .pieces
-            .iter()
-            .filter(|(_, piece)| match piece {
-                Piece::Mem(bytes) => everything || bytes.len() as u64 >= CHUNK_MAX,
-                _ => false,
-            })
-            .map(|(start, _)| *start)
-            .collect();
+        let candidates = std::mem::take(&mut self.maybe_full);
+        let runs: Vec<u64> = if everything {
+            self.pieces
+                .iter()
+                .filter(|(_, piece)| matches!(piece, Piece::Mem(_)))
+                .map(|(start, _)| *start)
+                .collect()
+        } else {
+            let mut full: Vec<u64> = candidates
+                .into_iter()
+                .filter(|start| matches!(self.pieces.get(start), Some(Piece::Mem(bytes)) if bytes.len() as u64 >= CHUNK_MAX))
+                .collect();
+            full.sort_unstable();
+            full.dedup();
+            full
+        };
         for start in runs {
             let Some(Piece::Mem(bytes)) = self.pieces.remove(&start) else { continue };
             let mut at = 0usize;
@@ -369,6 +385,7 @@ impl Pending {
                 self.pieces.insert(start + at as u64, Piece::Mem(bytes[at..].to_vec()));
             }
             if let Some(e) = failure {
+                self.maybe_full.push(start + at as u64);
                 return Err(e);
             }
         }
@@ -513,6 +530,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_range_in_memory_that_fills_a_chunk_is_sealed_by_the_next_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let size = CHUNK_MAX * 3;
+        let mut p = Pending::new(size, 0);
+        let mut model = vec![0u8; size as usize];
+        // Backwards, so that no write appends and each one grows the range
+        // after it from its front.
+        let block = 64 * 1024;
+        for (i, off) in (0..size / block as u64).rev().map(|k| k * block as u64).enumerate() {
+            let data = vec![i as u8 + 1; block];
+            model[off as usize..off as usize + block].copy_from_slice(&data);
+            p.write(off, &data, 1, &store).unwrap();
+            p.seal(&mut |bytes| Ok(SealedChunk::in_memory(bytes.to_vec()))).unwrap();
+            for (_, piece) in p.pieces() {
+                assert!(
+                    !matches!(piece, Piece::Mem(b) if b.len() as u64 >= CHUNK_MAX),
+                    "a full chunk left in memory"
+                );
+            }
+        }
+        assert!(p.memory < CHUNK_MAX);
+        assert_eq!(read_all(&p, &vec![0u8; size as usize]), model);
     }
 
     #[test]
