@@ -1001,3 +1001,48 @@ fn a_lock_on_an_unmapped_url_creates_an_empty_locked_file() {
     assert_eq!(put(&server, "/reserved.txt", b"mine", &["-H", &with_token]).0, 204);
     assert_eq!(get(&server, "/reserved.txt", &[]).2, b"mine");
 }
+
+/// DNS rebinding: a page whose name now points at 127.0.0.1 gets nothing
+/// from the server, and changes nothing, unless that name was allowed.
+#[test]
+fn a_name_that_only_resolves_to_the_server_is_refused_unless_allowed() {
+    let mut server = TestServer::new();
+    assert_eq!(put(&server, "/secret.txt", b"mine", &[]).0, 201);
+    let port = server.base.rsplit(':').next().expect("port").to_owned();
+    let resolve = format!("rebound.example:{port}:127.0.0.1");
+    let rebound = |path: &str| format!("http://rebound.example:{port}{path}");
+    for (method, path, body) in [
+        ("GET", "/secret.txt", None),
+        ("PROPFIND", "/", None),
+        ("PUT", "/secret.txt", Some(&b"theirs"[..])),
+        ("PUT", "/new.txt", Some(&b"theirs"[..])),
+        ("DELETE", "/secret.txt", None),
+        ("MKCOL", "/dir", None),
+    ] {
+        let url = rebound(path);
+        let (status, _, answer) = curl(&["--resolve", &resolve, "-X", method, &url], body);
+        assert_eq!(status, 421, "{method} {path}");
+        assert!(!String::from_utf8_lossy(&answer).contains("mine"), "{method} {path}");
+    }
+    let (status, _, body) = get(&server, "/secret.txt", &[]);
+    assert_eq!((status, body.as_slice()), (200, &b"mine"[..]), "nothing changed");
+    assert_eq!(get(&server, "/new.txt", &[]).0, 404);
+    // The listen address and localhost, with or without the port.
+    for host in
+        [format!("127.0.0.1:{port}"), "127.0.0.1".into(), format!("localhost:{port}"), "localhost".into()]
+    {
+        let header = format!("Host: {host}");
+        assert_eq!(get(&server, "/secret.txt", &["-H", &header]).0, 200, "{host}");
+    }
+    // A name the operator allows.
+    server.stop();
+    let server = TestServer::start_with(&server.data.clone(), &["--host", "Rebound.Example"]);
+    let port = server.base.rsplit(':').next().expect("port").to_owned();
+    let resolve = format!("rebound.example:{port}:127.0.0.1");
+    let url = format!("http://rebound.example:{port}/secret.txt");
+    let (status, _, body) = curl(&["--resolve", &resolve, &url], None);
+    assert_eq!((status, body.as_slice()), (200, &b"mine"[..]));
+    let url = format!("http://other.example:{port}/secret.txt");
+    let resolve = format!("other.example:{port}:127.0.0.1");
+    assert_eq!(curl(&["--resolve", &resolve, &url], None).0, 421);
+}

@@ -236,6 +236,12 @@ struct HttpFlags {
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Also answer requests sent to this host name (repeatable). Only the
+    /// listen address and `localhost` are answered otherwise, so that a
+    /// web page cannot reach the server through a name it points at this
+    /// machine (DNS rebinding): 421 for any other name.
+    #[arg(long = "host", value_name = "NAME")]
+    host_names: Vec<String>,
 }
 
 impl HttpFlags {
@@ -256,6 +262,11 @@ impl HttpFlags {
                  --insecure-no-auth if that is really meant"
             );
         }
+        if let Some(bad) = self.host_names.iter().find(|name| {
+            name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }) {
+            bail!("--host {bad:?}: give a host name (letters, digits, '-', '.', '_'), without a port");
+        }
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(tsmfs::http::tls::server_config(cert, key)?),
             _ => None,
@@ -265,7 +276,7 @@ impl HttpFlags {
                 "tsmfs: warning: passwords cross the network in clear text (HTTP Basic without TLS: give --tls-cert and --tls-key)"
             );
         }
-        Ok(tsmfs::http::ServerOptions { cache_policy, users, tls })
+        Ok(tsmfs::http::ServerOptions { cache_policy, users, tls, host_names: self.host_names.clone() })
     }
 }
 

@@ -4,6 +4,7 @@ mod assets;
 pub mod auth;
 mod dav;
 mod get;
+pub mod host;
 mod limits;
 mod locks;
 mod propfind;
@@ -161,6 +162,18 @@ async fn authorized(users: &Arc<auth::Users>, headers: &http::HeaderMap) -> bool
     tokio::task::spawn_blocking(move || users.check(authorization.as_ref())).await.unwrap_or(false)
 }
 
+/// Whether the request names a host we answer (see [`host`]). A request
+/// without any (HTTP/1.0) is not a browser's, and passes.
+fn for_us<B>(hosts: &host::AllowedHosts, req: &http::Request<B>) -> bool {
+    if let Some(authority) = req.uri().authority() {
+        return hosts.allows(authority.as_str());
+    }
+    match req.headers().get(http::header::HOST) {
+        None => true,
+        Some(value) => value.to_str().is_ok_and(|authority| hosts.allows(authority)),
+    }
+}
+
 /// A COPY or MOVE with its paths decoded as dav-server decodes them;
 /// `None` for other methods, or if a path is malformed (dav-server then
 /// refuses the request).
@@ -219,6 +232,12 @@ async fn handle(
     shared: Arc<Shared>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
+    if !for_us(&shared.hosts, &req) {
+        return limits::refusal(
+            http::StatusCode::MISDIRECTED_REQUEST,
+            "this server does not answer that host name (start it with --host NAME to allow a name)",
+        );
+    }
     if let Some(users) = &shared.options.users
         && !authorized(users, req.headers()).await
     {
@@ -409,6 +428,8 @@ pub struct ServerOptions {
     pub users: Option<Arc<auth::Users>>,
     /// HTTPS (see [`tls::server_config`]); `None`: plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Host names answered besides the listen address and `localhost`.
+    pub host_names: Vec<String>,
 }
 
 /// Counters of a server (for tests and monitoring).
@@ -430,6 +451,7 @@ struct Shared {
     assets: assets::Assets,
     variants: Arc<variants::Variants>,
     options: ServerOptions,
+    hosts: host::AllowedHosts,
     stats: Arc<Stats>,
 }
 
@@ -456,7 +478,8 @@ impl Server {
         let stats = Arc::new(Stats::default());
         let variants = variants::Variants::new(fs.clone(), stats.clone());
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        let shared = Shared { handler, assets: assets::Assets::new(fs), variants, options, stats };
+        let hosts = host::AllowedHosts::new(listener.local_addr()?, &options.host_names);
+        let shared = Shared { handler, assets: assets::Assets::new(fs), variants, options, hosts, stats };
         Ok(Server { listener, tls, shared: Arc::new(shared) })
     }
 
