@@ -1046,3 +1046,27 @@ fn a_name_that_only_resolves_to_the_server_is_refused_unless_allowed() {
     let resolve = format!("other.example:{port}:127.0.0.1");
     assert_eq!(curl(&["--resolve", &resolve, &url], None).0, 421);
 }
+
+/// 64 overlapping ranges of a 4 MB file once returned 256 MB for a
+/// 197-byte request.
+#[test]
+fn overlapping_ranges_never_return_more_than_the_file() {
+    let server = TestServer::new();
+    let body = crate::util::noise(7, 4 << 20);
+    assert_eq!(put(&server, "/big.bin", &body, &[]).0, 201);
+    let overlapping = format!("Range: bytes={}", vec!["0-"; 64].join(","));
+    let (status, headers, got) = get(&server, "/big.bin", &["-H", &overlapping]);
+    assert_eq!((status, got.len()), (200, body.len()), "the whole file, once");
+    assert!(header(&headers, "content-range").is_none());
+    assert!(got == body);
+    // Overlapping and adjacent ranges that add up to less are merged.
+    let (status, headers, got) = get(&server, "/big.bin", &["-H", "Range: bytes=100-199,150-299,300-399"]);
+    assert_eq!(status, 206);
+    assert_eq!(header(&headers, "content-range").as_deref(), Some("bytes 100-399/4194304"));
+    assert!(got == body[100..400]);
+    // Separate ranges stay separate parts.
+    let (status, headers, got) = get(&server, "/big.bin", &["-H", "Range: bytes=0-9,1000-1009"]);
+    assert_eq!(status, 206);
+    assert!(header(&headers, "content-type").is_some_and(|t| t.starts_with("multipart/byteranges")));
+    assert!(got.len() < 400, "{} bytes for 20 asked", got.len());
+}

@@ -350,12 +350,33 @@ fn parse_ranges(spec: &str, len: u64) -> Ranges {
         }
     }
     if count == 0 {
-        Ranges::Whole
-    } else if selected.is_empty() {
-        Ranges::Unsatisfiable
-    } else {
-        Ranges::Some(selected)
+        return Ranges::Whole;
     }
+    if selected.is_empty() {
+        return Ranges::Unsatisfiable;
+    }
+    // Ranges that ask for more than the whole file get the whole file
+    // (RFC 9110, 14.2: overlapping ranges are an amplification trick).
+    let asked = selected.iter().try_fold(0u64, |sum, (first, last)| sum.checked_add(last - first + 1));
+    if asked.is_none_or(|asked| asked > len) {
+        return Ranges::Whole;
+    }
+    Ranges::Some(coalesced(selected))
+}
+
+/// `ranges` with overlapping and adjacent ones merged, in the order of
+/// their first bytes when any merged (RFC 9110, 14.6 allows both).
+fn coalesced(ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut sorted = ranges.clone();
+    sorted.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (first, last) in sorted {
+        match merged.last_mut() {
+            Some((_, end)) if first <= end.saturating_add(1) => *end = (*end).max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    if merged.len() < ranges.len() { merged } else { ranges }
 }
 
 /// One piece of a body: literal bytes, or the file's bytes `[start, end)`.
@@ -448,5 +469,15 @@ mod tests {
         assert_eq!(parse_ranges("bytes=", 10), Ranges::Whole);
         let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
         assert_eq!(parse_ranges(&many, 10), Ranges::Whole);
+        assert_eq!(parse_ranges("bytes=6-7,0-1", 10), some(vec![(6, 7), (0, 1)]), "kept in the order asked");
+        assert_eq!(parse_ranges("bytes=4-5,0-1,2-3", 10), some(vec![(0, 5)]), "adjacent ones merge");
+        assert_eq!(
+            parse_ranges("bytes=0-2,1-3,8-9", 10),
+            some(vec![(0, 3), (8, 9)]),
+            "overlapping ones merge"
+        );
+        let overlapping = format!("bytes={}", vec!["0-5"; 2].join(","));
+        assert_eq!(parse_ranges(&overlapping, 10), Ranges::Whole, "12 bytes asked of 10");
+        assert_eq!(parse_ranges("bytes=0-,0-", 10), Ranges::Whole);
     }
 }
