@@ -1070,3 +1070,61 @@ fn overlapping_ranges_never_return_more_than_the_file() {
     assert!(header(&headers, "content-type").is_some_and(|t| t.starts_with("multipart/byteranges")));
     assert!(got.len() < 400, "{} bytes for 20 asked", got.len());
 }
+
+/// What a user uploads never acts on the server's origin: no sniffing,
+/// CSP sandbox unless the tree is trusted, and by-hash URLs never type
+/// stored bytes as HTML just because the URL says so.
+#[test]
+fn uploaded_content_is_inert_on_the_servers_origin() {
+    let mut server = TestServer::new();
+    let script = b"<html><script>fetch('/secret').then(r => r.text()).then(alert)</script></html>";
+    assert_eq!(put(&server, "/note.txt", script, &[]).0, 201);
+    assert_eq!(put(&server, "/page.html", b"<p>hi</p>", &[]).0, 201);
+    assert_eq!(put(&server, "/image.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", &[]).0, 201);
+    let by_hash = |path: &str| {
+        let (_, headers, _) = get(&server, path, &["-I"]);
+        let etag = header(&headers, "etag").expect("etag");
+        etag.trim_matches('"').to_owned()
+    };
+    let note = by_hash("/note.txt");
+    let page = by_hash("/page.html");
+    let cases = [
+        ("GET", "/page.html".to_owned()),
+        ("GET", "/image.svg".to_owned()),
+        ("GET", "/note.txt".to_owned()),
+        ("GET", "/".to_owned()),
+        ("GET", "/missing".to_owned()),
+        ("PROPFIND", "/".to_owned()),
+        ("OPTIONS", "/".to_owned()),
+        ("GET", format!("/.tsmfs/by-hash/{note}/x.html")),
+    ];
+    for (method, path) in &cases {
+        let (_, headers, _) = curl(&["-X", method, &server.url(path)], None);
+        assert_eq!(header(&headers, "x-content-type-options").as_deref(), Some("nosniff"), "{method} {path}");
+        assert_eq!(
+            header(&headers, "content-security-policy").as_deref(),
+            Some("sandbox"),
+            "{method} {path}"
+        );
+    }
+    let content_type = |path: &str| header(&get(&server, path, &[]).1, "content-type");
+    assert_eq!(
+        content_type(&format!("/.tsmfs/by-hash/{note}/x.html")).as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        content_type(&format!("/.tsmfs/by-hash/{note}/x.svg")).as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(content_type(&format!("/.tsmfs/by-hash/{note}/x.txt")).as_deref(), Some("text/plain"));
+    assert_eq!(content_type(&format!("/.tsmfs/by-hash/{page}/other.html")).as_deref(), Some("text/html"));
+    // The same bytes given an HTML name in the tree may be served as HTML.
+    assert_eq!(put(&server, "/now-a-page.html", script, &[]).0, 201);
+    assert_eq!(content_type(&format!("/.tsmfs/by-hash/{note}/x.html")).as_deref(), Some("text/html"));
+
+    server.stop();
+    let server = TestServer::start_with(&server.data.clone(), &["--trusted-content"]);
+    let (_, headers, _) = get(&server, "/page.html", &[]);
+    assert_eq!(header(&headers, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(header(&headers, "content-security-policy"), None, "a trusted site runs its scripts");
+}

@@ -242,6 +242,12 @@ struct HttpFlags {
     /// machine (DNS rebinding): 421 for any other name.
     #[arg(long = "host", value_name = "NAME")]
     host_names: Vec<String>,
+    /// The tree is a trusted site: let its HTML and SVG run scripts on
+    /// the server's origin. By default every response carries
+    /// `Content-Security-Policy: sandbox`, so that what one user uploads
+    /// cannot act with another viewer's credentials.
+    #[arg(long)]
+    trusted_content: bool,
 }
 
 impl HttpFlags {
@@ -276,7 +282,13 @@ impl HttpFlags {
                 "tsmfs: warning: passwords cross the network in clear text (HTTP Basic without TLS: give --tls-cert and --tls-key)"
             );
         }
-        Ok(tsmfs::http::ServerOptions { cache_policy, users, tls, host_names: self.host_names.clone() })
+        Ok(tsmfs::http::ServerOptions {
+            cache_policy,
+            users,
+            tls,
+            host_names: self.host_names.clone(),
+            trusted_content: self.trusted_content,
+        })
     }
 }
 

@@ -539,6 +539,11 @@ impl Fs {
         Ok(record.filter(|r| r.refcount > 0).map(|r| r.size))
     }
 
+    /// Up to `limit` names the tree gives to files whose content is `id`.
+    pub fn names_of_content(&self, id: &ContentId, limit: usize) -> FsResult<Vec<Vec<u8>>> {
+        Ok(self.meta.read(|db| db.names_of_content(id, limit))?)
+    }
+
     /// The stored variant `encoding` (e.g. `br`) of content `id`, if any.
     pub fn variant(&self, id: &ContentId, encoding: &str) -> FsResult<Option<Vec<u8>>> {
         Ok(self.store.read_variant(id, encoding)?)

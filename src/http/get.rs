@@ -40,6 +40,9 @@ pub(super) enum Get {
 /// `/<name>`, which only sets the Content-Type) serves that content.
 pub(super) const BY_HASH: &[u8] = b"/.tsmfs/by-hash/";
 
+/// Names of a content looked at to type a by-hash URL.
+const NAMES_FOR_TYPE: usize = 32;
+
 /// What a by-hash URL may be cached for: a year, unchanged.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -60,12 +63,21 @@ async fn by_hash(
     });
     let Some(id) = id else { return status(StatusCode::NOT_FOUND) };
     let fs = assets.fs().clone();
-    let size = match blocking(move || fs.content_size(&id)).await {
-        Ok(Some(size)) => size,
+    let found = blocking(move || {
+        let Some(size) = fs.content_size(&id)? else { return Ok(None) };
+        Ok(Some((size, fs.names_of_content(&id, NAMES_FOR_TYPE)?)))
+    });
+    let (size, names) = match found.await {
+        Ok(Some(found)) => found,
         Ok(None) => return status(StatusCode::NOT_FOUND),
         Err(e) => return failed(&e),
     };
-    let Some(asset) = super::assets::Asset::of_content(id, size, name) else {
+    // The URL's name sets the type only if the tree gives the content a
+    // name of that type: stored bytes are never typed as HTML (or
+    // anything else) just because a URL says so.
+    let wanted = super::assets::content_type(name);
+    let typed = names.iter().any(|tree_name| super::assets::content_type(tree_name) == wanted);
+    let Some(asset) = super::assets::Asset::of_content(id, size, if typed { name } else { b"" }) else {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     };
     match send(shared, req, &asset, HeaderValue::from_static(IMMUTABLE)).await {
@@ -476,7 +488,7 @@ mod tests {
             some(vec![(0, 3), (8, 9)]),
             "overlapping ones merge"
         );
-        let overlapping = format!("bytes={}", vec!["0-5"; 2].join(","));
+        let overlapping = format!("bytes={}", ["0-5"; 2].join(","));
         assert_eq!(parse_ranges(&overlapping, 10), Ranges::Whole, "12 bytes asked of 10");
         assert_eq!(parse_ranges("bytes=0-,0-", 10), Ranges::Whole);
     }

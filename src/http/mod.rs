@@ -370,6 +370,18 @@ async fn answer_even_if_panicking(
     }
 }
 
+/// Headers that keep what users stored from acting on the server's
+/// origin: browsers take the type we send (no sniffing a .txt into HTML),
+/// and, unless the tree is a trusted site, run no script or form of it
+/// and give it no access to the origin's cookies, credentials or storage
+/// (CSP sandbox, an opaque origin).
+fn inert(headers: &mut http::HeaderMap, sandboxed: bool) {
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if sandboxed {
+        headers.insert(http::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    }
+}
+
 fn boxed(response: http::Response<Body>) -> http::Response<ResponseBody> {
     response.map(|body| body.boxed_unsync())
 }
@@ -430,6 +442,9 @@ pub struct ServerOptions {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Host names answered besides the listen address and `localhost`.
     pub host_names: Vec<String>,
+    /// Serve HTML, SVG and the like as an ordinary site, without
+    /// `Content-Security-Policy: sandbox`.
+    pub trusted_content: bool,
 }
 
 /// Counters of a server (for tests and monitoring).
@@ -511,7 +526,12 @@ impl Server {
                     let shared = self.shared.clone();
                     let service = service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(answer_even_if_panicking(handle(shared, req)).await) }
+                        async move {
+                            let sandboxed = !shared.options.trusted_content;
+                            let mut response = answer_even_if_panicking(handle(shared, req)).await;
+                            inert(response.headers_mut(), sandboxed);
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let builder = {
                         let mut builder = http1::Builder::new();

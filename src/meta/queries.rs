@@ -75,6 +75,8 @@ const INSERT_CONTENT: &str =
 const ADD_CONTENT_REFS: &str =
     "UPDATE contents SET refcount = refcount + ?3 WHERE lo = ?1 AND hi = ?2 RETURNING refcount";
 const DELETE_CONTENT: &str = "DELETE FROM contents WHERE lo = ?1 AND hi = ?2";
+const NAMES_OF_CONTENT: &str = "SELECT d.name FROM contents c JOIN inodes i ON i.content = c.id \
+     JOIN dirents d ON d.child = i.ino WHERE c.lo = ?1 AND c.hi = ?2 LIMIT ?3";
 const ADD_CHUNK_REFS: &str = "UPDATE contents SET chunk_refs = chunk_refs + ?3 WHERE lo = ?1 AND hi = ?2 RETURNING chunk_refs, refcount";
 const DELETE_CONTENT_IF_UNUSED: &str =
     "DELETE FROM contents WHERE lo = ?1 AND hi = ?2 AND refcount = 0 AND chunk_refs = 0";
@@ -598,6 +600,16 @@ impl<'c> Db<'c> {
             .prepare_cached(CONTENT_BY_ID)
             .and_then(|mut st| st.query_row(params![id.lo, id.hi as i64], content_from_row).optional())
             .map_err(MetaError::sql("read content"))
+    }
+
+    /// Up to `limit` names of files whose whole content is `id`.
+    pub fn names_of_content(&self, id: &ContentId, limit: usize) -> Result<Vec<Vec<u8>>, MetaError> {
+        self.conn
+            .prepare_cached(NAMES_OF_CONTENT)
+            .and_then(|mut st| {
+                st.query_map(params![id.lo, id.hi as i64, limit as i64], |row| row.get(0))?.collect()
+            })
+            .map_err(MetaError::sql("read names of a content"))
     }
 
     /// Record a newly published content with reference count 0.
