@@ -20,12 +20,17 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) fn new() -> TestServer {
+        TestServer::new_with(&[])
+    }
+
+    /// A server on a fresh data directory, with `extra` arguments.
+    pub(crate) fn new_with(extra: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let init =
             Command::new(env!("CARGO_BIN_EXE_tsmfs")).arg("init").arg(&data).output().expect("run init");
         assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
-        let mut server = TestServer::start(&data);
+        let mut server = TestServer::start_with(&data, extra);
         server._dir = Some(dir);
         server
     }
@@ -1127,4 +1132,107 @@ fn uploaded_content_is_inert_on_the_servers_origin() {
     let (_, headers, _) = get(&server, "/page.html", &[]);
     assert_eq!(header(&headers, "x-content-type-options").as_deref(), Some("nosniff"));
     assert_eq!(header(&headers, "content-security-policy"), None, "a trusted site runs its scripts");
+}
+
+/// curl as user and group 65534 (nobody): (status, body).
+fn curl_as_nobody(args: &[&str], body: Option<&[u8]>) -> (u16, Vec<u8>) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}"]).args(args).uid(65534).gid(65534);
+    if body.is_some() {
+        cmd.args(["--data-binary", "@-"]);
+    }
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
+            panic!("curl is needed for the WebDAV tests (scripts/test installs it): {e}")
+        });
+    if let Some(body) = body {
+        child.stdin.take().expect("stdin").write_all(body).expect("send body");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("curl");
+    assert!(out.status.success(), "curl {args:?} as nobody failed: {}", out.status);
+    let split = out.stdout.iter().rposition(|&b| b == b'\n').expect("status line");
+    let status = String::from_utf8_lossy(&out.stdout[split + 1..]).parse().expect("status");
+    (status, out.stdout[..split].to_vec())
+}
+
+/// A local user gets over HTTP what the mount gives them: the server
+/// (root) acts, for a loopback client, as the user who owns the client's
+/// socket, and checks that user against the tree's modes.
+#[test]
+fn a_local_user_gets_over_http_only_what_the_mount_gives_them() {
+    use tsmfs::fs::{Caller, Origin, SetAttr};
+    use tsmfs::id::Ino;
+    let test = crate::util::TestFs::new();
+    let root = Caller { uid: 0, gid: 0, origin: Origin::Cli };
+    let chmod = |ino, perm| {
+        test.fs.setattr(ino, &SetAttr { perm: Some(perm), ..SetAttr::default() }, &root).expect("chmod");
+    };
+    let secret = test.put(Ino::ROOT, "secret.txt", b"top secret: root only");
+    chmod(secret.ino, 0o600);
+    test.put(Ino::ROOT, "public.txt", b"for everyone");
+    let private = test.fs.mkdir(Ino::ROOT, b"private", 0o700, &root).expect("mkdir");
+    test.put(private.ino, "inner.txt", b"readable, behind a closed door");
+    let drop_box = test.fs.mkdir(Ino::ROOT, b"drop", 0o777, &root).expect("mkdir");
+    let tmp = test.fs.mkdir(Ino::ROOT, b"tmp", 0o1777, &root).expect("mkdir");
+    let victim = test.put(tmp.ino, "victim.txt", b"root's, in a sticky directory");
+    chmod(victim.ino, 0o666);
+    let suid = test.put(drop_box.ino, "tool", b"#!/bin/sh\n");
+    chmod(suid.ino, 0o6777);
+    let data = test.data();
+    let crate::util::TestFs { fs, dir: _dir } = test;
+    drop(fs);
+
+    let server = TestServer::start_on(&data);
+    let url = |path: &str| server.url(path);
+    let nobody = |args: &[&str]| curl_as_nobody(args, None);
+    // Reads.
+    assert_eq!(nobody(&[&url("/secret.txt")]).0, 403, "root's mode-600 file");
+    assert_eq!(nobody(&[&url("/public.txt")]), (200, b"for everyone".to_vec()));
+    assert_eq!(nobody(&[&url("/private/inner.txt")]).0, 403, "no search permission on private/");
+    assert_eq!(nobody(&["-X", "PROPFIND", "-H", "Depth: 1", &url("/private/")]).0, 403);
+    let secret_tag = sha1_id(b"top secret: root only").etag();
+    let secret_tag = secret_tag.trim_matches('"');
+    assert_eq!(nobody(&[&url(&format!("/.tsmfs/by-hash/{secret_tag}"))]).0, 404, "not by its hash either");
+    let (status, listing) = nobody(&["-X", "PROPFIND", "-H", "Depth: 1", &url("/")]);
+    let listing = String::from_utf8_lossy(&listing);
+    assert_eq!(status, 207);
+    assert!(listing.contains("secret.txt"), "names are listed, as ls shows them");
+    assert!(!listing.contains(secret_tag), "but not the content id of an unreadable file");
+    // Writes.
+    assert_eq!(curl_as_nobody(&["-X", "PUT", &url("/public.txt")], Some(b"defaced")).0, 403);
+    assert_eq!(curl_as_nobody(&["-X", "PUT", &url("/new.txt")], Some(b"x")).0, 403, "the root is 0755");
+    assert_eq!(nobody(&["-X", "MKCOL", &url("/newdir")]).0, 403);
+    assert_eq!(nobody(&["-X", "DELETE", &url("/public.txt")]).0, 403);
+    assert_eq!(nobody(&["-X", "DELETE", &url("/tmp/victim.txt")]).0, 403, "sticky: not nobody's");
+    let to_root = format!("Destination: {}", url("/moved.txt"));
+    assert_eq!(nobody(&["-X", "MOVE", "-H", &to_root, &url("/public.txt")]).0, 403);
+    assert_eq!(nobody(&["-X", "COPY", "-H", &to_root, &url("/public.txt")]).0, 403);
+    let lockinfo = b"<?xml version=\"1.0\"?><D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>";
+    assert_eq!(curl_as_nobody(&["-X", "LOCK", &url("/public.txt")], Some(lockinfo)).0, 403);
+    // What nobody may do, it may, and what it creates is its own.
+    assert_eq!(curl_as_nobody(&["-X", "PUT", &url("/drop/mine.txt")], Some(b"mine")).0, 201);
+    assert_eq!(
+        curl_as_nobody(&["-X", "PUT", &url("/tmp/victim.txt")], Some(b"rewritten")).0,
+        204,
+        "mode 666"
+    );
+    assert_eq!(curl_as_nobody(&["-X", "PUT", &url("/drop/tool")], Some(b"#!/bin/sh\necho\n")).0, 204);
+    assert_eq!(nobody(&["-X", "MKCOL", &url("/drop/sub")]).0, 201);
+    let to_drop = format!("Destination: {}", url("/drop/copy.txt"));
+    assert_eq!(nobody(&["-X", "COPY", "-H", &to_drop, &url("/public.txt")]).0, 201);
+    // Root, over the same loopback, is not held back.
+    assert_eq!(get(&server, "/secret.txt", &[]).2, b"top secret: root only");
+    drop(server);
+
+    let fs = tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions::default()).expect("open");
+    let drop_box = fs.resolve(b"drop").expect("drop");
+    for name in [&b"mine.txt"[..], b"sub", b"copy.txt"] {
+        let made = fs.lookup(drop_box.ino, name).expect("made by nobody");
+        assert_eq!((made.uid, made.gid), (65534, 65534), "{}", String::from_utf8_lossy(name));
+    }
+    let tool = fs.lookup(drop_box.ino, b"tool").expect("tool");
+    assert_eq!(tool.perm, 0o0777, "a write by another user than root drops setuid and setgid");
+    assert_eq!(fs.resolve(b"public.txt").map(|a| a.size).ok(), Some(12), "unchanged");
 }

@@ -248,7 +248,9 @@ impl Drop for DavfsMount {
 
 #[test]
 fn davfs2_mounts_writes_and_reads_back() {
-    let server = TestServer::new();
+    // mount.davfs talks to the server as its own system user (davfs2),
+    // for every user of its mount; here they are root.
+    let server = TestServer::new_with(&["--anonymous-uid", "0"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let first = noise(200_000, 7);
     assert_eq!(

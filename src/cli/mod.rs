@@ -248,6 +248,15 @@ struct HttpFlags {
     /// cannot act with another viewer's credentials.
     #[arg(long)]
     trusted_content: bool,
+    /// Requests without credentials act as this user (default: over
+    /// loopback, the local user whose program made the connection; from
+    /// elsewhere, the server's own user). Permissions are checked as the
+    /// mount checks them.
+    #[arg(long, value_name = "UID")]
+    anonymous_uid: Option<u32>,
+    /// The group of --anonymous-uid (default: that user's primary group).
+    #[arg(long, value_name = "GID", requires = "anonymous_uid")]
+    anonymous_gid: Option<u32>,
 }
 
 impl HttpFlags {
@@ -288,6 +297,11 @@ impl HttpFlags {
             tls,
             host_names: self.host_names.clone(),
             trusted_content: self.trusted_content,
+            identity: tsmfs::http::IdentityPolicy {
+                anonymous: self.anonymous_uid.map(|uid| {
+                    (uid, self.anonymous_gid.unwrap_or_else(|| tsmfs::fs::Identity::of_user(uid).gid))
+                }),
+            },
         })
     }
 }

@@ -32,6 +32,9 @@ pub enum FsError {
     /// The operation is not permitted on this object.
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
+    /// The mode bits do not grant the caller this access.
+    #[error("permission denied")]
+    AccessDenied,
     /// The handle is unknown or not open for this kind of access.
     #[error("bad file handle")]
     BadHandle,

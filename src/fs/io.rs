@@ -539,9 +539,10 @@ impl Fs {
         Ok(record.filter(|r| r.refcount > 0).map(|r| r.size))
     }
 
-    /// Up to `limit` names the tree gives to files whose content is `id`.
-    pub fn names_of_content(&self, id: &ContentId, limit: usize) -> FsResult<Vec<Vec<u8>>> {
-        Ok(self.meta.read(|db| db.names_of_content(id, limit))?)
+    /// Up to `limit` files whose content is `id`, each with a name the
+    /// tree gives it.
+    pub fn holders_of_content(&self, id: &ContentId, limit: usize) -> FsResult<Vec<(Vec<u8>, Attr)>> {
+        Ok(self.meta.read(|db| db.holders_of_content(id, limit))?)
     }
 
     /// The stored variant `encoding` (e.g. `br`) of content `id`, if any.

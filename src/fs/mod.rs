@@ -11,6 +11,7 @@
 //! `default_permissions` (the kernel checks them) and WebDAV access is
 //! decided by the server's own authentication.
 
+mod access;
 mod check;
 mod commit;
 mod content;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use access::{Identity, Want};
 pub use check::{CheckReport, GcReport, Problem, ScrubReport};
 pub use error::{FsError, FsResult};
 pub use etag::ContentFile;

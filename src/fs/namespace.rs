@@ -2,7 +2,9 @@
 
 use std::borrow::Cow;
 
-use super::{Attr, Caller, ChangeOp, DeadProps, FileKind, Fs, FsError, FsResult, Tx, check_name};
+use super::{
+    Attr, Caller, ChangeOp, DeadProps, FileKind, Fs, FsError, FsResult, Identity, Tx, Want, check_name,
+};
 use crate::id::Ino;
 use crate::meta::{DirRow, NewInode};
 
@@ -41,7 +43,13 @@ impl Fs {
     /// symlinks. `.` and empty components are skipped; `..` is refused, so
     /// a path can never climb out of the tree.
     pub fn resolve(&self, path: &[u8]) -> FsResult<Attr> {
-        walk(path, self.getattr(Ino::ROOT)?, |dir, name| self.lookup(dir, name), None::<ReadLink>)
+        self.resolve_as(path, None)
+    }
+
+    /// [`Fs::resolve`] for `who` (`None`: unchecked), who needs search
+    /// permission on every directory walked through.
+    pub fn resolve_as(&self, path: &[u8], who: Option<&Identity>) -> FsResult<Attr> {
+        walk(path, self.getattr(Ino::ROOT)?, who, |dir, name| self.lookup(dir, name), None::<ReadLink>)
     }
 
     /// [`Fs::resolve`], following symlinks whose targets stay inside the
@@ -49,9 +57,15 @@ impl Fs {
     /// as what it names. A target that is absolute, or climbs above the
     /// root, names nothing here: NotFound. More than 40 links: Loop.
     pub fn resolve_following(&self, path: &[u8]) -> FsResult<Attr> {
+        self.resolve_following_as(path, None)
+    }
+
+    /// [`Fs::resolve_following`] for `who` (see [`Fs::resolve_as`]).
+    pub fn resolve_following_as(&self, path: &[u8], who: Option<&Identity>) -> FsResult<Attr> {
         walk(
             path,
             self.getattr(Ino::ROOT)?,
+            who,
             |dir, name| self.lookup(dir, name),
             Some(|link| self.readlink(link)),
         )
@@ -61,11 +75,17 @@ impl Fs {
     /// pending writes of open files are not applied, so size and content
     /// id agree. What HTTP serves: committed versions only.
     pub fn resolve_committed(&self, path: &[u8]) -> FsResult<Attr> {
+        self.resolve_committed_as(path, None)
+    }
+
+    /// [`Fs::resolve_committed`] for `who` (see [`Fs::resolve_as`]).
+    pub fn resolve_committed_as(&self, path: &[u8], who: Option<&Identity>) -> FsResult<Attr> {
         self.meta.read(|db| {
             let root = db.inode(Ino::ROOT)?.ok_or(FsError::NotFound)?;
             walk(
                 path,
                 root,
+                who,
                 |dir, name| {
                     if name.len() > super::NAME_MAX {
                         return Err(FsError::NameTooLong);
@@ -80,15 +100,28 @@ impl Fs {
     /// Resolve all but the last component of `path`: the parent directory
     /// and the final name.
     pub fn resolve_parent<'p>(&self, path: &'p [u8]) -> FsResult<(Attr, &'p [u8])> {
+        self.resolve_parent_as(path, None)
+    }
+
+    /// [`Fs::resolve_parent`] for `who`, who needs search permission on
+    /// the parent too (see [`Fs::resolve_as`]).
+    pub fn resolve_parent_as<'p>(
+        &self,
+        path: &'p [u8],
+        who: Option<&Identity>,
+    ) -> FsResult<(Attr, &'p [u8])> {
         let trimmed = trim_slashes(path);
         let (dir, name) = match trimmed.iter().rposition(|&b| b == b'/') {
             Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
             None => (&b""[..], trimmed),
         };
         check_name(name)?;
-        let parent = self.resolve(dir)?;
+        let parent = self.resolve_as(dir, who)?;
         if parent.kind != FileKind::Dir {
             return Err(FsError::NotDir);
+        }
+        if let Some(who) = who {
+            who.require(&parent, Want::SEARCH)?;
         }
         Ok((parent, name))
     }
@@ -406,6 +439,7 @@ impl Fs {
 fn walk(
     path: &[u8],
     root: Attr,
+    who: Option<&Identity>,
     mut step: impl FnMut(Ino, &[u8]) -> FsResult<Attr>,
     mut follow: Option<impl FnMut(Ino) -> FsResult<Vec<u8>>>,
 ) -> FsResult<Attr> {
@@ -435,6 +469,9 @@ fn walk(
                 return Err(FsError::NotFound); // above the root
             }
             continue;
+        }
+        if let Some(who) = who {
+            who.require(current, Want::SEARCH)?;
         }
         let next = step(current.ino, &part)?;
         let Some(target) = follow.as_mut().filter(|_| next.kind == FileKind::Symlink) else {

@@ -221,7 +221,7 @@ impl super::Tx<'_, '_> {
         }
         let created = existing.is_none();
         let mut inode = match existing {
-            Some(inode) => inode,
+            Some(inode) => Attr { perm: super::access::mode_after_write(caller.uid, inode.perm), ..inode },
             None => {
                 let ino = self.new_file(&dir, name, options.perm, caller)?;
                 self.db.inode(ino)?.ok_or(FsError::NotFound)?
@@ -301,7 +301,9 @@ impl Fs {
             let mut target = match existing {
                 Some(existing) if existing.kind != FileKind::File => return Err(FsError::IsDir),
                 Some(existing) if existing.ino == from.ino => return Ok(existing),
-                Some(existing) => existing,
+                Some(existing) => {
+                    Attr { perm: super::access::mode_after_write(caller.uid, existing.perm), ..existing }
+                }
                 None => {
                     let ino = tx.new_file(&dir, name, from.perm & 0o777, caller)?;
                     tx.db.inode(ino)?.ok_or(FsError::NotFound)?

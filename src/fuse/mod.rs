@@ -270,6 +270,7 @@ pub fn errno(err: &FsError) -> Errno {
         FsError::NameTooLong => libc::ENAMETOOLONG,
         FsError::Invalid(_) => libc::EINVAL,
         FsError::NotPermitted(_) => libc::EPERM,
+        FsError::AccessDenied => libc::EACCES,
         FsError::BadHandle => libc::EBADF,
         FsError::NoAttr => libc::ENODATA,
         FsError::Range => libc::ERANGE,

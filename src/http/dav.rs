@@ -21,7 +21,8 @@ use std::future::Future;
 use tokio::sync::mpsc;
 
 use crate::fs::{
-    Attr, Caller, FileKind, Fs, FsError, OpenFlags, Origin, PutOptions, RenameFlags, lock_key, system_time,
+    Attr, Caller, FileKind, Fs, FsError, Identity, OpenFlags, Origin, PutOptions, RenameFlags, Want,
+    lock_key, system_time,
 };
 use crate::id::{ContentId, Ino};
 
@@ -39,6 +40,9 @@ pub struct DavFs {
     put_guard: Option<PutGuard>,
     /// The COPY or MOVE this filesystem serves, if any (see [`Transfer`]).
     transfer: Option<Transfer>,
+    /// Whose permissions the request is checked against (`None`: the
+    /// server's own, unchecked).
+    who: Option<Arc<Identity>>,
 }
 
 /// One COPY or MOVE. A COPY's collections are made by `Fs::copy_dir`, so
@@ -147,34 +151,35 @@ impl PutGuard {
 }
 
 impl DavFs {
-    /// Serve `fs`.
-    pub fn new(fs: Arc<Fs>) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, transfer: None })
+    /// Serve `fs` to `who` (`None`: unchecked, as the server itself).
+    pub fn new(fs: Arc<Fs>, who: Option<Arc<Identity>>) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: None, transfer: None, who })
     }
 
     /// Serve `fs` for one request whose PUT commits only under `guard`.
-    pub fn guarded(fs: Arc<Fs>, guard: PutGuard) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: Some(guard), transfer: None })
+    pub fn guarded(fs: Arc<Fs>, who: Option<Arc<Identity>>, guard: PutGuard) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: Some(guard), transfer: None, who })
     }
 
     /// Serve `fs` for one COPY or MOVE request.
-    pub fn transferring(fs: Arc<Fs>, transfer: Transfer) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, transfer: Some(transfer) })
+    pub fn transferring(fs: Arc<Fs>, who: Option<Arc<Identity>>, transfer: Transfer) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: None, transfer: Some(transfer), who })
     }
 
-    fn caller() -> Caller {
-        Caller::process(Origin::WebDav)
+    /// Whom what the request creates belongs to.
+    fn caller(&self) -> Caller {
+        caller_for(self.who.as_deref())
     }
 
     /// The metadata of `path` as `resolve` finds it, off the async workers.
     fn meta_at<'a>(
         &self,
         path: &DavPath,
-        resolve: fn(&Fs, &[u8]) -> Result<Attr, FsError>,
+        resolve: Resolver,
     ) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        let (fs, path) = (self.fs.clone(), path_bytes(path));
+        let (fs, path, who) = (self.fs.clone(), path_bytes(path), self.who.clone());
         async move {
-            let attr = blocking(move || fs.with_content_id(resolve(&fs, &path)?)).await?;
+            let attr = blocking(move || fs.with_content_id(resolve(&fs, &path, who.as_deref())?)).await?;
             let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
             Ok(meta)
         }
@@ -186,16 +191,44 @@ impl DavFs {
     fn in_parent<'a, T: Send + 'static>(
         &self,
         path: &DavPath,
-        op: impl FnOnce(&Fs, Ino, &[u8]) -> Result<T, FsError> + Send + 'static,
+        op: impl FnOnce(&Fs, &Attr, &[u8]) -> Result<T, FsError> + Send + 'static,
     ) -> FsFuture<'a, T> {
-        let fs = self.fs.clone();
-        let path = path_bytes(path);
+        let (fs, path, who) = (self.fs.clone(), path_bytes(path), self.who.clone());
         blocking(move || {
-            let (parent, name) = fs.resolve_parent(&path)?;
-            op(&fs, parent.ino, name)
+            let (parent, name) = fs.resolve_parent_as(&path, who.as_deref())?;
+            op(&fs, &parent, name)
         })
         .boxed()
     }
+}
+
+/// A path lookup for an identity (`Fs::resolve_as` and the like).
+type Resolver = fn(&Fs, &[u8], Option<&Identity>) -> Result<Attr, FsError>;
+
+/// Whom what a request of `who` creates belongs to.
+pub(super) fn caller_for(who: Option<&Identity>) -> Caller {
+    match who {
+        Some(who) => Caller { uid: who.uid, gid: who.gid, origin: Origin::WebDav },
+        None => Caller::process(Origin::WebDav),
+    }
+}
+
+/// `who` may remove the entry `name` of `parent` (unlink, rmdir, or the
+/// source or replaced destination of a rename).
+fn require_removal(fs: &Fs, who: Option<&Identity>, parent: &Attr, name: &[u8]) -> Result<(), FsError> {
+    let Some(who) = who else { return Ok(()) };
+    let victim = fs.lookup(parent.ino, name)?;
+    who.require_removal(parent, &victim)
+}
+
+/// `who` may add an entry to `parent`.
+fn require_new_entry(who: Option<&Identity>, parent: &Attr) -> Result<(), FsError> {
+    who.map_or(Ok(()), |who| who.require(parent, Want::CHANGE_ENTRIES))
+}
+
+/// `who` may have `want` of `node`.
+fn require(who: Option<&Identity>, node: &Attr, want: Want) -> Result<(), FsError> {
+    who.map_or(Ok(()), |who| who.require(node, want))
 }
 
 /// The one place core errors become dav-server's (and so HTTP statuses).
@@ -207,7 +240,9 @@ fn dav_error(e: FsError) -> DavError {
         FsError::TooBig => DavError::TooLarge,
         // Invalid: the request names something it cannot apply to (a PUT
         // of the root, a move into its own subtree): refused, not failed.
-        FsError::ReadOnly | FsError::NotPermitted(_) | FsError::Invalid(_) => DavError::Forbidden,
+        FsError::ReadOnly | FsError::NotPermitted(_) | FsError::AccessDenied | FsError::Invalid(_) => {
+            DavError::Forbidden
+        }
         FsError::Loop => DavError::LoopDetected,
         FsError::Unsupported(_) => DavError::NotImplemented,
         // The service turns this into 412 (see `PutGuard`).
@@ -221,6 +256,23 @@ fn dav_error(e: FsError) -> DavError {
             tracing::warn!("webdav: {e}");
             DavError::GeneralFailure
         }
+    }
+}
+
+/// The status dav-server answers for a core error (see [`dav_error`]),
+/// for the requests we answer ourselves.
+pub(super) fn status_of(e: FsError) -> StatusCode {
+    match dav_error(e) {
+        DavError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        DavError::Exists => StatusCode::METHOD_NOT_ALLOWED,
+        DavError::NotFound => StatusCode::NOT_FOUND,
+        DavError::Forbidden => StatusCode::FORBIDDEN,
+        DavError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        DavError::LoopDetected => StatusCode::LOOP_DETECTED,
+        DavError::PathTooLong => StatusCode::URI_TOO_LONG,
+        DavError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        DavError::IsRemote => StatusCode::BAD_GATEWAY,
+        DavError::GeneralFailure => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -305,14 +357,16 @@ impl DavFileSystem for DavFs {
         async move {
             let fs = self.fs.clone();
             let path = path_bytes(path);
+            let who = self.who.clone();
             if options.write {
-                return open_for_put(fs, path, options, self.put_guard.clone()).await;
+                return open_for_put(fs, path, options, self.put_guard.clone(), who).await;
             }
             let (handle, attr) = blocking(move || {
-                let attr = fs.resolve_following(&path)?;
+                let attr = fs.resolve_following_as(&path, who.as_deref())?;
                 if attr.kind != FileKind::File {
                     return Err(FsError::IsDir);
                 }
+                require(who.as_deref(), &attr, Want::READ)?;
                 let opened = fs.open_file(attr.ino, OpenFlags { read: true, ..OpenFlags::default() })?;
                 Ok((opened.handle, fs.with_content_id(opened.attr)?))
             })
@@ -333,7 +387,15 @@ impl DavFileSystem for DavFs {
             let fs = self.fs.clone();
             let path = path_bytes(path);
             let dir_path = path.clone();
-            let dir = blocking(move || fs.resolve_following(&path)).await?;
+            let who = self.who.clone();
+            let dir = blocking(move || {
+                let dir = fs.resolve_following_as(&path, who.as_deref())?;
+                if dir.kind == FileKind::Dir {
+                    require(who.as_deref(), &dir, Want::READ)?;
+                }
+                Ok(dir)
+            })
+            .await?;
             if dir.kind != FileKind::Dir {
                 return Err(DavError::Forbidden);
             }
@@ -377,12 +439,12 @@ impl DavFileSystem for DavFs {
     }
 
     fn metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        self.meta_at(path, Fs::resolve_following)
+        self.meta_at(path, Fs::resolve_following_as)
     }
 
     /// The link itself, for what changes names (MOVE, DELETE).
     fn symlink_metadata<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, Box<dyn DavMetaData>> {
-        self.meta_at(path, Fs::resolve)
+        self.meta_at(path, Fs::resolve_as)
     }
 
     fn create_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
@@ -390,38 +452,65 @@ impl DavFileSystem for DavFs {
             Some(Transfer::Copy(roots)) => roots.source_of(path.as_bytes()),
             _ => None,
         };
+        let (caller, who) = (self.caller(), self.who.clone());
         self.in_parent(path, move |fs, parent, name| {
+            require_new_entry(who.as_deref(), parent)?;
             let made = match source {
-                Some(source) => fs.copy_dir(fs.resolve(&source)?.ino, parent, name, &Self::caller()),
-                None => fs.mkdir(parent, name, 0o755, &Self::caller()),
+                Some(source) => {
+                    let source = fs.resolve_as(&source, who.as_deref())?;
+                    require(who.as_deref(), &source, Want::READ)?;
+                    fs.copy_dir(source.ino, parent.ino, name, &caller)
+                }
+                None => fs.mkdir(parent.ino, name, 0o755, &caller),
             };
             made.map(|_| ())
         })
     }
 
     fn remove_dir<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
-        self.in_parent(path, |fs, parent, name| fs.rmdir(parent, name, &Self::caller()))
+        let (caller, who) = (self.caller(), self.who.clone());
+        self.in_parent(path, move |fs, parent, name| {
+            require_removal(fs, who.as_deref(), parent, name)?;
+            fs.rmdir(parent.ino, name, &caller)
+        })
     }
 
     fn remove_file<'a>(&'a self, path: &'a DavPath) -> FsFuture<'a, ()> {
         // The transfer's destination: left to the transfer if it replaces
         // it in one commit.
         let transfer = self.transfer.clone().filter(|t| lock_key(&t.roots().to) == lock_key(path.as_bytes()));
+        let (caller, who) = (self.caller(), self.who.clone());
         self.in_parent(path, move |fs, parent, name| {
-            if transfer.is_some_and(|t| t.replaces(fs, parent, name)) {
+            require_removal(fs, who.as_deref(), parent, name)?;
+            if transfer.is_some_and(|t| t.replaces(fs, parent.ino, name)) {
                 return Ok(());
             }
-            fs.unlink(parent, name, &Self::caller())
+            fs.unlink(parent.ino, name, &caller)
         })
     }
 
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         let fs = self.fs.clone();
         let (from, to) = (path_bytes(from), path_bytes(to));
+        let (caller, who) = (self.caller(), self.who.clone());
         blocking(move || {
-            let (parent, name) = fs.resolve_parent(&from)?;
-            let (new_parent, new_name) = fs.resolve_parent(&to)?;
-            fs.rename(parent.ino, name, new_parent.ino, new_name, RenameFlags::default(), &Self::caller())
+            let who = who.as_deref();
+            let (parent, name) = fs.resolve_parent_as(&from, who)?;
+            let (new_parent, new_name) = fs.resolve_parent_as(&to, who)?;
+            require_removal(&fs, who, &parent, name)?;
+            require_new_entry(who, &new_parent)?;
+            match fs.lookup(new_parent.ino, new_name) {
+                Ok(_) => require_removal(&fs, who, &new_parent, new_name)?,
+                Err(FsError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            // A directory that moves to another parent changes its own
+            // `..` entry.
+            let moved = fs.lookup(parent.ino, name)?;
+            if moved.kind == FileKind::Dir && parent.ino != new_parent.ino {
+                require(who, &moved, Want::WRITE)?;
+            }
+            fs.rename(parent.ino, name, new_parent.ino, new_name, RenameFlags::default(), &caller)
         })
         .boxed()
     }
@@ -430,9 +519,8 @@ impl DavFileSystem for DavFs {
         &'a self,
         path: &'a DavPath,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let fs = self.fs.clone();
-        let path = path_bytes(path);
-        blocking(move || fs.has_dead_props(fs.resolve_following(&path)?.ino))
+        let (fs, path, who) = (self.fs.clone(), path_bytes(path), self.who.clone());
+        blocking(move || fs.has_dead_props(fs.resolve_following_as(&path, who.as_deref())?.ino))
             .map(|r| r.unwrap_or(false))
             .boxed()
     }
@@ -451,9 +539,11 @@ impl DavFileSystem for DavFs {
                     (clark_name(prop), if *set { Some(prop.xml.clone().unwrap_or_default()) } else { None })
                 })
                 .collect();
+            let (caller, who) = (self.caller(), self.who.clone());
             blocking(move || {
-                let ino = fs.resolve_following(&path)?.ino;
-                fs.patch_dead_props(ino, &changes, &Self::caller())
+                let node = fs.resolve_following_as(&path, who.as_deref())?;
+                require(who.as_deref(), &node, Want::WRITE)?;
+                fs.patch_dead_props(node.ino, &changes, &caller)
             })
             .await?;
             Ok(patch.into_iter().map(|(_, prop)| (StatusCode::OK, DavProp { xml: None, ..prop })).collect())
@@ -463,9 +553,8 @@ impl DavFileSystem for DavFs {
 
     fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
         async move {
-            let fs = self.fs.clone();
-            let path = path_bytes(path);
-            let props = blocking(move || fs.dead_props(fs.resolve_following(&path)?.ino)).await?;
+            let (fs, path, who) = (self.fs.clone(), path_bytes(path), self.who.clone());
+            let props = blocking(move || readable_dead_props(&fs, &path, who.as_deref())).await?;
             Ok(props
                 .into_iter()
                 .map(|(name, xml)| {
@@ -485,9 +574,8 @@ impl DavFileSystem for DavFs {
     fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
         async move {
             let wanted = clark_name(&prop);
-            let fs = self.fs.clone();
-            let path = path_bytes(path);
-            let props = blocking(move || fs.dead_props(fs.resolve_following(&path)?.ino)).await?;
+            let (fs, path, who) = (self.fs.clone(), path_bytes(path), self.who.clone());
+            let props = blocking(move || readable_dead_props(&fs, &path, who.as_deref())).await?;
             props.into_iter().find(|(name, _)| *name == wanted).map(|(_, xml)| xml).ok_or(DavError::NotFound)
         }
         .boxed()
@@ -497,13 +585,33 @@ impl DavFileSystem for DavFs {
     fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath) -> FsFuture<'a, ()> {
         let fs = self.fs.clone();
         let (from, to) = (path_bytes(from), path_bytes(to));
+        let (caller, who) = (self.caller(), self.who.clone());
         blocking(move || {
-            let source = fs.resolve_following(&from)?;
-            let (parent, name) = fs.resolve_parent(&to)?;
-            fs.copy_file(source.ino, parent.ino, name, &Self::caller()).map(|_| ())
+            let who = who.as_deref();
+            let source = fs.resolve_following_as(&from, who)?;
+            require(who, &source, Want::READ)?;
+            let (parent, name) = fs.resolve_parent_as(&to, who)?;
+            match fs.lookup(parent.ino, name) {
+                Ok(existing) => require(who, &existing, Want::WRITE)?,
+                Err(FsError::NotFound) => require_new_entry(who, &parent)?,
+                Err(e) => return Err(e),
+            }
+            fs.copy_file(source.ino, parent.ino, name, &caller).map(|_| ())
         })
         .boxed()
     }
+}
+
+/// The dead properties of `path`, which, like extended attributes on
+/// the mount, only those who may read the resource may read.
+fn readable_dead_props(
+    fs: &Fs,
+    path: &[u8],
+    who: Option<&Identity>,
+) -> Result<Vec<(String, Vec<u8>)>, FsError> {
+    let node = fs.resolve_following_as(path, who)?;
+    require(who, &node, Want::READ)?;
+    fs.dead_props(node.ino)
 }
 
 /// What the symlink `name` in directory `dir` (a path) names, when that
@@ -650,17 +758,21 @@ async fn open_for_put(
     path: Vec<u8>,
     options: OpenOptions,
     guard: Option<PutGuard>,
+    who: Option<Arc<Identity>>,
 ) -> DavResult<Box<dyn DavFile>> {
     let check_fs = fs.clone();
     let check_path = path.clone();
+    let caller = caller_for(who.as_deref());
     let (parent, name) = blocking(move || {
-        let (parent, name) = check_fs.resolve_parent(&check_path)?;
+        let who = who.as_deref();
+        let (parent, name) = check_fs.resolve_parent_as(&check_path, who)?;
         let name = name.to_vec();
         match check_fs.lookup(parent.ino, &name) {
             Ok(existing) if existing.kind != FileKind::File => Err(FsError::IsDir),
             Ok(_) if options.create_new => Err(FsError::Exists),
             Err(FsError::NotFound) if !options.create && !options.create_new => Err(FsError::NotFound),
-            Ok(_) | Err(FsError::NotFound) => Ok((parent, name)),
+            Ok(existing) => require(who, &existing, Want::WRITE).map(|()| (parent, name)),
+            Err(FsError::NotFound) => require_new_entry(who, &parent).map(|()| (parent, name)),
             Err(e) => Err(e),
         }
     })
@@ -669,10 +781,9 @@ async fn open_for_put(
     let committed = tokio::task::spawn_blocking(move || {
         let mut body = BodyReader { queue: receiver, current: Bytes::new(), finished: false };
         let Some(guard) = guard else {
-            return fs.put(parent.ino, &name, &mut body, PutOptions::default(), &DavFs::caller());
+            return fs.put(parent.ino, &name, &mut body, PutOptions::default(), &caller);
         };
-        let put =
-            fs.put_if(parent.ino, &name, &mut body, PutOptions::default(), &DavFs::caller(), &*guard.test);
+        let put = fs.put_if(parent.ino, &name, &mut body, PutOptions::default(), &caller, &*guard.test);
         if let Err(FsError::PreconditionFailed) = put {
             guard.failed.store(true, Ordering::Release);
         }

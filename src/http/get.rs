@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use super::assets::{Asset, Assets, Found, SMALL_CONTENT, blocking};
 use super::variants;
 use super::{ResponseBody, empty_body, full_body};
-use crate::fs::FsError;
+use crate::fs::{FsError, Identity, Want};
 
 /// Bytes per read of an object file while streaming a body.
 const PIECE: usize = 512 * 1024;
@@ -40,8 +40,9 @@ pub(super) enum Get {
 /// `/<name>`, which only sets the Content-Type) serves that content.
 pub(super) const BY_HASH: &[u8] = b"/.tsmfs/by-hash/";
 
-/// Names of a content looked at to type a by-hash URL.
-const NAMES_FOR_TYPE: usize = 32;
+/// Files holding a content looked at to type a by-hash URL and to see
+/// whether the client may read it.
+const HOLDERS_LOOKED_AT: usize = 32;
 
 /// What a by-hash URL may be cached for: a year, unchanged.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -49,6 +50,7 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Answer a by-hash request: `rest` is `<etag>` or `<etag>/<name>`.
 async fn by_hash(
     shared: &super::Shared,
+    who: Option<&Identity>,
     rest: &[u8],
     req: &Request<hyper::body::Incoming>,
 ) -> Response<ResponseBody> {
@@ -65,18 +67,25 @@ async fn by_hash(
     let fs = assets.fs().clone();
     let found = blocking(move || {
         let Some(size) = fs.content_size(&id)? else { return Ok(None) };
-        Ok(Some((size, fs.names_of_content(&id, NAMES_FOR_TYPE)?)))
+        Ok(Some((size, fs.holders_of_content(&id, HOLDERS_LOOKED_AT)?)))
     });
-    let (size, names) = match found.await {
+    let (size, holders) = match found.await {
         Ok(Some(found)) => found,
         Ok(None) => return status(StatusCode::NOT_FOUND),
         Err(e) => return failed(&e),
     };
+    // Only for who may read a file that holds it (by its mode); for
+    // anyone else it does not exist, so that a guess cannot be confirmed.
+    if let Some(who) = who
+        && !holders.iter().any(|(_, holder)| who.may(holder, Want::READ))
+    {
+        return status(StatusCode::NOT_FOUND);
+    }
     // The URL's name sets the type only if the tree gives the content a
     // name of that type: stored bytes are never typed as HTML (or
     // anything else) just because a URL says so.
     let wanted = super::assets::content_type(name);
-    let typed = names.iter().any(|tree_name| super::assets::content_type(tree_name) == wanted);
+    let typed = holders.iter().any(|(tree_name, _)| super::assets::content_type(tree_name) == wanted);
     let Some(asset) = super::assets::Asset::of_content(id, size, if typed { name } else { b"" }) else {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     };
@@ -127,13 +136,17 @@ pub(super) enum Source {
 }
 
 /// Answer a GET or HEAD of a path.
-pub(super) async fn get(shared: &super::Shared, req: Request<hyper::body::Incoming>) -> Get {
+pub(super) async fn get(
+    shared: &super::Shared,
+    who: Option<&Identity>,
+    req: Request<hyper::body::Incoming>,
+) -> Get {
     let (assets, policy) = (&shared.assets, &shared.options.cache_policy);
     let Some(path) = super::decoded_path(req.uri()) else {
         return Get::Done(status(StatusCode::BAD_REQUEST));
     };
     if let Some(rest) = path.strip_prefix(BY_HASH) {
-        return Get::Done(by_hash(shared, rest, &req).await);
+        return Get::Done(by_hash(shared, who, rest, &req).await);
     }
     let cache_control = policy.for_path(&path);
     // Twice at most: an object removed between the lookup and the open
@@ -145,6 +158,14 @@ pub(super) async fn get(shared: &super::Shared, req: Request<hyper::body::Incomi
             Ok(Found::Missing) => return Get::Done(status(StatusCode::NOT_FOUND)),
             Err(e) => return Get::Done(failed(&e)),
         };
+        if let Some(who) = who {
+            let (fs, path, who) = (assets.fs().clone(), path.clone(), who.clone());
+            let allowed =
+                blocking(move || who.require(&fs.resolve_committed_as(&path, Some(&who))?, Want::READ));
+            if let Err(e) = allowed.await {
+                return Get::Done(failed(&e));
+            }
+        }
         match send(shared, &req, &asset, cache_control.clone()).await {
             Ok(response) => return Get::Done(response),
             Err(FsError::NotFound) => assets.forget(&path),
@@ -176,6 +197,7 @@ pub(super) fn failed(e: &FsError) -> Response<ResponseBody> {
         // A name over 255 bytes cannot exist, so it is not found.
         FsError::NotFound | FsError::NotDir | FsError::NameTooLong => status(StatusCode::NOT_FOUND),
         FsError::Loop => status(StatusCode::LOOP_DETECTED),
+        FsError::AccessDenied | FsError::NotPermitted(_) => status(StatusCode::FORBIDDEN),
         e => {
             tracing::warn!("http: GET: {e}");
             status(StatusCode::INTERNAL_SERVER_ERROR)

@@ -5,6 +5,7 @@ pub mod auth;
 mod dav;
 mod get;
 pub mod host;
+mod identity;
 mod limits;
 mod locks;
 mod propfind;
@@ -28,9 +29,10 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::net::TcpListener;
 
 pub use dav::{DavFs, PutGuard, Transfer, TransferRoots};
+pub use identity::IdentityPolicy;
 pub use locks::SqlLocks;
 
-use crate::fs::{Attr, FileKind, Fs};
+use crate::fs::{Attr, FileKind, Fs, Identity};
 
 /// Every response body: dav-server's and our own streams.
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -230,6 +232,7 @@ fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
 /// dav-server as is.
 async fn handle(
     shared: Arc<Shared>,
+    who: Option<Arc<Identity>>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
     if !for_us(&shared.hosts, &req) {
@@ -252,10 +255,10 @@ async fn handle(
     }
     let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
     if limits::has_xml_body(req.method()) {
-        return xml_request(handler, fs, req).await;
+        return xml_request(handler, fs, who, req).await;
     }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
-        match get::get(&shared, req).await {
+        match get::get(&shared, who.as_deref(), req).await {
             get::Get::Done(response) => return response,
             get::Get::NotAFile(req) => req,
         }
@@ -273,15 +276,15 @@ async fn handle(
         if let Some(reason) = transfer.roots().overlap() {
             return limits::refusal(http::StatusCode::FORBIDDEN, reason);
         }
-        let fs = DavFs::transferring(fs, transfer);
+        let fs = DavFs::transferring(fs, who, transfer);
         return boxed(handler.handle_with(DavConfig::new().filesystem(fs), req).await);
     }
     let guard = if req.method() == http::Method::PUT { put_guard(req.headers()) } else { None };
     let Some(guard) = guard else {
-        return boxed(handler.handle(req).await);
+        return boxed(handler.handle_with(DavConfig::new().filesystem(DavFs::new(fs, who)), req).await);
     };
     let response =
-        handler.handle_with(DavConfig::new().filesystem(DavFs::guarded(fs, guard.clone())), req).await;
+        handler.handle_with(DavConfig::new().filesystem(DavFs::guarded(fs, who, guard.clone())), req).await;
     if guard.failed() {
         let mut failed = http::Response::new(empty_body());
         *failed.status_mut() = http::StatusCode::PRECONDITION_FAILED;
@@ -295,6 +298,7 @@ async fn handle(
 async fn xml_request(
     handler: DavHandler,
     fs: Arc<Fs>,
+    who: Option<Arc<Identity>>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
     let req = match limits::bounded_xml(req).await {
@@ -302,8 +306,9 @@ async fn xml_request(
         Err(refused) => return refused,
     };
     if propfind::is_propfind(req.method()) {
-        return propfind::propfind(fs, req).await;
+        return propfind::propfind(fs, who, req).await;
     }
+    let config = DavConfig::new().filesystem(DavFs::new(fs.clone(), who.clone()));
     if req.method().as_str() == "LOCK" {
         // dav-server's lock system can only answer "locked" (423); a lock
         // on a read-only tree is refused, as every other change is.
@@ -321,26 +326,49 @@ async fn xml_request(
             }
         }
         let path = decoded_path(req.uri());
-        let response = handler.handle(weak_if_none_match(req)).await;
+        // A lock keeps others from writing: only for who may write.
+        if let Some(path) = path.clone() {
+            let (checking, who) = (fs.clone(), who.clone());
+            let allowed =
+                tokio::task::spawn_blocking(move || may_write(&checking, &path, who.as_deref())).await;
+            match allowed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return get::status(dav::status_of(e)),
+                Err(_) => return limits::refusal(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+            }
+        }
+        let response = handler.handle_with(config, weak_if_none_match(req)).await;
         if response.status() == http::StatusCode::CREATED
             && let Some(path) = path
         {
             // RFC 4918, 7.3: a LOCK of an unmapped URL creates an empty
             // resource (dav-server only records the lock).
-            let created = tokio::task::spawn_blocking(move || create_empty(&fs, &path)).await;
+            let created = tokio::task::spawn_blocking(move || create_empty(&fs, &path, who.as_deref())).await;
             if let Ok(Err(e)) = created {
                 tracing::warn!("webdav: LOCK could not create its empty resource: {e}");
             }
         }
         return boxed(response);
     }
-    boxed(handler.handle(weak_if_none_match(req)).await)
+    boxed(handler.handle_with(config, weak_if_none_match(req)).await)
+}
+
+/// Whether `who` may write `path`: the file if it exists, else the
+/// directory it would be created in.
+fn may_write(fs: &Fs, path: &[u8], who: Option<&Identity>) -> Result<(), crate::fs::FsError> {
+    let Some(who) = who else { return Ok(()) };
+    let (parent, name) = fs.resolve_parent_as(path, Some(who))?;
+    match fs.lookup(parent.ino, name) {
+        Ok(existing) => who.require(&existing, crate::fs::Want::WRITE),
+        Err(crate::fs::FsError::NotFound) => who.require(&parent, crate::fs::Want::CHANGE_ENTRIES),
+        Err(e) => Err(e),
+    }
 }
 
 /// An empty file at `path`, unless something is there by now.
-fn create_empty(fs: &Fs, path: &[u8]) -> Result<(), crate::fs::FsError> {
+fn create_empty(fs: &Fs, path: &[u8], who: Option<&Identity>) -> Result<(), crate::fs::FsError> {
     let (parent, name) = fs.resolve_parent(path)?;
-    let caller = crate::fs::Caller::process(crate::fs::Origin::WebDav);
+    let caller = dav::caller_for(who);
     let absent = |current: Option<crate::id::ContentId>| current.is_none();
     match fs.put_if(
         parent.ino,
@@ -445,6 +473,8 @@ pub struct ServerOptions {
     /// Serve HTML, SVG and the like as an ordinary site, without
     /// `Content-Security-Policy: sandbox`.
     pub trusted_content: bool,
+    /// Whom requests act as (see [`IdentityPolicy`]).
+    pub identity: IdentityPolicy,
 }
 
 /// Counters of a server (for tests and monitoring).
@@ -482,7 +512,9 @@ impl Server {
     pub async fn bind(fs: Arc<Fs>, addr: SocketAddr, options: ServerOptions) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let handler = DavHandler::builder()
-            .filesystem(DavFs::new(fs.clone()))
+            // Every request gets its own filesystem, for its identity;
+            // this one, the least privileged, is never used.
+            .filesystem(DavFs::new(fs.clone(), Some(Arc::new(Identity::nobody()))))
             .locksystem(SqlLocks::new(fs.clone()))
             // Browsers get an HTML listing of a collection.
             .autoindex(true)
@@ -524,48 +556,49 @@ impl Server {
                         }
                     };
                     let shared = self.shared.clone();
-                    let service = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move {
-                            let sandboxed = !shared.options.trusted_content;
-                            let mut response = answer_even_if_panicking(handle(shared, req)).await;
-                            inert(response.headers_mut(), sandboxed);
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
+                    let local = stream.local_addr().unwrap_or(peer);
                     let builder = {
                         let mut builder = http1::Builder::new();
                         builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits::HEAD_TIMEOUT);
                         builder
                     };
-                    match self.tls.clone() {
-                        None => {
-                            let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                            tokio::spawn(async move {
-                                if let Err(e) = connection.await {
-                                    tracing::debug!("webdav: connection from {peer}: {e}");
-                                }
-                            });
+                    let tls = self.tls.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let (policy, authenticated) = (shared.options.identity.clone(), shared.options.users.is_some());
+                        let who = tokio::task::spawn_blocking(move || policy.of_connection(peer, local, authenticated))
+                            .await
+                            .unwrap_or_else(|_| Some(Arc::new(Identity::nobody())));
+                        let service = service_fn(move |req| {
+                            let (shared, who) = (shared.clone(), who.clone());
+                            async move {
+                                let sandboxed = !shared.options.trusted_content;
+                                let mut response = answer_even_if_panicking(handle(shared, who, req)).await;
+                                inert(response.headers_mut(), sandboxed);
+                                Ok::<_, Infallible>(response)
+                            }
+                        });
+                        let Some(acceptor) = tls else {
+                            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                            if let Err(e) = connection.await {
+                                tracing::debug!("webdav: connection from {peer}: {e}");
+                            }
+                            return;
+                        };
+                        // The handshake runs in the connection's task,
+                        // within the header timeout, so a silent client
+                        // holds nothing but its own task.
+                        let handshake = tokio::time::timeout(limits::HEAD_TIMEOUT, acceptor.accept(stream));
+                        let stream = match handshake.await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => return tracing::debug!("webdav: TLS handshake with {peer}: {e}"),
+                            Err(_) => return tracing::debug!("webdav: TLS handshake with {peer} timed out"),
+                        };
+                        let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                        if let Err(e) = connection.await {
+                            tracing::debug!("webdav: connection from {peer}: {e}");
                         }
-                        Some(acceptor) => {
-                            // The handshake runs in the connection's task,
-                            // within the header timeout, so a silent client
-                            // holds nothing but its own task.
-                            let watcher = graceful.watcher();
-                            tokio::spawn(async move {
-                                let handshake = tokio::time::timeout(limits::HEAD_TIMEOUT, acceptor.accept(stream));
-                                let stream = match handshake.await {
-                                    Ok(Ok(stream)) => stream,
-                                    Ok(Err(e)) => return tracing::debug!("webdav: TLS handshake with {peer}: {e}"),
-                                    Err(_) => return tracing::debug!("webdav: TLS handshake with {peer} timed out"),
-                                };
-                                let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                                if let Err(e) = connection.await {
-                                    tracing::debug!("webdav: connection from {peer}: {e}");
-                                }
-                            });
-                        }
-                    }
+                    });
                 }
                 () = &mut shutdown => break,
             }

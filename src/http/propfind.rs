@@ -15,7 +15,9 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::{ResponseBody, escape_xml, etag_of, url_path};
-use crate::fs::{Attr, DeadProps, FileKind, Fs, FsError, PathLock, lock_key, now_ns, system_time};
+use crate::fs::{
+    Attr, DeadProps, FileKind, Fs, FsError, Identity, PathLock, Want, lock_key, now_ns, system_time,
+};
 
 /// Entries per core call while listing.
 const PAGE: u32 = 1024;
@@ -125,6 +127,7 @@ struct Resource<'a> {
 /// Answer a PROPFIND.
 pub(super) async fn propfind(
     fs: Arc<Fs>,
+    who: Option<Arc<Identity>>,
     req: Request<http_body_util::Full<bytes::Bytes>>,
 ) -> Response<ResponseBody> {
     let depth = match req.headers().get("depth").map(HeaderValue::as_bytes) {
@@ -143,10 +146,15 @@ pub(super) async fn propfind(
     };
     let Some(query) = parse_query(&body) else { return status(StatusCode::BAD_REQUEST) };
 
-    let lookup_fs = fs.clone();
-    let lookup_path = path.clone();
+    let (lookup_fs, lookup_path, lookup_who) = (fs.clone(), path.clone(), who.clone());
     let target = match tokio::task::spawn_blocking(move || {
-        lookup_fs.with_content_id(lookup_fs.resolve_following(&lookup_path)?)
+        let who = lookup_who.as_deref();
+        let target = lookup_fs.resolve_following_as(&lookup_path, who)?;
+        // Listing a collection's members reads it.
+        if depth == 1 && target.kind == FileKind::Dir {
+            who.map_or(Ok(()), |who| who.require(&target, Want::READ))?;
+        }
+        Ok::<_, FsError>(target)
     })
     .await
     {
@@ -154,10 +162,7 @@ pub(super) async fn propfind(
         Ok(Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong)) => {
             return status(StatusCode::NOT_FOUND);
         }
-        Ok(Err(e)) => {
-            tracing::warn!("webdav: PROPFIND: {e}");
-            return status(StatusCode::INTERNAL_SERVER_ERROR);
-        }
+        Ok(Err(e)) => return status(super::dav::status_of(e)),
         Err(e) => {
             tracing::error!("webdav: PROPFIND: blocking task failed: {e}");
             return status(StatusCode::INTERNAL_SERVER_ERROR);
@@ -166,8 +171,13 @@ pub(super) async fn propfind(
 
     let (sender, receiver) = mpsc::channel(QUEUE);
     tokio::task::spawn_blocking(move || {
-        let listing =
-            Listing { fs: &fs, query: &query, sender: &sender, out: String::with_capacity(CHUNK * 2) };
+        let listing = Listing {
+            fs: &fs,
+            who: who.as_deref(),
+            query: &query,
+            sender: &sender,
+            out: String::with_capacity(CHUNK * 2),
+        };
         if let Err(e) = listing.run(&path, &target, depth) {
             tracing::warn!("webdav: PROPFIND listing ended early: {e}");
             // The status is sent already: break the body so the client
@@ -236,6 +246,8 @@ fn parse_query(body: &[u8]) -> Option<Query> {
 /// A response being written and sent in chunks.
 struct Listing<'a> {
     fs: &'a Fs,
+    /// Whose permissions decide what of each resource is shown.
+    who: Option<&'a Identity>,
     query: &'a Query,
     sender: &'a mpsc::Sender<std::io::Result<Bytes>>,
     out: String,
@@ -261,7 +273,13 @@ impl Listing<'_> {
         if target.kind == FileKind::Dir && !href.ends_with('/') {
             href.push('/');
         }
-        let dead = if self.query.needs_dead_props() { self.fs.dead_props(target.ino)? } else { Vec::new() };
+        let readable = self.readable(target);
+        let target = &self.shown(target.clone())?;
+        let dead = if self.query.needs_dead_props() && readable {
+            self.fs.dead_props(target.ino)?
+        } else {
+            Vec::new()
+        };
         let wants_locks = self.query.needs_locks();
         let covering = if wants_locks { self.fs.locks_covering(path)? } else { Vec::new() };
         let name = path.rsplit(|&b| b == b'/').find(|s| !s.is_empty()).unwrap_or(b"");
@@ -283,13 +301,21 @@ impl Listing<'_> {
                     let followed = (row.inode.kind == FileKind::Symlink)
                         .then(|| super::dav::followed_entry(self.fs, path, &row.name))
                         .flatten();
+                    let attr = followed.as_ref().unwrap_or(&row.inode);
+                    let readable = self.readable(attr);
                     let followed_dead = match &followed {
-                        Some(named) if self.query.needs_dead_props() => Some(self.fs.dead_props(named.ino)?),
+                        Some(named) if self.query.needs_dead_props() && readable => {
+                            Some(self.fs.dead_props(named.ino)?)
+                        }
                         _ => None,
                     };
-                    let (attr, dead) =
-                        (followed.as_ref().unwrap_or(&row.inode), followed_dead.as_ref().unwrap_or(dead));
-                    let attr = &self.fs.with_content_id(attr.clone())?;
+                    let hidden = Vec::new();
+                    let dead = match (&followed_dead, readable) {
+                        (Some(named), _) => named,
+                        (None, true) if followed.is_none() => dead,
+                        _ => &hidden,
+                    };
+                    let attr = &self.shown(attr.clone())?;
                     let mut child_href = href.clone();
                     child_href.push_str(&url_path(&row.name));
                     if attr.kind == FileKind::Dir {
@@ -309,6 +335,18 @@ impl Listing<'_> {
         }
         self.out.push_str("</D:multistatus>\n");
         self.send()
+    }
+
+    /// Whether the client may read `attr`: its content id (the ETag says
+    /// what the bytes are) and dead properties are shown only then, as the
+    /// mount shows extended attributes only to who may read the file.
+    fn readable(&self, attr: &Attr) -> bool {
+        self.who.is_none_or(|who| who.may(attr, Want::READ))
+    }
+
+    /// `attr` as the client may see it: with its content id if readable.
+    fn shown(&self, attr: Attr) -> Result<Attr, FsError> {
+        if self.readable(&attr) { self.fs.with_content_id(attr) } else { Ok(Attr { content: None, ..attr }) }
     }
 
     /// Send what is gathered.

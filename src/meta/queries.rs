@@ -75,8 +75,12 @@ const INSERT_CONTENT: &str =
 const ADD_CONTENT_REFS: &str =
     "UPDATE contents SET refcount = refcount + ?3 WHERE lo = ?1 AND hi = ?2 RETURNING refcount";
 const DELETE_CONTENT: &str = "DELETE FROM contents WHERE lo = ?1 AND hi = ?2";
-const NAMES_OF_CONTENT: &str = "SELECT d.name FROM contents c JOIN inodes i ON i.content = c.id \
-     JOIN dirents d ON d.child = i.ino WHERE c.lo = ?1 AND c.hi = ?2 LIMIT ?3";
+const HOLDERS_OF_CONTENT: &str = concat!(
+    "SELECT d.name, ",
+    inode_columns!(),
+    " FROM inodes i JOIN contents c ON c.id = i.content JOIN dirents d ON d.child = i.ino \
+     WHERE c.lo = +?1 AND c.hi = +?2 LIMIT ?3"
+);
 const ADD_CHUNK_REFS: &str = "UPDATE contents SET chunk_refs = chunk_refs + ?3 WHERE lo = ?1 AND hi = ?2 RETURNING chunk_refs, refcount";
 const DELETE_CONTENT_IF_UNUSED: &str =
     "DELETE FROM contents WHERE lo = ?1 AND hi = ?2 AND refcount = 0 AND chunk_refs = 0";
@@ -602,14 +606,21 @@ impl<'c> Db<'c> {
             .map_err(MetaError::sql("read content"))
     }
 
-    /// Up to `limit` names of files whose whole content is `id`.
-    pub fn names_of_content(&self, id: &ContentId, limit: usize) -> Result<Vec<Vec<u8>>, MetaError> {
+    /// Up to `limit` files whose whole content is `id`, each with a name.
+    pub fn holders_of_content(
+        &self,
+        id: &ContentId,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Inode)>, MetaError> {
         self.conn
-            .prepare_cached(NAMES_OF_CONTENT)
+            .prepare_cached(HOLDERS_OF_CONTENT)
             .and_then(|mut st| {
-                st.query_map(params![id.lo, id.hi as i64, limit as i64], |row| row.get(0))?.collect()
+                st.query_map(params![id.lo, id.hi as i64, limit as i64], |row| {
+                    Ok((row.get(0)?, inode_at(row, 1)?))
+                })?
+                .collect()
             })
-            .map_err(MetaError::sql("read names of a content"))
+            .map_err(MetaError::sql("read the holders of a content"))
     }
 
     /// Record a newly published content with reference count 0.
