@@ -309,6 +309,11 @@ fn symlinks_inside_the_tree_are_served_as_what_they_name() {
         assert_eq!(get(&agent, &served.url(path)).0, 404, "GET {path}");
     }
     assert_eq!(get(&agent, &served.url("/loop-a")).0, 508, "GET of a loop");
+    assert_eq!(
+        request(&agent, "PROPFIND", &served.url("/loop-a"), &[("Depth", "0")]).0,
+        508,
+        "PROPFIND of a loop"
+    );
 
     let (status, listing) = request(&agent, "PROPFIND", &served.url("/"), &[("Depth", "1")]);
     assert_eq!(status, 207);

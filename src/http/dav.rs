@@ -172,11 +172,7 @@ impl DavFs {
     }
 
     /// The metadata of `path` as `resolve` finds it, off the async workers.
-    fn meta_at<'a>(
-        &self,
-        path: &DavPath,
-        resolve: Resolver,
-    ) -> FsFuture<'a, Box<dyn DavMetaData>> {
+    fn meta_at<'a>(&self, path: &DavPath, resolve: Resolver) -> FsFuture<'a, Box<dyn DavMetaData>> {
         let (fs, path, who) = (self.fs.clone(), path_bytes(path), self.who.clone());
         async move {
             let attr = blocking(move || fs.with_content_id(resolve(&fs, &path, who.as_deref())?)).await?;
