@@ -34,8 +34,13 @@ struct Client {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
             .args(["webdav", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .arg(data)
             .stderr(Stdio::piped())
             .spawn()
@@ -457,4 +462,63 @@ fn locks_stop_at_the_limit_with_507() {
     assert!(matches!(fs.lock_path(&request("/d"), &caller), Err(FsError::LimitReached(_))));
     let _ = stop.send(());
     runtime.block_on(serving).expect("join").expect("serve");
+}
+
+/// A PUT head and the first bytes of a body that never comes whole.
+fn stalled_put(addr: &str, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n0123456789");
+    stream.write_all(head.as_bytes()).expect("send");
+    stream
+}
+
+/// The status of the answer on `stream`, read within `within`.
+fn status_within(stream: &mut TcpStream, within: Duration) -> Option<u16> {
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    String::from_utf8_lossy(&head).strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[test]
+fn a_body_that_stops_arriving_gets_408_and_leaves_nothing() {
+    let (_dir, data) = sandbox();
+    let mut server = Server::start_with(&data, &["--body-timeout", "1s"]);
+    let started = std::time::Instant::now();
+    let mut stream = stalled_put(&server.http.addr, "/stalled.bin");
+    assert_eq!(status_within(&mut stream, Duration::from_secs(10)), Some(408));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(server.http.request("GET", "/stalled.bin", &[], b""), Some(404), "nothing published");
+    let staging: Vec<_> = std::fs::read_dir(data.join("staging")).expect("staging").collect();
+    assert!(staging.is_empty(), "staging left behind: {staging:?}");
+    server.assert_healthy("a stalled body");
+    server.stop();
+}
+
+/// Hundreds of uploads that stall hold no thread: other requests, small
+/// uploads included, are answered at once; and a stop is not held up by
+/// them.
+#[test]
+fn stalled_uploads_starve_nothing_and_do_not_hold_up_a_stop() {
+    let (_dir, data) = sandbox();
+    let mut server = Server::start_with(&data, &["--body-timeout", "120s"]);
+    let stalled: Vec<TcpStream> =
+        (0..600).map(|i| stalled_put(&server.http.addr, &format!("/s{i}"))).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for (method, path, body) in
+        [("PUT", "/small.txt", &b"small"[..]), ("PROPFIND", "/", &b""[..]), ("GET", "/small.txt", &b""[..])]
+    {
+        let started = std::time::Instant::now();
+        let headers = if method == "PROPFIND" { vec!["Depth: 1".to_owned()] } else { vec![] };
+        let status = server.http.request(method, path, &headers, body);
+        assert!(matches!(status, Some(200..=299)), "{method} {path}: {status:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{method} {path} took {:?}", started.elapsed());
+    }
+    let started = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid touches no memory.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(20), "the stop took {:?}", started.elapsed());
+    drop(stalled);
 }

@@ -257,6 +257,10 @@ struct HttpFlags {
     /// The group of --anonymous-uid (default: that user's primary group).
     #[arg(long, value_name = "GID", requires = "anonymous_uid")]
     anonymous_gid: Option<u32>,
+    /// A request body that sends nothing for this long ends its request
+    /// (408); what it sent is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    body_timeout: humantime::Duration,
 }
 
 impl HttpFlags {
@@ -297,6 +301,7 @@ impl HttpFlags {
             tls,
             host_names: self.host_names.clone(),
             trusted_content: self.trusted_content,
+            body_timeout: Some(*self.body_timeout),
             identity: tsmfs::http::IdentityPolicy {
                 anonymous: self.anonymous_uid.map(|uid| {
                     (uid, self.anonymous_gid.unwrap_or_else(|| tsmfs::fs::Identity::of_user(uid).gid))

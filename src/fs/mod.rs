@@ -43,7 +43,7 @@ pub use etag::ContentFile;
 pub use events::{Change, ChangeOp, Origin};
 pub use io::{CopyOutcome, OpenFlags, Opened};
 pub use locks::{DEFAULT_LOCK_TIMEOUT_S, LockHolder, LockRequest, MAX_LOCKS, lock_key};
-pub use put::{Precondition, PutOptions, Staged, StagedPut};
+pub use put::{Precondition, PutOptions, Staged, StagedPut, Stager};
 
 pub use namespace::RenameFlags;
 pub use setattr::{ETAG_XATTR, SetAttr, TimeSet, XattrMode};

@@ -54,7 +54,23 @@ impl Fs {
         precondition: Option<Precondition<'_>>,
     ) -> FsResult<Attr> {
         super::check_name(name)?;
-        let mut staged = self.stage(reader)?;
+        let staged = self.stage(reader)?;
+        self.put_staged(parent, name, staged, options, caller, precondition)
+    }
+
+    /// Create or replace `parent/name` with bytes staged before (see
+    /// [`Stager`]), committed only if `precondition` (if any) holds, as in
+    /// [`Fs::put_if`].
+    pub fn put_staged(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mut staged: Staged,
+        options: PutOptions,
+        caller: &Caller,
+        precondition: Option<Precondition<'_>>,
+    ) -> FsResult<Attr> {
+        super::check_name(name)?;
         for _ in 0..16 {
             // A precondition needs the target's content id: computed
             // first if its last commit left it for later.
@@ -104,6 +120,12 @@ impl Fs {
         Ok(Staged { chunks: vec![Arc::new(chunk)], digest })
     }
 
+    /// A stager for a body that arrives in pieces.
+    pub fn stager(&self) -> FsResult<Stager> {
+        self.check_writable()?;
+        Ok(Stager { first: Vec::new(), run: None })
+    }
+
     /// A body that fits in one chunk.
     fn staged_whole(&self, bytes: Vec<u8>) -> Staged {
         let chunk = SealedChunk::in_memory(bytes);
@@ -136,6 +158,51 @@ impl Fs {
             self.after_content_commit(attr);
         }
         Ok(attrs)
+    }
+}
+
+/// A body staged piece by piece as it arrives (an HTTP upload), so that
+/// nothing waits on a thread between pieces. Small bodies stay in memory;
+/// a larger one becomes one object. Dropped unfinished, it leaves nothing.
+#[derive(Debug)]
+pub struct Stager {
+    first: Vec<u8>,
+    run: Option<crate::store::RunFile>,
+}
+
+impl Stager {
+    /// Append `bytes` (blocking: it may write to the staging file).
+    pub fn write(&mut self, fs: &Fs, bytes: &[u8]) -> FsResult<()> {
+        if let Some(run) = &mut self.run {
+            return Ok(run.append(bytes)?);
+        }
+        if self.first.len() + bytes.len() <= MEMORY_CHUNK_MAX {
+            self.first.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let mut run = fs.store.start_run()?;
+        run.append(&std::mem::take(&mut self.first))?;
+        run.append(bytes)?;
+        self.run = Some(run);
+        Ok(())
+    }
+
+    /// The bytes written, staged (blocking: it may finish hashing).
+    pub fn finish(self, fs: &Fs) -> FsResult<Staged> {
+        let Some(run) = self.run else { return Ok(fs.staged_whole(self.first)) };
+        let chunk = run.seal()?;
+        let digest = chunk.digest;
+        Ok(Staged { chunks: vec![Arc::new(chunk)], digest })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.run.as_ref().map_or(self.first.len() as u64, |run| run.len())
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -18,19 +18,18 @@ use dav_server::fs::{
 use futures_util::{FutureExt, StreamExt};
 use http::StatusCode;
 use std::future::Future;
-use tokio::sync::mpsc;
 
 use crate::fs::{
-    Attr, Caller, FileKind, Fs, FsError, Identity, OpenFlags, Origin, PutOptions, RenameFlags, Want,
-    lock_key, system_time,
+    Attr, Caller, FileKind, Fs, FsError, Identity, OpenFlags, Origin, Precondition, PutOptions, RenameFlags,
+    Stager, Want, lock_key, system_time,
 };
 use crate::id::{ContentId, Ino};
 
 /// Directory entries fetched per core call while listing.
 const LIST_BATCH: u32 = 1024;
-/// Request-body chunks buffered between the connection and the staging
-/// writer.
-const BODY_QUEUE: usize = 16;
+/// Bytes of a PUT body gathered before they are staged in one blocking
+/// call.
+const STAGE_PIECE: usize = 256 * 1024;
 
 /// The tree, as dav-server sees it.
 #[derive(Clone)]
@@ -693,51 +692,21 @@ impl DavFile for ReadFile {
     }
 }
 
-/// Body chunks from the connection to the staging writer. `End` marks a
-/// complete body: a queue closed without it means the client went away.
-enum BodyChunk {
-    Data(Bytes),
-    End,
-}
-
-/// Reads the queued body for the core's `put`, failing if the sender
-/// vanished before `End`.
-struct BodyReader {
-    queue: mpsc::Receiver<BodyChunk>,
-    current: Bytes,
-    finished: bool,
-}
-
-impl std::io::Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            if self.finished {
-                return Ok(0);
-            }
-            match self.queue.blocking_recv() {
-                Some(BodyChunk::Data(bytes)) => self.current = bytes,
-                Some(BodyChunk::End) => self.finished = true,
-                None => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "request body ended early",
-                    ));
-                }
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
-        Ok(n)
-    }
-}
-
-/// A PUT in progress: the body streams into staging on a blocking task;
-/// `flush` checks the byte count and waits for the atomic commit. Dropped
-/// without `flush` (client gone), nothing is published.
+/// A PUT in progress: the body is staged piece by piece as it arrives,
+/// each piece written on the blocking pool, so a client that stops
+/// sending holds no thread; `flush` checks the byte count and commits
+/// atomically. Dropped without `flush` (client gone, or silent too long),
+/// nothing is published and the staged bytes go.
 struct PutFile {
-    queue: Option<mpsc::Sender<BodyChunk>>,
-    committed: Option<tokio::task::JoinHandle<Result<Attr, FsError>>>,
+    fs: Arc<Fs>,
+    parent: Ino,
+    name: Vec<u8>,
+    caller: Caller,
+    guard: Option<PutGuard>,
+    /// `None` while a piece is being written, or once committed.
+    stager: Option<Stager>,
+    /// Received, not yet staged.
+    buffered: Vec<u8>,
     expected: Option<u64>,
     received: u64,
     attr: Option<Attr>,
@@ -759,35 +728,31 @@ async fn open_for_put(
     let check_fs = fs.clone();
     let check_path = path.clone();
     let caller = caller_for(who.as_deref());
-    let (parent, name) = blocking(move || {
+    let (parent, name, stager) = blocking(move || {
         let who = who.as_deref();
         let (parent, name) = check_fs.resolve_parent_as(&check_path, who)?;
         let name = name.to_vec();
         match check_fs.lookup(parent.ino, &name) {
-            Ok(existing) if existing.kind != FileKind::File => Err(FsError::IsDir),
-            Ok(_) if options.create_new => Err(FsError::Exists),
-            Err(FsError::NotFound) if !options.create && !options.create_new => Err(FsError::NotFound),
-            Ok(existing) => require(who, &existing, Want::WRITE).map(|()| (parent, name)),
-            Err(FsError::NotFound) => require_new_entry(who, &parent).map(|()| (parent, name)),
-            Err(e) => Err(e),
+            Ok(existing) if existing.kind != FileKind::File => return Err(FsError::IsDir),
+            Ok(_) if options.create_new => return Err(FsError::Exists),
+            Err(FsError::NotFound) if !options.create && !options.create_new => {
+                return Err(FsError::NotFound);
+            }
+            Ok(existing) => require(who, &existing, Want::WRITE)?,
+            Err(FsError::NotFound) => require_new_entry(who, &parent)?,
+            Err(e) => return Err(e),
         }
+        Ok((parent.ino, name, check_fs.stager()?))
     })
     .await?;
-    let (sender, receiver) = mpsc::channel(BODY_QUEUE);
-    let committed = tokio::task::spawn_blocking(move || {
-        let mut body = BodyReader { queue: receiver, current: Bytes::new(), finished: false };
-        let Some(guard) = guard else {
-            return fs.put(parent.ino, &name, &mut body, PutOptions::default(), &caller);
-        };
-        let put = fs.put_if(parent.ino, &name, &mut body, PutOptions::default(), &caller, &*guard.test);
-        if let Err(FsError::PreconditionFailed) = put {
-            guard.failed.store(true, Ordering::Release);
-        }
-        put
-    });
     let file: Box<dyn DavFile> = Box::new(PutFile {
-        queue: Some(sender),
-        committed: Some(committed),
+        fs,
+        parent,
+        name,
+        caller,
+        guard,
+        stager: Some(stager),
+        buffered: Vec::new(),
         expected: options.size,
         received: 0,
         attr: None,
@@ -798,11 +763,25 @@ async fn open_for_put(
 impl PutFile {
     async fn send(&mut self, bytes: Bytes) -> DavResult<()> {
         self.received += bytes.len() as u64;
-        let queue = self.queue.as_ref().ok_or(DavError::GeneralFailure)?;
-        if queue.send(BodyChunk::Data(bytes)).await.is_err() {
-            // The writer stopped: its error comes out of `flush`.
-            return Err(self.finish().await.err().unwrap_or(DavError::GeneralFailure));
+        self.buffered.extend_from_slice(&bytes);
+        if self.buffered.len() >= STAGE_PIECE {
+            self.stage_buffered().await?;
         }
+        Ok(())
+    }
+
+    /// Write what is buffered to the stager, off the async workers.
+    async fn stage_buffered(&mut self) -> DavResult<()> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let mut stager = self.stager.take().ok_or(DavError::GeneralFailure)?;
+        let (fs, piece) = (self.fs.clone(), std::mem::take(&mut self.buffered));
+        let (stager, piece) = blocking(move || stager.write(&fs, &piece).map(|()| (stager, piece))).await?;
+        self.stager = Some(stager);
+        // The buffer is used again for the next piece.
+        self.buffered = piece;
+        self.buffered.clear();
         Ok(())
     }
 
@@ -810,33 +789,29 @@ impl PutFile {
         if let Some(attr) = &self.attr {
             return Ok(attr.clone());
         }
-        let queue = self.queue.take();
-        let complete = self.expected.is_none_or(|n| n == self.received);
-        if let Some(queue) = queue
-            && complete
-        {
-            // Only a complete body gets its end marker; otherwise the
-            // writer sees the queue close early and publishes nothing.
-            let _ = queue.send(BodyChunk::End).await;
-        }
-        let committed = self.committed.take().ok_or(DavError::GeneralFailure)?;
-        let result = match committed.await {
-            Ok(result) => result.map_err(dav_error),
-            Err(_) => Err(DavError::GeneralFailure),
-        };
-        if !complete {
-            // The writer failed by itself (a full disk): that is the answer.
-            if let Err(failure) = result {
-                return Err(failure);
-            }
+        if self.expected.is_some_and(|n| n != self.received) {
             tracing::info!(
                 "webdav: PUT body had {} of {} bytes; nothing published",
                 self.received,
                 self.expected.unwrap_or(0)
             );
+            self.stager = None;
             return Err(DavError::GeneralFailure);
         }
-        let attr = result?;
+        self.stage_buffered().await?;
+        let stager = self.stager.take().ok_or(DavError::GeneralFailure)?;
+        let (fs, parent, name, caller, guard) =
+            (self.fs.clone(), self.parent, self.name.clone(), self.caller, self.guard.clone());
+        let attr = blocking(move || {
+            let staged = stager.finish(&fs)?;
+            let precondition = guard.as_ref().map(|guard| &*guard.test as Precondition<'_>);
+            let put = fs.put_staged(parent, &name, staged, PutOptions::default(), &caller, precondition);
+            if let (Some(guard), Err(FsError::PreconditionFailed)) = (&guard, &put) {
+                guard.failed.store(true, Ordering::Release);
+            }
+            put
+        })
+        .await?;
         self.attr = Some(attr.clone());
         Ok(attr)
     }

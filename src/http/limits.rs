@@ -15,6 +15,12 @@
 //!   end), an entity tag that is a lone `"` or `W/"` in `If-Match`,
 //!   `If-None-Match` or `If-Range` (sliced backwards).
 //! - Active locks: at most [`crate::fs::MAX_LOCKS`] by default (507, RFC 4918, 11.5).
+//! - A request body that sends nothing for [`BODY_IDLE_TIMEOUT`]
+//!   (`--body-timeout`) ends its request with 408; a PUT's staged bytes
+//!   are dropped. Uploads hold no thread while they wait for bytes, so
+//!   stalled ones cost memory for what they sent and nothing else.
+//! - Once asked to stop, the server gives requests in flight
+//!   [`SHUTDOWN_GRACE`], then drops the connections left.
 //! - PUT bodies are limited only by the disk (507 when it is full);
 //!   PROPFIND answers are streamed in pages with bounded memory, and an
 //!   infinite depth is refused (403), so their size needs no limit.
@@ -29,10 +35,42 @@ use super::ResponseBody;
 
 /// Time to receive the request line and headers.
 pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a request body may send nothing before its request ends (408).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time requests in flight get to finish once the server is asked to stop.
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// An XML request body (dav-server's own limit for them is the same).
 pub(super) const MAX_XML_BODY: usize = 64 * 1024;
 /// Nesting of an XML request body; real ones use five or six levels.
 pub(super) const MAX_XML_DEPTH: usize = 32;
+
+/// `req` with a body that fails if it sends nothing for `idle`; then
+/// `stalled` is set.
+pub(super) fn with_idle_timeout<B>(
+    req: Request<B>,
+    idle: Duration,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Request<impl hyper::body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    req.map(move |body| {
+        tower_http::timeout::TimeoutBody::new(idle, body).map_err(move |e| {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                stalled.store(true, std::sync::atomic::Ordering::Release);
+            }
+            std::io::Error::other(e)
+        })
+    })
+}
+
+/// The answer to a request whose body stopped arriving.
+pub(super) fn stalled_body() -> Response<ResponseBody> {
+    let mut response = refusal(StatusCode::REQUEST_TIMEOUT, "the request body stopped arriving");
+    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    response
+}
 
 /// Whether requests of `method` carry an XML body that gets parsed.
 pub(super) fn has_xml_body(method: &http::Method) -> bool {

@@ -253,10 +253,6 @@ async fn handle(
     if !limits::conditionals_are_safe(req.headers()) {
         return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed conditional header");
     }
-    let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
-    if limits::has_xml_body(req.method()) {
-        return xml_request(handler, fs, who, req).await;
-    }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         match get::get(&shared, who.as_deref(), req).await {
             get::Get::Done(response) => return response,
@@ -265,6 +261,30 @@ async fn handle(
     } else {
         req
     };
+    // A body that stops arriving ends its request with 408; what it sent
+    // is dropped, and it holds no thread meanwhile (see `dav::PutFile`).
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let req = limits::with_idle_timeout(req, shared.options.body_timeout(), stalled.clone());
+    let response = dispatch(&shared, who, req).await;
+    if stalled.load(std::sync::atomic::Ordering::Acquire) {
+        return limits::stalled_body();
+    }
+    response
+}
+
+/// A request with its body, past the checks every request gets.
+async fn dispatch<B>(
+    shared: &Shared,
+    who: Option<Arc<Identity>>,
+    req: http::Request<B>,
+) -> http::Response<ResponseBody>
+where
+    B: hyper::body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static,
+{
+    let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
+    if limits::has_xml_body(req.method()) {
+        return xml_request(handler, fs, who, req).await;
+    }
     let req = weak_if_none_match(req);
     if foreign_destination(&req) {
         return limits::refusal(http::StatusCode::BAD_GATEWAY, "the destination is on another server");
@@ -295,12 +315,15 @@ async fn handle(
 
 /// PROPFIND, PROPPATCH and LOCK: their XML bodies are read and checked
 /// against the limits first.
-async fn xml_request(
+async fn xml_request<B>(
     handler: DavHandler,
     fs: Arc<Fs>,
     who: Option<Arc<Identity>>,
-    req: http::Request<hyper::body::Incoming>,
-) -> http::Response<ResponseBody> {
+    req: http::Request<B>,
+) -> http::Response<ResponseBody>
+where
+    B: hyper::body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static,
+{
     let req = match limits::bounded_xml(req).await {
         Ok(req) => req,
         Err(refused) => return refused,
@@ -475,6 +498,15 @@ pub struct ServerOptions {
     pub trusted_content: bool,
     /// Whom requests act as (see [`IdentityPolicy`]).
     pub identity: IdentityPolicy,
+    /// How long a request body may send nothing before the request ends
+    /// with 408 (default [`limits::BODY_IDLE_TIMEOUT`]).
+    pub body_timeout: Option<std::time::Duration>,
+}
+
+impl ServerOptions {
+    fn body_timeout(&self) -> std::time::Duration {
+        self.body_timeout.unwrap_or(limits::BODY_IDLE_TIMEOUT)
+    }
 }
 
 /// Counters of a server (for tests and monitoring).
@@ -604,7 +636,15 @@ impl Server {
             }
         }
         drop(self.listener);
-        graceful.shutdown().await;
+        // Requests in flight get a grace period; connections still open
+        // after it (a client that never finishes a body, say) are dropped
+        // with the runtime, and their uploads publish nothing.
+        if tokio::time::timeout(limits::SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!(
+                "webdav: connections still open {} s after the stop was asked; closing them",
+                limits::SHUTDOWN_GRACE.as_secs()
+            );
+        }
         Ok(())
     }
 }
