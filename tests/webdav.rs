@@ -1236,3 +1236,66 @@ fn a_local_user_gets_over_http_only_what_the_mount_gives_them() {
     assert_eq!(tool.perm, 0o0777, "a write by another user than root drops setuid and setgid");
     assert_eq!(fs.resolve(b"public.txt").map(|a| a.size).ok(), Some(12), "unchanged");
 }
+
+/// PATCH as SabreDAV's partial update defines it (advertised in `DAV:`),
+/// and PUT with Content-Range: only the bytes sent change, in one commit.
+#[test]
+fn partial_updates_change_only_the_bytes_sent() {
+    let server = TestServer::new();
+    let patch = |path: &str, range: &str, body: &[u8]| {
+        let url = server.url(path);
+        let range = format!("X-Update-Range: {range}");
+        curl(
+            &["-X", "PATCH", "-H", "Content-Type: application/x-sabredav-partialupdate", "-H", &range, &url],
+            Some(body),
+        )
+        .0
+    };
+    // A small file, and one of 3 MiB (stored as extents, patched in place).
+    for size in [1000usize, 3 << 20] {
+        let path = format!("/f{size}");
+        let mut expected = crate::util::noise(size as u64, size);
+        assert_eq!(put(&server, &path, &expected, &[]).0, 201);
+        assert_eq!(patch(&path, "bytes=10-14", b"HELLO"), 204);
+        expected[10..15].copy_from_slice(b"HELLO");
+        assert_eq!(patch(&path, "append", b"TAIL"), 204);
+        expected.extend_from_slice(b"TAIL");
+        assert_eq!(patch(&path, "bytes=-4", b"tail"), 204, "the last 4 bytes");
+        let n = expected.len();
+        expected[n - 4..].copy_from_slice(b"tail");
+        let past = format!("bytes={}-", n + 6);
+        assert_eq!(patch(&path, &past, b"far"), 204, "past the end: zeros between");
+        expected.extend_from_slice(&[0; 6]);
+        expected.extend_from_slice(b"far");
+        let (status, headers, got) = get(&server, &path, &[]);
+        assert_eq!((status, got.len()), (200, expected.len()), "{path}");
+        assert!(got == expected, "{path}: other bytes");
+        assert_eq!(header(&headers, "etag"), Some(sha1_id(&expected).etag()), "{path}");
+        // Refused ones change nothing.
+        assert_eq!(patch(&path, "bytes=5-1", b"xx"), 416);
+        assert_eq!(patch(&path, "bytes=0-9", b"short"), 416, "range and length disagree");
+        let url = server.url(&path);
+        assert_eq!(curl(&["-X", "PATCH", "-H", "X-Update-Range: bytes=0-1", &url], Some(b"zz")).0, 415);
+        let stale = format!("If-Match: {}", sha1_id(b"an older version").etag());
+        let args = ["-X", "PATCH", "-H", "Content-Type: application/x-sabredav-partialupdate"];
+        let guarded = |condition: &str| {
+            let mut args = args.to_vec();
+            args.extend(["-H", "X-Update-Range: bytes=0-1", "-H", condition, url.as_str()]);
+            curl(&args, Some(b"if")).0
+        };
+        assert_eq!(guarded(&stale), 412, "a lost update is refused");
+        assert!(get(&server, &path, &[]).2 == expected, "{path}: refused patches changed it");
+        assert_eq!(guarded(&format!("If-Match: {}", sha1_id(&expected).etag())), 204);
+        expected[0..2].copy_from_slice(b"if");
+        // PUT with Content-Range writes a range too.
+        let (status, _) = put(&server, &path, b"RANGE", &["-H", "Content-Range: bytes 100-104/*"]);
+        assert!(status == 204 || status == 200, "{status}");
+        expected[100..105].copy_from_slice(b"RANGE");
+        assert!(get(&server, &path, &[]).2 == expected, "{path}: Content-Range");
+    }
+    // A missing file is created by an append, and by nothing else.
+    assert_eq!(patch("/missing", "bytes=10-10", b"x"), 416);
+    assert_eq!(get(&server, "/missing", &[]).0, 404);
+    assert_eq!(patch("/missing", "append", b"new"), 201);
+    assert_eq!(get(&server, "/missing", &[]).2, b"new");
+}

@@ -193,6 +193,74 @@ impl Fs {
     }
 }
 
+impl Fs {
+    /// Write `staged` into the regular file `ino` at `offset` (`None`: at
+    /// its end), growing it if it ends past the end (zeros between), as
+    /// one commit: readers see the file before or after, never part of the
+    /// write. Only the new bytes are stored; the rest of the file is left
+    /// as it is. A writer other than root clears setuid (and a
+    /// group-executable setgid), as a write on the mount does.
+    pub fn patch(
+        &self,
+        ino: Ino,
+        offset: Option<u64>,
+        staged: super::Staged,
+        caller: &super::Caller,
+    ) -> FsResult<Attr> {
+        self.check_writable()?;
+        let current = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+        if current.kind != super::FileKind::File {
+            return Err(FsError::IsDir);
+        }
+        let at = offset.unwrap_or(current.size);
+        let end = at
+            .checked_add(staged.size())
+            .filter(|end| *end <= super::io::MAX_FILE_SIZE)
+            .ok_or(FsError::TooBig)?;
+        let perm = super::access::mode_after_write(caller.uid, current.perm);
+        if perm != current.perm {
+            let change = super::SetAttr { perm: Some(perm), ..super::SetAttr::default() };
+            self.setattr(ino, &change, caller)?;
+        }
+        if staged.size() == 0 {
+            return self.getattr(ino);
+        }
+        if current.size.max(end) <= SMALL_FILE {
+            // A small file stays one chunk: rewritten whole, through a
+            // handle, in one write.
+            let mut bytes = vec![0u8; staged.size() as usize];
+            let mut filled = 0;
+            for chunk in &staged.chunks {
+                filled += chunk.read_at(0, &mut bytes[filled..filled + chunk.len() as usize])?;
+            }
+            if filled != bytes.len() {
+                return Err(FsError::Internal("a staged body is shorter than its record"));
+            }
+            let flags = super::OpenFlags { write: true, ..super::OpenFlags::default() };
+            let opened = self.open_file(ino, flags)?;
+            let written = self.write(opened.handle, at, &bytes[..filled]);
+            let released = self.release(opened.handle, caller.origin);
+            written?;
+            released?;
+            return self.getattr(ino);
+        }
+        let mut ranges = Vec::with_capacity(staged.chunks.len());
+        let mut off = at;
+        for chunk in staged.chunks {
+            let len = chunk.len();
+            ranges.push((off, Range::Chunk { chunk, chunk_off: 0, len }));
+            off += len;
+        }
+        let body = Body::Patch { cut: current.size, ranges };
+        let now = super::now_ns();
+        let size = current.size.max(end);
+        let committed =
+            self.commit_body(ino, body, size, now, now, caller.origin, (current.data_seq, None))?;
+        drop(committed);
+        self.getattr(ino)
+    }
+}
+
 impl Tx<'_, '_> {
     /// Lay `body` over the version it was written on, `base` (none: the
     /// body is whole), as `inode`'s change `seq`. Returns the new whole

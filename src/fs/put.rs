@@ -216,7 +216,7 @@ fn read_up_to(reader: &mut dyn std::io::Read, max: usize, source: &std::path::Pa
 /// Bytes hashed and staged as chunks, not yet part of the tree.
 #[derive(Debug)]
 pub struct Staged {
-    chunks: Vec<Arc<SealedChunk>>,
+    pub(super) chunks: Vec<Arc<SealedChunk>>,
     digest: ContentDigest,
 }
 

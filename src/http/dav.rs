@@ -174,8 +174,8 @@ impl DavFs {
     fn meta_at<'a>(&self, path: &DavPath, resolve: Resolver) -> FsFuture<'a, Box<dyn DavMetaData>> {
         let (fs, path, who) = (self.fs.clone(), path_bytes(path), self.who.clone());
         async move {
-            let attr = blocking(move || fs.with_content_id(resolve(&fs, &path, who.as_deref())?)).await?;
-            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+            let (ids, attr) = (fs.clone(), blocking(move || resolve(&fs, &path, who.as_deref())).await?);
+            let meta: Box<dyn DavMetaData> = Box::new(Meta::lazy(attr, ids));
             Ok(meta)
         }
         .boxed()
@@ -289,8 +289,23 @@ fn path_bytes(path: &DavPath) -> Vec<u8> {
 }
 
 /// Attributes of one inode, as dav-server's metadata.
-#[derive(Clone, Debug)]
-struct Meta(Attr);
+#[derive(Clone)]
+struct Meta(Attr, Option<Arc<Fs>>);
+
+impl fmt::Debug for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Meta").field(&self.0).finish()
+    }
+}
+
+impl Meta {
+    /// Metadata whose content id, if its commit left it for later, is
+    /// computed only when dav-server asks for the ETag (If headers): a
+    /// partial update of a large file does not hash it whole first.
+    fn lazy(attr: Attr, fs: Arc<Fs>) -> Meta {
+        Meta(attr, Some(fs))
+    }
+}
 
 impl DavMetaData for Meta {
     fn len(&self) -> u64 {
@@ -311,7 +326,19 @@ impl DavMetaData for Meta {
 
     /// [`super::etag_of`] without its quotes: dav-server adds them.
     fn etag(&self) -> Option<String> {
-        super::etag_of(&self.0).map(|tag| tag.trim_matches('"').to_owned())
+        let attr = match &self.1 {
+            Some(fs) if self.0.kind == FileKind::File && self.0.content.is_none() && self.0.size > 0 => {
+                match tokio::task::block_in_place(|| fs.with_content_id(self.0.clone())) {
+                    Ok(attr) => std::borrow::Cow::Owned(attr),
+                    Err(e) => {
+                        tracing::warn!("webdav: computing an ETag: {e}");
+                        return None;
+                    }
+                }
+            }
+            _ => std::borrow::Cow::Borrowed(&self.0),
+        };
+        super::etag_of(&attr).map(|tag| tag.trim_matches('"').to_owned())
     }
 
     fn accessed(&self) -> DavResult<SystemTime> {
@@ -342,7 +369,7 @@ impl DavDirEntry for Entry {
     }
 
     fn metadata(&self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(Meta(self.attr.clone()));
+        let meta: Box<dyn DavMetaData> = Box::new(Meta(self.attr.clone(), None));
         futures_util::future::ready(Ok(meta)).boxed()
     }
 }
@@ -353,6 +380,14 @@ impl DavFileSystem for DavFs {
             let fs = self.fs.clone();
             let path = path_bytes(path);
             let who = self.who.clone();
+            if options.write && !options.truncate {
+                // A file that is not there yet is made whole (a LOCK's
+                // empty file, an append to nothing).
+                match open_for_patch(fs.clone(), path.clone(), options.clone(), who.clone()).await {
+                    Err(DavError::NotFound) if options.create => {}
+                    opened => return opened,
+                }
+            }
             if options.write {
                 return open_for_put(fs, path, options, self.put_guard.clone(), who).await;
             }
@@ -648,7 +683,7 @@ impl fmt::Debug for ReadFile {
 
 impl DavFile for ReadFile {
     fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
-        let meta: Box<dyn DavMetaData> = Box::new(Meta(self.attr.clone()));
+        let meta: Box<dyn DavMetaData> = Box::new(Meta(self.attr.clone(), None));
         futures_util::future::ready(Ok(meta)).boxed()
     }
 
@@ -699,10 +734,8 @@ impl DavFile for ReadFile {
 /// nothing is published and the staged bytes go.
 struct PutFile {
     fs: Arc<Fs>,
-    parent: Ino,
-    name: Vec<u8>,
+    target: PutTarget,
     caller: Caller,
-    guard: Option<PutGuard>,
     /// `None` while a piece is being written, or once committed.
     stager: Option<Stager>,
     /// Received, not yet staged.
@@ -710,6 +743,17 @@ struct PutFile {
     expected: Option<u64>,
     received: u64,
     attr: Option<Attr>,
+}
+
+/// What a [`PutFile`] writes when its body is complete.
+enum PutTarget {
+    /// Create or replace `parent/name`, under the request's own condition
+    /// if it has one (PUT).
+    Whole { parent: Ino, name: Vec<u8>, guard: Option<PutGuard> },
+    /// Write into the existing file `ino` at `offset`, or at its end
+    /// (`None`): a PATCH with `X-Update-Range`, or a PUT with
+    /// `Content-Range`.
+    Range { ino: Ino, offset: Option<u64> },
 }
 
 impl fmt::Debug for PutFile {
@@ -747,10 +791,42 @@ async fn open_for_put(
     .await?;
     let file: Box<dyn DavFile> = Box::new(PutFile {
         fs,
-        parent,
-        name,
+        target: PutTarget::Whole { parent, name, guard },
         caller,
-        guard,
+        stager: Some(stager),
+        buffered: Vec::new(),
+        expected: options.size,
+        received: 0,
+        attr: None,
+    });
+    Ok(file)
+}
+
+/// A partial update of an existing file (sabredav-partialupdate PATCH,
+/// or PUT with Content-Range): staged as a PUT body is, then written into
+/// the file in one commit.
+async fn open_for_patch(
+    fs: Arc<Fs>,
+    path: Vec<u8>,
+    options: OpenOptions,
+    who: Option<Arc<Identity>>,
+) -> DavResult<Box<dyn DavFile>> {
+    let check_fs = fs.clone();
+    let caller = caller_for(who.as_deref());
+    let (ino, stager) = blocking(move || {
+        let target = check_fs.resolve_following_as(&path, who.as_deref())?;
+        if target.kind != FileKind::File {
+            return Err(FsError::IsDir);
+        }
+        require(who.as_deref(), &target, Want::WRITE)?;
+        Ok((target.ino, check_fs.stager()?))
+    })
+    .await?;
+    let offset = if options.append { None } else { Some(0) };
+    let file: Box<dyn DavFile> = Box::new(PutFile {
+        fs,
+        target: PutTarget::Range { ino, offset },
+        caller,
         stager: Some(stager),
         buffered: Vec::new(),
         expected: options.size,
@@ -800,18 +876,29 @@ impl PutFile {
         }
         self.stage_buffered().await?;
         let stager = self.stager.take().ok_or(DavError::GeneralFailure)?;
-        let (fs, parent, name, caller, guard) =
-            (self.fs.clone(), self.parent, self.name.clone(), self.caller, self.guard.clone());
-        let attr = blocking(move || {
-            let staged = stager.finish(&fs)?;
-            let precondition = guard.as_ref().map(|guard| &*guard.test as Precondition<'_>);
-            let put = fs.put_staged(parent, &name, staged, PutOptions::default(), &caller, precondition);
-            if let (Some(guard), Err(FsError::PreconditionFailed)) = (&guard, &put) {
-                guard.failed.store(true, Ordering::Release);
+        let (fs, caller) = (self.fs.clone(), self.caller);
+        let attr = match &self.target {
+            PutTarget::Whole { parent, name, guard } => {
+                let (parent, name, guard) = (*parent, name.clone(), guard.clone());
+                blocking(move || {
+                    let staged = stager.finish(&fs)?;
+                    let precondition = guard.as_ref().map(|guard| &*guard.test as Precondition<'_>);
+                    let put =
+                        fs.put_staged(parent, &name, staged, PutOptions::default(), &caller, precondition);
+                    if let (Some(guard), Err(FsError::PreconditionFailed)) = (&guard, &put) {
+                        guard.failed.store(true, Ordering::Release);
+                    }
+                    put
+                })
+                .await?
             }
-            put
-        })
-        .await?;
+            PutTarget::Range { ino, offset } => {
+                let (ino, offset) = (*ino, *offset);
+                // The new ETag is left to be computed when asked for: a
+                // large file is not hashed whole at every partial update.
+                blocking(move || fs.patch(ino, offset, stager.finish(&fs)?, &caller)).await?
+            }
+        };
         self.attr = Some(attr.clone());
         Ok(attr)
     }
@@ -821,7 +908,7 @@ impl DavFile for PutFile {
     fn metadata(&mut self) -> FsFuture<'_, Box<dyn DavMetaData>> {
         async move {
             let attr = self.finish().await?;
-            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr));
+            let meta: Box<dyn DavMetaData> = Box::new(Meta(attr, None));
             Ok(meta)
         }
         .boxed()
@@ -844,9 +931,21 @@ impl DavFile for PutFile {
     }
 
     fn seek(&mut self, pos: SeekFrom) -> FsFuture<'_, u64> {
-        // A PUT body is written front to back; only "where am I" is allowed.
-        let result = match pos {
-            SeekFrom::Current(0) => Ok(self.received),
+        // A body is written front to back; a partial update says first
+        // where it goes (ignored when it appends).
+        let result = match (pos, &mut self.target) {
+            (SeekFrom::Current(0), _) | (SeekFrom::Start(0), PutTarget::Whole { .. })
+                if self.received == 0 =>
+            {
+                Ok(0)
+            }
+            (SeekFrom::Current(0), _) => Ok(self.received),
+            (SeekFrom::Start(at), PutTarget::Range { offset, .. }) if self.received == 0 => {
+                if let Some(offset) = offset {
+                    *offset = at;
+                }
+                Ok(at)
+            }
             _ => Err(DavError::NotImplemented),
         };
         futures_util::future::ready(result).boxed()
