@@ -287,9 +287,11 @@ pub fn errno(err: &FsError) -> Errno {
         FsError::WritesLost { disk_full: true } => libc::ENOSPC,
         FsError::WritesLost { disk_full: false } => libc::EIO,
         FsError::Store(e) => {
-            let code = e.raw_os_error().unwrap_or(libc::EIO);
+            // An object the metadata names but the store lacks is lost
+            // data (EIO), not a missing name; `tsmfs fsck` tells which.
+            let code = e.raw_os_error().filter(|&code| code != libc::ENOENT).unwrap_or(libc::EIO);
             if code == libc::EIO {
-                tracing::error!("{err}");
+                tracing::error!("{err} (run `tsmfs fsck`)");
             }
             code
         }
