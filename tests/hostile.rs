@@ -522,3 +522,91 @@ fn stalled_uploads_starve_nothing_and_do_not_hold_up_a_stop() {
     assert!(started.elapsed() < Duration::from_secs(20), "the stop took {:?}", started.elapsed());
     drop(stalled);
 }
+
+/// VmRSS and VmHWM of a process, in MiB.
+fn memory_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("field")
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+impl Client {
+    /// The response head of a request, lowercased.
+    fn head(&self, request: &str) -> String {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    }
+}
+
+/// 20 clients asking at once for brotli of 20 large text files: the
+/// compressions queue on one thread, other requests are answered at
+/// once, and the memory they took goes back.
+#[test]
+fn compressing_many_large_files_at_once_is_bounded() {
+    let (_dir, data) = sandbox();
+    let mut server = Server::start(&data);
+    let files = 20;
+    let text: Vec<u8> =
+        (0..16usize << 20).map(|i| b"abcdefghijklmnopqrstuvwxyz <>{}\n"[(i * 7 + i / 4093) % 32]).collect();
+    for f in 0..files {
+        let mut body = text.clone();
+        body[..8].copy_from_slice(format!("{f:08}").as_bytes());
+        assert_eq!(server.http.request("PUT", &format!("/t{f}.txt"), &[], &body), Some(201));
+    }
+    assert_eq!(server.http.request("PUT", "/small.txt", &[], b"small"), Some(201));
+    let pid = server.child.id();
+    let (baseline, _) = memory_mib(pid);
+    let head = |f: usize| {
+        format!(
+            "HEAD /t{f}.txt HTTP/1.1\r\nHost: {}\r\nAccept-Encoding: br\r\nConnection: close\r\n\r\n",
+            server.http.addr
+        )
+    };
+    std::thread::scope(|scope| {
+        for f in 0..files {
+            let (client, request) = (&server.http, head(f));
+            scope.spawn(move || client.head(&request));
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut peak = 0;
+    loop {
+        let asked = std::time::Instant::now();
+        assert_eq!(server.http.request("GET", "/small.txt", &[], b""), Some(200));
+        slowest = slowest.max(asked.elapsed());
+        peak = peak.max(memory_mib(pid).0);
+        let done =
+            (0..files).filter(|&f| server.http.head(&head(f)).contains("content-encoding: br")).count();
+        if done == files {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{done} of {files} variants after 2 minutes");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (after, high_water) = memory_mib(pid);
+    eprintln!(
+        "compressions: {:?}, baseline {baseline} MiB, peak seen {peak} MiB, high water {high_water} MiB, after {after} MiB, slowest small GET {slowest:?}",
+        started.elapsed()
+    );
+    assert!(high_water < baseline + 300, "high water {high_water} MiB from a baseline of {baseline} MiB");
+    assert!(after < baseline + 150, "{after} MiB held afterwards (baseline {baseline} MiB)");
+    assert!(slowest < Duration::from_millis(500), "a small GET took {slowest:?}");
+    server.assert_healthy("compressions");
+    server.stop();
+}

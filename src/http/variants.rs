@@ -1,10 +1,16 @@
 //! Compressed variants (br, gzip) of compressible contents, made once per
 //! content id and kept in the content store beside the object.
 //!
-//! Stampede-safe: the first request that finds a variant missing starts
-//! its computation on the blocking pool and is served the identity body,
-//! like every other request until the variant is ready. No request ever
-//! waits for a compression, and only one runs per content and encoding.
+//! Stampede-safe: the first request that finds a variant missing queues
+//! its computation and is served the identity body, like every other
+//! request until the variant is ready. No request ever waits for a
+//! compression, and only one runs per content and encoding.
+//!
+//! Bounded: compressions run on [`COMPRESSORS`] threads of their own
+//! (never more at once, whatever the requests), from a queue of at most
+//! [`QUEUE`] (past it, a request is served identity and the variant is
+//! asked for again later), reading the content in pieces into a streaming
+//! encoder. Freed memory goes back to the system after each burst.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,6 +30,15 @@ const MIN_SIZE: u64 = 256;
 const MAX_SIZE: u64 = 16 << 20;
 /// Memory for variants' bytes.
 const VARIANT_MEMORY: u64 = 128 << 20;
+/// Compressions at once: one core's worth, so serving keeps the others.
+const COMPRESSORS: usize = 1;
+/// Variants waiting to be made.
+const QUEUE: usize = 256;
+/// Bytes of content read per piece while compressing.
+const PIECE: usize = 256 * 1024;
+/// Contents up to this size get brotli's densest quality (11); larger
+/// ones a quality several times faster and lighter (5).
+const DENSEST_UP_TO: u64 = 1 << 20;
 
 /// A content coding we produce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,24 +56,42 @@ impl Encoding {
         }
     }
 
-    fn compress(self, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-        use std::io::Write;
+    /// Compress all of `input` (`len` bytes), read piece by piece.
+    fn compress(self, input: &mut dyn std::io::Read, len: u64) -> std::io::Result<Vec<u8>> {
+        let out = Vec::with_capacity((len / 4) as usize);
         match self {
             Encoding::Brotli => {
-                let mut out = Vec::with_capacity(bytes.len() / 3);
-                // Quality 11 (the densest) for what is made once and sent
-                // often; large contents get 9, several times faster.
-                let quality = if bytes.len() <= 1 << 20 { 11 } else { 9 };
-                let params = brotli::enc::BrotliEncoderParams { quality, lgwin: 22, ..Default::default() };
-                brotli::BrotliCompress(&mut &bytes[..], &mut out, &params)?;
-                Ok(out)
+                let quality = if len <= DENSEST_UP_TO { 11 } else { 5 };
+                let mut encoder = brotli::CompressorWriter::new(out, PIECE, quality, 22);
+                std::io::copy(input, &mut encoder)?;
+                // Finishes the stream.
+                Ok(encoder.into_inner())
             }
             Encoding::Gzip => {
-                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-                encoder.write_all(bytes)?;
+                let level = if len <= DENSEST_UP_TO {
+                    flate2::Compression::best()
+                } else {
+                    flate2::Compression::new(6)
+                };
+                let mut encoder = flate2::write::GzEncoder::new(out, level);
+                std::io::copy(input, &mut encoder)?;
                 encoder.finish()
             }
         }
+    }
+}
+
+/// A content read front to back, for an encoder.
+struct ContentReader {
+    file: crate::fs::ContentFile,
+    at: u64,
+}
+
+impl std::io::Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -129,17 +162,32 @@ pub(super) struct Variants {
     /// Ready variants; empty bytes: the variant would not be smaller.
     ready: quick_cache::sync::Cache<(ContentId, Encoding), Bytes, BytesWeight>,
     making: Mutex<HashSet<(ContentId, Encoding)>>,
+    /// Variants to make, for the compressor threads.
+    queue: crossbeam_channel::Sender<(ContentId, Encoding)>,
     stats: Arc<super::Stats>,
 }
 
 impl Variants {
     pub(super) fn new(fs: Arc<Fs>, stats: Arc<super::Stats>) -> Arc<Variants> {
-        Arc::new(Variants {
+        let (queue, jobs) = crossbeam_channel::bounded(QUEUE);
+        let variants = Arc::new(Variants {
             fs,
             ready: quick_cache::sync::Cache::with_weighter(4096, VARIANT_MEMORY, BytesWeight),
             making: Mutex::new(HashSet::new()),
+            queue,
             stats,
-        })
+        });
+        for _ in 0..COMPRESSORS {
+            // A weak reference: the threads end with the server.
+            let (variants, jobs) = (Arc::downgrade(&variants), jobs.clone());
+            let spawned = std::thread::Builder::new()
+                .name("tsmfs-compress".into())
+                .spawn(move || compress_jobs(&variants, &jobs));
+            if let Err(e) = spawned {
+                tracing::warn!("http: no compressor thread ({e}); files are sent uncompressed");
+            }
+        }
+        variants
     }
 
     /// The variant `encoding` of `id`, if ready; otherwise `None` at once,
@@ -152,15 +200,20 @@ impl Variants {
         if !self.making.lock().insert(key) {
             return None;
         }
-        let variants = self.clone();
-        tokio::task::spawn_blocking(move || {
-            match variants.load_or_make(id, encoding) {
-                Ok(bytes) => variants.ready.insert(key, bytes),
-                Err(e) => tracing::warn!("http: variant {} of {}: {e}", encoding.name(), id.etag_tag()),
-            }
-            variants.making.lock().remove(&key);
-        });
+        if self.queue.try_send(key).is_err() {
+            // Too many waiting: asked for again by a later request.
+            self.making.lock().remove(&key);
+        }
         None
+    }
+
+    /// Blocking: make one queued variant.
+    fn make(&self, (id, encoding): (ContentId, Encoding)) {
+        match self.load_or_make(id, encoding) {
+            Ok(bytes) => self.ready.insert((id, encoding), bytes),
+            Err(e) => tracing::warn!("http: variant {} of {}: {e}", encoding.name(), id.etag_tag()),
+        }
+        self.making.lock().remove(&(id, encoding));
     }
 
     /// Blocking: the stored variant, or a new one, compressed and stored.
@@ -168,10 +221,11 @@ impl Variants {
         if let Some(bytes) = self.fs.variant(&id, encoding.name())? {
             return Ok(Bytes::from(bytes));
         }
-        let identity = self.fs.read_content(&id)?;
+        let file = self.fs.open_content(&id)?;
+        let len = file.len();
         self.stats.compressions.fetch_add(1, Ordering::Relaxed);
-        let mut compressed = encoding.compress(&identity)?;
-        if compressed.len() >= identity.len() {
+        let mut compressed = encoding.compress(&mut ContentReader { file, at: 0 }, len)?;
+        if compressed.len() as u64 >= len {
             // Not worth it: remembered as empty, sent as identity.
             compressed.clear();
         }
@@ -180,6 +234,32 @@ impl Variants {
             tracing::warn!("http: storing variant {} of {}: {e}", encoding.name(), id.etag_tag());
         }
         Ok(Bytes::from(compressed))
+    }
+}
+
+/// A compressor thread: makes queued variants until the server goes.
+fn compress_jobs(
+    variants: &std::sync::Weak<Variants>,
+    jobs: &crossbeam_channel::Receiver<(ContentId, Encoding)>,
+) {
+    while let Ok(job) = jobs.recv() {
+        let Some(variants) = variants.upgrade() else { return };
+        variants.make(job);
+        drop(variants);
+        if jobs.is_empty() {
+            give_back_freed_memory();
+        }
+    }
+}
+
+/// Return the heap an encoder freed to the system: glibc keeps freed
+/// memory of large compressions mapped otherwise (hundreds of MB after a
+/// burst of them).
+fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; it has no other effect.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -209,11 +289,11 @@ mod tests {
     #[test]
     fn variants_round_trip() {
         let text = b"body { color: teal } ".repeat(200);
-        let br = Encoding::Brotli.compress(&text).unwrap();
+        let br = Encoding::Brotli.compress(&mut &text[..], text.len() as u64).unwrap();
         let mut back = Vec::new();
         brotli::BrotliDecompress(&mut &br[..], &mut back).unwrap();
         assert_eq!(back, text);
-        let gz = Encoding::Gzip.compress(&text).unwrap();
+        let gz = Encoding::Gzip.compress(&mut &text[..], text.len() as u64).unwrap();
         let mut back = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back).unwrap();
         assert_eq!(back, text);
