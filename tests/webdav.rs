@@ -1299,3 +1299,68 @@ fn partial_updates_change_only_the_bytes_sent() {
     assert_eq!(patch("/missing", "append", b"new"), 201);
     assert_eq!(get(&server, "/missing", &[]).2, b"new");
 }
+
+/// `--listen unix:PATH`: local clients only, each acting as the user its
+/// socket credentials name; no Host check (no web page reaches it).
+#[test]
+fn a_unix_socket_listener_acts_as_each_clients_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (data, socket) = (dir.path().join("data"), dir.path().join("dav.sock"));
+    assert!(crate::util::tsmfs(&["init", data.to_str().unwrap()]).status.success());
+    std::fs::write(&socket, b"").expect("a file where the socket goes");
+    let listen = format!("unix:{}", socket.display());
+    let out = crate::util::tsmfs(&["webdav", "--listen", &listen, data.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && crate::util::stderr(&out).contains("not a socket"),
+        "{}",
+        crate::util::stderr(&out)
+    );
+    std::fs::remove_file(&socket).expect("remove");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .args(["webdav", "--listen", &listen])
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tsmfs webdav");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = lines.next().expect("server exited before listening").expect("read");
+    assert!(line.contains(&listen), "{line}");
+    std::thread::spawn(move || lines.for_each(drop));
+    let sock = socket.to_str().unwrap();
+    let curl_as = |uid: u32, args: &[&str], body: Option<&[u8]>| -> u16 {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock]).args(args);
+        if uid != 0 {
+            cmd.uid(uid).gid(uid);
+        }
+        if body.is_some() {
+            cmd.args(["--data-binary", "@-"]);
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("curl");
+        if let Some(body) = body {
+            child.stdin.take().expect("stdin").write_all(body).expect("body");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).parse().expect("status")
+    };
+    assert_eq!(curl_as(0, &["-X", "PUT", "http://localhost/root.txt"], Some(b"root's")), 201);
+    assert_eq!(curl_as(0, &["-X", "MKCOL", "http://any.name.works/open"], None), 201, "no Host check");
+    assert_eq!(curl_as(65534, &["-X", "PUT", "http://localhost/root.txt"], Some(b"nobody's")), 403);
+    assert_eq!(
+        curl_as(65534, &["-X", "PUT", "http://localhost/open/mine.txt"], Some(b"x")),
+        403,
+        "0755, root's"
+    );
+    assert_eq!(curl_as(65534, &["http://localhost/root.txt"], None), 200, "0644: readable");
+    // SAFETY: kill(2) on our own child's pid touches no memory.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().expect("wait").success());
+    assert!(!socket.exists(), "the socket is removed at the stop");
+    let fs = tsmfs::fs::Fs::open(&data, tsmfs::fs::FsOptions::default()).expect("open");
+    let root = fs.resolve(b"root.txt").expect("root.txt");
+    assert_eq!((root.uid, root.size), (0, 6));
+}

@@ -214,9 +214,10 @@ impl DurabilityFlags {
 #[derive(clap::Args, Debug)]
 struct HttpFlags {
     /// Address and port to listen on (loopback unless told otherwise;
-    /// port 0 picks a free port).
+    /// port 0 picks a free port), or `unix:PATH` for a Unix socket whose
+    /// clients act as the users they run as.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
+    listen: tsmfs::http::Listen,
     /// Cache-Control for files under a path prefix, as PREFIX=VALUE
     /// (repeatable; the longest prefix wins; default: no-cache), e.g.
     /// --cache-control '/assets/=public, max-age=86400'.
@@ -265,7 +266,7 @@ struct HttpFlags {
 
 impl HttpFlags {
     fn server_options(&self) -> Result<tsmfs::http::ServerOptions> {
-        let listen = self.listen;
+        let listen = &self.listen;
         let cache_policy =
             tsmfs::http::CachePolicy::parse(&self.cache_control).map_err(anyhow::Error::msg)?;
         let users = self
@@ -274,7 +275,7 @@ impl HttpFlags {
             .map(tsmfs::http::auth::Users::load)
             .transpose()?
             .map(std::sync::Arc::new);
-        if users.is_none() && !self.insecure_no_auth && !listen.ip().is_loopback() {
+        if users.is_none() && !self.insecure_no_auth && !listen.is_local() {
             bail!(
                 "refusing to serve {listen} without authentication: anyone who can reach it could read and change \
                  everything. Give --auth-file FILE (make one with `tsmfs passwd FILE USER`), or \
@@ -290,7 +291,7 @@ impl HttpFlags {
             (Some(cert), Some(key)) => Some(tsmfs::http::tls::server_config(cert, key)?),
             _ => None,
         };
-        if users.is_some() && tls.is_none() && !listen.ip().is_loopback() {
+        if users.is_some() && tls.is_none() && !listen.is_local() {
             eprintln!(
                 "tsmfs: warning: passwords cross the network in clear text (HTTP Basic without TLS: give --tls-cert and --tls-key)"
             );
@@ -342,7 +343,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             serve::serve(serve::ServeArgs {
                 data,
                 mountpoint: Some(mountpoint),
-                listen: http.listen,
+                listen: http.listen.clone(),
                 fs_options: durability.fs_options(read_only),
                 mount_options: MountOptions { read_only, allow_other, passthrough },
                 http: http.server_options()?,
@@ -351,7 +352,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Webdav { data, read_only, durability, http } => serve::serve(serve::ServeArgs {
             data,
             mountpoint: None,
-            listen: http.listen,
+            listen: http.listen.clone(),
             fs_options: durability.fs_options(read_only),
             mount_options: MountOptions { read_only, ..MountOptions::default() },
             http: http.server_options()?,

@@ -1,7 +1,6 @@
 //! `tsmfs serve` (FUSE and WebDAV over one fs core, in one process) and
 //! `tsmfs webdav` (the same without the mount), until SIGINT or SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ pub struct ServeArgs {
     pub data: PathBuf,
     /// Where to mount; `None`: WebDAV only.
     pub mountpoint: Option<PathBuf>,
-    pub listen: SocketAddr,
+    pub listen: tsmfs::http::Listen,
     pub fs_options: FsOptions,
     pub mount_options: MountOptions,
     pub http: tsmfs::http::ServerOptions,
@@ -32,12 +31,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         None => None,
     };
     let served = runtime.block_on(async {
-        let server = tsmfs::http::Server::bind(fs.clone(), args.listen, args.http.clone())
+        let server = tsmfs::http::Server::listen(fs.clone(), &args.listen, args.http.clone())
             .await
             .with_context(|| format!("listen on {}", args.listen))?;
-        let addr = server.local_addr().context("bound address")?;
-        let scheme = if args.http.tls.is_some() { "https" } else { "http" };
-        eprintln!("tsmfs: serving {} over WebDAV, listening on {scheme}://{addr}/", args.data.display());
+        let url = server.url().context("bound address")?;
+        eprintln!("tsmfs: serving {} over WebDAV, listening on {url}", args.data.display());
         server.serve(stop).await.context("serve")
     });
     // Requests in flight are done: now the mount, then the metadata.

@@ -8,6 +8,8 @@
 //!   read for the same purpose), so a user, and that user's browser, get
 //!   over HTTP what the mount gives them. A socket whose owner cannot be
 //!   found acts as `nobody`.
+//! - A Unix socket (`--listen unix:PATH`): the user and group its
+//!   client's credentials name (SO_PEERCRED).
 //! - Anything else (a remote client of `--insecure-no-auth`, or a user
 //!   of `--auth-file`): the server's own identity.
 //!
@@ -16,6 +18,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::server::Peer;
 use crate::fs::Identity;
 
 /// How the server decides who a request is.
@@ -28,24 +31,21 @@ pub struct IdentityPolicy {
 impl IdentityPolicy {
     /// The identity of requests on a connection from `peer` to `local`
     /// (`authenticated`: the server checks passwords); blocking.
-    pub(super) fn of_connection(
-        &self,
-        peer: SocketAddr,
-        local: SocketAddr,
-        authenticated: bool,
-    ) -> Option<Arc<Identity>> {
-        let identity = match self.anonymous {
-            Some((uid, gid)) if !authenticated => {
+    pub(super) fn of_connection(&self, peer: Peer, authenticated: bool) -> Option<Arc<Identity>> {
+        let identity = match (self.anonymous, peer) {
+            (Some((uid, gid)), _) if !authenticated => {
                 Identity { uid, gid, groups: Identity::of_user(uid).groups }
             }
-            _ if !authenticated && is_loopback(peer.ip()) => match socket_owner(peer, local) {
+            (_, _) if authenticated => Identity::process(),
+            (_, Peer::Unix { uid, gid }) => Identity { gid, ..Identity::of_user(uid) },
+            (_, Peer::Tcp { peer, local }) if is_loopback(peer.ip()) => match socket_owner(peer, local) {
                 Some(uid) => Identity::of_user(uid),
                 None => {
                     tracing::warn!("http: the owner of the socket of {peer} is unknown; it acts as nobody");
                     Identity::nobody()
                 }
             },
-            _ => Identity::process(),
+            (_, Peer::Tcp { .. }) => Identity::process(),
         };
         (identity.uid != 0).then(|| Arc::new(identity))
     }

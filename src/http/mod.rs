@@ -9,11 +9,10 @@ mod identity;
 mod limits;
 mod locks;
 mod propfind;
+mod server;
 pub mod tls;
 mod variants;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,15 +21,12 @@ use dav_server::{DavConfig, DavHandler};
 use headers::HeaderMapExt;
 use http::HeaderValue;
 use http_body_util::BodyExt;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
-use tokio::net::TcpListener;
 
 pub use dav::{DavFs, PutGuard, Transfer, TransferRoots};
 pub use identity::IdentityPolicy;
 pub use locks::SqlLocks;
+pub use server::{Listen, Server};
 
 use crate::fs::{Attr, FileKind, Fs, Identity};
 
@@ -235,7 +231,7 @@ async fn handle(
     who: Option<Arc<Identity>>,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
-    if !for_us(&shared.hosts, &req) {
+    if shared.hosts.as_ref().is_some_and(|hosts| !for_us(hosts, &req)) {
         return limits::refusal(
             http::StatusCode::MISDIRECTED_REQUEST,
             "this server does not answer that host name (start it with --host NAME to allow a name)",
@@ -528,123 +524,8 @@ struct Shared {
     assets: assets::Assets,
     variants: Arc<variants::Variants>,
     options: ServerOptions,
-    hosts: host::AllowedHosts,
+    /// The Host values answered; `None`: any (a Unix socket, which no
+    /// web page can reach).
+    hosts: Option<host::AllowedHosts>,
     stats: Arc<Stats>,
-}
-
-/// A bound WebDAV server, not yet serving.
-pub struct Server {
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-}
-
-impl Server {
-    /// Bind `addr` (port 0 picks a free port) for `fs`.
-    pub async fn bind(fs: Arc<Fs>, addr: SocketAddr, options: ServerOptions) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
-        let handler = DavHandler::builder()
-            // Every request gets its own filesystem, for its identity;
-            // this one, the least privileged, is never used.
-            .filesystem(DavFs::new(fs.clone(), Some(Arc::new(Identity::nobody()))))
-            .locksystem(SqlLocks::new(fs.clone()))
-            // Browsers get an HTML listing of a collection.
-            .autoindex(true)
-            // dav-server reads files in 16 KiB pieces by default; bigger
-            // pieces mean fewer core calls per response.
-            .read_buf_size(READ_BUF_SIZE)
-            .build_handler();
-        let stats = Arc::new(Stats::default());
-        let variants = variants::Variants::new(fs.clone(), stats.clone());
-        let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        let hosts = host::AllowedHosts::new(listener.local_addr()?, &options.host_names);
-        let shared = Shared { handler, assets: assets::Assets::new(fs), variants, options, hosts, stats };
-        Ok(Server { listener, tls, shared: Arc::new(shared) })
-    }
-
-    /// Counters of this server, live.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.shared.stats.clone()
-    }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serve connections until `shutdown` resolves; then stop accepting
-    /// and let connections in flight finish their current request.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            tracing::warn!("webdav: accept: {e}");
-                            continue;
-                        }
-                    };
-                    let shared = self.shared.clone();
-                    let local = stream.local_addr().unwrap_or(peer);
-                    let builder = {
-                        let mut builder = http1::Builder::new();
-                        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits::HEAD_TIMEOUT);
-                        builder
-                    };
-                    let tls = self.tls.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let (policy, authenticated) = (shared.options.identity.clone(), shared.options.users.is_some());
-                        let who = tokio::task::spawn_blocking(move || policy.of_connection(peer, local, authenticated))
-                            .await
-                            .unwrap_or_else(|_| Some(Arc::new(Identity::nobody())));
-                        let service = service_fn(move |req| {
-                            let (shared, who) = (shared.clone(), who.clone());
-                            async move {
-                                let sandboxed = !shared.options.trusted_content;
-                                let mut response = answer_even_if_panicking(handle(shared, who, req)).await;
-                                inert(response.headers_mut(), sandboxed);
-                                Ok::<_, Infallible>(response)
-                            }
-                        });
-                        let Some(acceptor) = tls else {
-                            let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                            if let Err(e) = connection.await {
-                                tracing::debug!("webdav: connection from {peer}: {e}");
-                            }
-                            return;
-                        };
-                        // The handshake runs in the connection's task,
-                        // within the header timeout, so a silent client
-                        // holds nothing but its own task.
-                        let handshake = tokio::time::timeout(limits::HEAD_TIMEOUT, acceptor.accept(stream));
-                        let stream = match handshake.await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => return tracing::debug!("webdav: TLS handshake with {peer}: {e}"),
-                            Err(_) => return tracing::debug!("webdav: TLS handshake with {peer} timed out"),
-                        };
-                        let connection = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                        if let Err(e) = connection.await {
-                            tracing::debug!("webdav: connection from {peer}: {e}");
-                        }
-                    });
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        drop(self.listener);
-        // Requests in flight get a grace period; connections still open
-        // after it (a client that never finishes a body, say) are dropped
-        // with the runtime, and their uploads publish nothing.
-        if tokio::time::timeout(limits::SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-            tracing::warn!(
-                "webdav: connections still open {} s after the stop was asked; closing them",
-                limits::SHUTDOWN_GRACE.as_secs()
-            );
-        }
-        Ok(())
-    }
 }
