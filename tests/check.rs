@@ -161,3 +161,91 @@ fn gc_removes_garbage_beside_a_server_without_touching_live_data() {
     assert!(!gone.exists() && kept.exists() && foreign.exists());
     assert_eq!(stdout(&tsmfs(&["get", d, "/d/c.txt"])), "alpha");
 }
+
+fn curl_status(args: &[&str]) -> (String, Vec<u8>) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let split = out.stdout.iter().rposition(|&b| b == b'\n').expect("status");
+    (String::from_utf8_lossy(&out.stdout[split + 1..]).into_owned(), out.stdout[..split].to_vec())
+}
+
+/// Damage found by a read, without a scrub: the read fails, the object is
+/// quarantined, and nothing made from it is served.
+#[test]
+fn a_corrupt_object_is_never_served_and_is_quarantined_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let object = object_path(&data, b"bravo");
+    std::fs::write(&object, b"bravO").unwrap();
+    let read = tsmfs(&["get", d, "/d/b.txt"]);
+    assert!(!read.status.success() && stdout(&read).is_empty(), "the CLI read fails");
+    assert!(!object.exists(), "quarantined by the read that found it");
+    assert_eq!(data.join("quarantine").read_dir().unwrap().count(), 1);
+
+    std::fs::write(object_path(&data, b"alpha"), b"alphA").unwrap();
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let (status, body) = curl_status(&[&server.url("/d/a.txt")]);
+    assert_eq!((status.as_str(), body.as_slice()), ("500", &b""[..]), "refused before any byte");
+    assert!(!object_path(&data, b"alpha").exists(), "quarantined");
+    assert_eq!(curl_status(&[&server.url("/d/c.txt")]).0, "500", "the other file with that content too");
+    server.stop();
+}
+
+/// A variant carries its blake3: a damaged one is dropped and made again,
+/// never served; scrub finds it too.
+#[test]
+fn a_corrupt_variant_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let css = "body { color: teal; margin: 0 auto; } ".repeat(100);
+    let src = dir.path().join("site.css");
+    std::fs::write(&src, &css).unwrap();
+    assert!(tsmfs(&["put", data.to_str().unwrap(), src.to_str().unwrap(), "/site.css"]).status.success());
+    let br = |server: &crate::webdav::TestServer| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-D", "-", "-o", "/dev/null", "-H", "Accept-Encoding: br", &server.url("/site.css")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase().contains("content-encoding: br")
+    };
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let started = std::time::Instant::now();
+    while !br(&server) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no variant made");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server.stop();
+    let lo = sha1_id(css.as_bytes()).lo_hex();
+    let variant = data.join("variants").join(&lo[..2]).join(format!("{lo}-0000000000000000.br"));
+    let mut bytes = std::fs::read(&variant).expect("the stored variant");
+    bytes[3] ^= 0x55;
+    std::fs::write(&variant, &bytes).unwrap();
+
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let (status, body) = curl_status(&["--compressed", &server.url("/site.css")]);
+    assert_eq!(
+        (status.as_str(), body == css.as_bytes()),
+        ("200", true),
+        "the identity bytes, or a good variant"
+    );
+    let started = std::time::Instant::now();
+    while !br(&server) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no variant made again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, body) = curl_status(&["--compressed", &server.url("/site.css")]);
+    assert!(body == css.as_bytes(), "the new variant decodes to the file");
+    server.stop();
+
+    let mut bytes = std::fs::read(&variant).expect("the variant made again");
+    bytes[3] ^= 0x55;
+    std::fs::write(&variant, &bytes).unwrap();
+    let out = tsmfs(&["scrub", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("corrupt variant"), "{}", stdout(&out));
+    assert!(!variant.exists());
+}

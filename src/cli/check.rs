@@ -58,17 +58,22 @@ pub fn scrub(fs: &Fs) -> Result<ExitCode> {
     for (id, reason, moved) in &report.corrupt {
         println!("object {} is corrupt ({reason}); quarantined at {}", id.etag_tag(), moved.display());
     }
+    for path in &report.corrupt_variants {
+        println!("corrupt variant {} (removed; made again when asked for)", path.display());
+    }
     for id in &report.missing {
         println!("object {} is missing", id.etag_tag());
     }
     println!(
-        "scrub: {} objects, {} hashed (SHA-1 and blake3); {} corrupt, {} missing",
+        "scrub: {} objects, {} hashed (SHA-1 and blake3); {} corrupt, {} missing; {} variants, {} corrupt",
         report.objects,
         HumanBytes(report.bytes),
         report.corrupt.len(),
-        report.missing.len()
+        report.missing.len(),
+        report.variants,
+        report.corrupt_variants.len()
     );
-    Ok(if report.corrupt.is_empty() && report.missing.is_empty() {
+    Ok(if report.corrupt.is_empty() && report.missing.is_empty() && report.corrupt_variants.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

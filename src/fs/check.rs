@@ -118,6 +118,10 @@ pub struct ScrubReport {
     pub corrupt: Vec<(ContentId, String, PathBuf)>,
     /// Contents whose object file is missing.
     pub missing: Vec<ContentId>,
+    /// Compressed variants checked against the blake3 they carry.
+    pub variants: u64,
+    /// Variants that failed: removed (they are made again when asked for).
+    pub corrupt_variants: Vec<PathBuf>,
 }
 
 /// What [`Fs::gc`] removed.
@@ -363,6 +367,7 @@ impl Fs {
                 report.corrupt.push((record.id, reason, moved));
             }
         }
+        (report.variants, report.corrupt_variants) = self.store.scrub_variants()?;
         progress(total, total);
         Ok(report)
     }

@@ -78,7 +78,23 @@ pub struct Store {
     /// chunk once, not once per read. Objects never change, so an open one
     /// is good for as long as it is kept.
     open_chunks: quick_cache::sync::Cache<ContentId, Arc<File>>,
+    /// Objects up to [`VERIFIED_UP_TO`] whose bytes were checked against
+    /// their id since this process opened the store, with the inode
+    /// number of the file checked (a replaced file is checked again).
+    verified: quick_cache::sync::Cache<ContentId, u64>,
 }
+
+/// Objects up to this size are checked against their SHA-1 when first
+/// read (the size of a patched file's chunks). Larger ones, files
+/// written whole, are checked by `tsmfs scrub` only: checking them on
+/// a read would read all of them.
+pub const VERIFIED_UP_TO: u64 = 1 << 20;
+
+/// Objects remembered as checked.
+const VERIFIED: usize = 1 << 18;
+
+/// Bytes of a blake3 digest, the trailer of every stored variant.
+const VARIANT_TRAILER: usize = 32;
 
 /// Chunk objects kept open for reading.
 const OPEN_CHUNKS: usize = 512;
@@ -137,6 +153,7 @@ impl Store {
             variants,
             next_staging: AtomicU64::new(0),
             open_chunks: quick_cache::sync::Cache::new(OPEN_CHUNKS),
+            verified: quick_cache::sync::Cache::new(VERIFIED),
         })
     }
 
@@ -162,8 +179,39 @@ impl Store {
     }
 
     /// Chunk object `id`, open for reading (shared, kept open a while).
+    /// One up to [`VERIFIED_UP_TO`] is checked first: if its bytes do not
+    /// hash to its id it is quarantined (with its variants) and the read
+    /// fails, so that corrupt bytes are never served as good.
     pub fn chunk_file(&self, id: &ContentId) -> Result<Arc<File>, StoreError> {
-        self.open_chunks.get_or_insert_with(id, || self.open_object(id).map(Arc::new))
+        self.open_chunks.get_or_insert_with(id, || {
+            let file = self.open_object(id)?;
+            self.verify(id, &file)?;
+            Ok(Arc::new(file))
+        })
+    }
+
+    /// Check a small object's bytes against its id, once per file.
+    fn verify(&self, id: &ContentId, file: &File) -> Result<(), StoreError> {
+        use sha1::Digest;
+        use std::os::unix::fs::MetadataExt;
+        let path = self.object_path(id);
+        let meta = file.metadata().map_err(StoreError::io("stat object", &path))?;
+        if meta.len() > VERIFIED_UP_TO || self.verified.get(id) == Some(meta.ino()) {
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; meta.len() as usize];
+        let n = chunk::read_full_at(file, 0, &mut bytes).map_err(StoreError::io("read object", &path))?;
+        let sha1: [u8; 20] = sha1::Sha1::digest(&bytes[..n]).into();
+        if n == bytes.len() && sha1 == id.lo {
+            self.verified.insert(*id, meta.ino());
+            return Ok(());
+        }
+        let detail = format!("its bytes hash to {} (read {n} of {} bytes)", hex::encode(sha1), bytes.len());
+        match self.quarantine(id) {
+            Ok(to) => tracing::error!("object {id} is corrupt: {detail}; moved to {}", to.display()),
+            Err(e) => tracing::error!("object {id} is corrupt: {detail}; quarantining it failed: {e}"),
+        }
+        Err(StoreError::Corrupt { id: *id, detail })
     }
 
     /// Read up to `buf.len()` bytes of chunk `id` at `offset`; the count.
@@ -239,6 +287,9 @@ impl Store {
     /// reads it, and return where it went.
     pub fn quarantine(&self, id: &ContentId) -> Result<PathBuf, StoreError> {
         self.open_chunks.remove(id);
+        self.verified.remove(id);
+        // Variants made from its bytes go with it.
+        self.remove_variants(id)?;
         let from = self.object_path(id);
         let dir = self.objects.with_file_name(QUARANTINE_DIR);
         fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
@@ -268,10 +319,21 @@ impl Store {
     /// The variant `encoding` of object `id`, if stored.
     pub fn read_variant(&self, id: &ContentId, encoding: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.variant_path(id, encoding);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io("read variant", &path)(e)),
+        let mut bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read variant", &path)(e)),
+        };
+        let body = bytes.len().checked_sub(VARIANT_TRAILER);
+        if body.is_some_and(|at| blake3::hash(&bytes[..at]).as_bytes()[..] == bytes[at..]) {
+            bytes.truncate(body.unwrap_or(0));
+            return Ok(Some(bytes));
+        }
+        // Made again from the object; never served.
+        tracing::error!("variant {} is corrupt (its blake3 does not match); removed", path.display());
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove variant", &path)(e)),
+            _ => Ok(None),
         }
     }
 
@@ -284,7 +346,11 @@ impl Store {
         fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
         let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
         let aside = self.staging.join(format!("variant-{}-{n}", std::process::id()));
-        fs::write(&aside, bytes).map_err(StoreError::io("write variant", &aside))?;
+        // Its blake3 follows it, checked when it is read.
+        let mut sealed = Vec::with_capacity(bytes.len() + VARIANT_TRAILER);
+        sealed.extend_from_slice(bytes);
+        sealed.extend_from_slice(blake3::hash(bytes).as_bytes());
+        fs::write(&aside, &sealed).map_err(StoreError::io("write variant", &aside))?;
         fs::rename(&aside, &path).map_err(|e| {
             let _ = fs::remove_file(&aside);
             StoreError::io("publish variant", &path)(e)
@@ -312,6 +378,29 @@ impl Store {
             Ok(())
         })?;
         Ok((count, bytes))
+    }
+
+    /// Check every stored variant against the blake3 it carries; remove
+    /// those that fail (they are made again from their object). Returns
+    /// the variants checked and the paths of those removed.
+    pub fn scrub_variants(&self) -> Result<(u64, Vec<PathBuf>), StoreError> {
+        let (mut checked, mut removed) = (0, Vec::new());
+        for_each_fanned_out(&self.variants, |entry| {
+            let name = entry.file_name();
+            let Some((tag, encoding)) = name.to_str().and_then(|name| name.rsplit_once('.')) else {
+                return Ok(());
+            };
+            let Ok(id) = ContentId::from_etag(tag) else { return Ok(()) };
+            if self.variant_path(&id, encoding) != entry.path() {
+                return Ok(());
+            }
+            checked += 1;
+            if self.read_variant(&id, encoding)?.is_none() {
+                removed.push(entry.path());
+            }
+            Ok(())
+        })?;
+        Ok((checked, removed))
     }
 
     /// Remove every variant of object `id`.
