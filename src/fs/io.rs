@@ -386,15 +386,20 @@ impl Fs {
             return Err(FsError::TooBig);
         }
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        // Decided before any pending state is made for the inode.
+        match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            0 if keep_size => return Ok(()),
+            0 | libc::FALLOC_FL_ZERO_RANGE => {}
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => {}
+            _ => return Err(FsError::Unsupported("this fallocate mode")),
+        }
         let mut inode = open.inode.lock();
         let pending = self.pending_of(&mut inode)?;
         let now = now_ns();
         match mode & !libc::FALLOC_FL_KEEP_SIZE {
-            0 if !keep_size => pending.extend(offset + len, now),
-            0 => return Ok(()),
-            libc::FALLOC_FL_PUNCH_HOLE if keep_size => pending.zero(offset, len, false, now)?,
-            libc::FALLOC_FL_ZERO_RANGE => pending.zero(offset, len, !keep_size, now)?,
-            _ => return Err(FsError::Unsupported("this fallocate mode")),
+            0 => pending.extend(offset + len, now),
+            libc::FALLOC_FL_PUNCH_HOLE => pending.zero(offset, len, false, now)?,
+            _ => pending.zero(offset, len, !keep_size, now)?,
         }
         inode.changed_by(handle);
         Ok(())
