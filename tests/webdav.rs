@@ -1211,6 +1211,11 @@ fn a_local_user_gets_over_http_only_what_the_mount_gives_them() {
     assert_eq!(nobody(&["-X", "COPY", "-H", &to_root, &url("/public.txt")]).0, 403);
     let lockinfo = b"<?xml version=\"1.0\"?><D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>";
     assert_eq!(curl_as_nobody(&["-X", "LOCK", &url("/public.txt")], Some(lockinfo)).0, 403);
+    assert_eq!(nobody(&[&url("/private/")]).0, 403, "no HTML index of a directory it may not read");
+    let proppatch = b"<?xml version=\"1.0\"?><D:propertyupdate xmlns:D=\"DAV:\"><D:set><D:prop><x:tag xmlns:x=\"urn:x\">v</x:tag></D:prop></D:set></D:propertyupdate>";
+    assert_eq!(curl_as_nobody(&["-X", "PROPPATCH", &url("/public.txt")], Some(proppatch)).0, 403);
+    let into_private = format!("Destination: {}", url("/private/stolen.txt"));
+    assert_eq!(nobody(&["-X", "COPY", "-H", &into_private, &url("/public.txt")]).0, 403);
     // What nobody may do, it may, and what it creates is its own.
     assert_eq!(curl_as_nobody(&["-X", "PUT", &url("/drop/mine.txt")], Some(b"mine")).0, 201);
     assert_eq!(
@@ -1222,6 +1227,11 @@ fn a_local_user_gets_over_http_only_what_the_mount_gives_them() {
     assert_eq!(nobody(&["-X", "MKCOL", &url("/drop/sub")]).0, 201);
     let to_drop = format!("Destination: {}", url("/drop/copy.txt"));
     assert_eq!(nobody(&["-X", "COPY", "-H", &to_drop, &url("/public.txt")]).0, 201);
+    let renamed = format!("Destination: {}", url("/drop/renamed.txt"));
+    assert_eq!(curl_as_nobody(&["-X", "PUT", &url("/drop/moving.txt")], Some(b"m")).0, 201);
+    assert_eq!(nobody(&["-X", "MOVE", "-H", &renamed, &url("/drop/moving.txt")]).0, 201);
+    assert_eq!(curl_as_nobody(&["-X", "PROPPATCH", &url("/drop/renamed.txt")], Some(proppatch)).0, 207);
+    assert_eq!(nobody(&["-X", "DELETE", &url("/drop/renamed.txt")]).0, 204);
     // Root, over the same loopback, is not held back.
     assert_eq!(get(&server, "/secret.txt", &[]).2, b"top secret: root only");
     drop(server);
