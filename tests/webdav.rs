@@ -886,7 +886,13 @@ fn a_read_only_server_refuses_every_change() {
 fn authentication_guards_every_request_and_non_loopback_needs_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let users = dir.path().join("users");
-    let passwd = crate::util::tsmfs_stdin(&["passwd", users.to_str().unwrap(), "ann"], b"s3cret pass\n");
+    // ann acts as root; eve, with no uid and no system account, as nobody.
+    let passwd = crate::util::tsmfs_stdin(
+        &["passwd", users.to_str().unwrap(), "ann", "--uid", "0", "--gid", "0"],
+        b"s3cret pass\n",
+    );
+    assert!(passwd.status.success(), "{}", crate::util::stderr(&passwd));
+    let passwd = crate::util::tsmfs_stdin(&["passwd", users.to_str().unwrap(), "eve"], b"eve's pass\n");
     assert!(passwd.status.success(), "{}", crate::util::stderr(&passwd));
     let mut server = TestServer::new();
     server.stop();
@@ -909,6 +915,10 @@ fn authentication_guards_every_request_and_non_loopback_needs_it() {
     let (status, _, body) = get(&server, "/f.txt", &["-u", "ann:s3cret pass"]);
     assert_eq!((status, body.as_slice()), (200, &b"x"[..]));
     assert_eq!(curl(&["-X", "PROPFIND", "-H", "Depth: 0", &url], None).0, 401);
+    // Each user acts as its own identity, checked as the mount checks it.
+    assert_eq!(get(&server, "/f.txt", &["-u", "eve:eve's pass"]).0, 200, "0644: readable");
+    assert_eq!(put(&server, "/f.txt", b"eve", &["-u", "eve:eve's pass"]).0, 403, "root's file");
+    assert_eq!(put(&server, "/g.txt", b"eve", &["-u", "eve:eve's pass"]).0, 403, "root's directory");
     let mut server = server;
     server.stop();
 

@@ -155,6 +155,13 @@ enum Command {
         file: PathBuf,
         /// User name.
         user: String,
+        /// The user id the user's requests act as (default: the system
+        /// account of that name, else nobody).
+        #[arg(long, value_name = "N")]
+        uid: Option<u32>,
+        /// Their group id (default: the primary group of --uid's account).
+        #[arg(long, value_name = "N", requires = "uid")]
+        gid: Option<u32>,
     },
     /// Check the metadata against the store: reference counts, link
     /// counts, dangling entries, missing, stray and unreferenced objects.
@@ -312,14 +319,14 @@ impl HttpFlags {
     }
 }
 
-fn passwd(file: &Path, user: &str) -> Result<ExitCode> {
+fn passwd(file: &Path, user: &str, ids: Option<(u32, u32)>) -> Result<ExitCode> {
     let mut password = String::new();
     std::io::stdin().read_line(&mut password).context("read the password from standard input")?;
     let password = password.trim_end_matches(['\n', '\r']);
     if password.is_empty() {
         bail!("empty password");
     }
-    tsmfs::http::auth::set_password(file, user, password)?;
+    tsmfs::http::auth::set_password(file, user, password, ids)?;
     eprintln!("tsmfs: password of {user} set in {}", file.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -357,7 +364,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             mount_options: MountOptions { read_only, ..MountOptions::default() },
             http: http.server_options()?,
         }),
-        Command::Passwd { file, user } => passwd(&file, &user),
+        Command::Passwd { file, user, uid, gid } => {
+            let ids = uid.map(|uid| (uid, gid.unwrap_or_else(|| tsmfs::fs::Identity::of_user(uid).gid)));
+            passwd(&file, &user, ids)
+        }
         Command::Fsck { data, repair } => check::fsck(&open_writable(&data)?, repair),
         Command::Scrub { data } => check::scrub(&open_writable(&data)?),
         Command::Gc { data } => match Fs::open(&data, FsOptions::default()) {

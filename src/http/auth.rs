@@ -1,7 +1,9 @@
 //! HTTP Basic authentication against a file of argon2 password hashes.
 //!
 //! The file has one `user:hash` line per user (PHC strings, as
-//! `tsmfs passwd` writes them); `#` starts a comment. Clients send their
+//! `tsmfs passwd` writes them), or `user:hash:uid:gid` to give the user
+//! the identity its requests act as; without one, a user acts as the
+//! system account of that name, or as `nobody`. `#` starts a comment. Clients send their
 //! credentials with every request and argon2 is slow on purpose, so a
 //! successful check is remembered (by user and the password's blake3,
 //! never the password) for the life of the server.
@@ -47,6 +49,8 @@ pub enum AuthError {
 #[derive(Debug)]
 pub struct Users {
     hashes: HashMap<String, String>,
+    /// Whom each user's requests act as (`None`: root, unchecked).
+    identities: HashMap<String, Option<std::sync::Arc<crate::fs::Identity>>>,
     verified: Mutex<HashSet<(String, [u8; 32])>>,
 }
 
@@ -55,7 +59,7 @@ impl Users {
     pub fn load(path: &Path) -> Result<Users, AuthError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| AuthError::Io { path: path.to_owned(), source })?;
-        let mut hashes = HashMap::new();
+        let (mut hashes, mut identities) = (HashMap::new(), HashMap::new());
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -66,17 +70,28 @@ impl Users {
                 line: index + 1,
                 reason: reason.into(),
             };
-            let (user, hash) = line.split_once(':').ok_or_else(|| syntax("expected user:hash"))?;
+            let (user, rest) = line.split_once(':').ok_or_else(|| syntax("expected user:hash"))?;
             if user.is_empty() {
                 return Err(syntax("empty user name"));
             }
+            // A PHC string has no ':', so two more fields are the ids.
+            let (hash, ids) = match rest.splitn(3, ':').collect::<Vec<_>>()[..] {
+                [hash] => (hash, None),
+                [hash, uid, gid] => {
+                    let id =
+                        |text: &str| text.parse::<u32>().map_err(|_| syntax("expected user:hash:uid:gid"));
+                    (hash, Some((id(uid)?, id(gid)?)))
+                }
+                _ => return Err(syntax("expected user:hash or user:hash:uid:gid")),
+            };
             PasswordHash::new(hash).map_err(|e| syntax(&format!("not a password hash ({e})")))?;
             hashes.insert(user.to_owned(), hash.to_owned());
+            identities.insert(user.to_owned(), identity_of(user, ids));
         }
         if hashes.is_empty() {
             return Err(AuthError::Syntax { path: path.to_owned(), line: 0, reason: "no users".into() });
         }
-        Ok(Users { hashes, verified: Mutex::new(HashSet::new()) })
+        Ok(Users { hashes, identities, verified: Mutex::new(HashSet::new()) })
     }
 
     /// Whether an `Authorization` header names a user with the right
@@ -100,11 +115,44 @@ impl Users {
         true
     }
 
+    /// Whom the requests of the user an `Authorization` header names act
+    /// as (`None`: root, unchecked). Call once the header checked good.
+    pub fn identity(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Option<std::sync::Arc<crate::fs::Identity>> {
+        let (user, _) = authorization.and_then(basic_credentials)?;
+        self.identities
+            .get(&user)
+            .cloned()
+            .unwrap_or_else(|| Some(std::sync::Arc::new(crate::fs::Identity::nobody())))
+    }
+
     /// Whether this header was checked good before (no argon2 needed).
     pub fn known_good(&self, authorization: Option<&HeaderValue>) -> bool {
         let Some((user, password)) = authorization.and_then(basic_credentials) else { return false };
         self.verified.lock().contains(&(user, *blake3::hash(password.as_bytes()).as_bytes()))
     }
+}
+
+/// The identity of `user`, given `ids` (uid, gid) from the password file:
+/// those, else the system account of that name, else `nobody`.
+fn identity_of(user: &str, ids: Option<(u32, u32)>) -> Option<std::sync::Arc<crate::fs::Identity>> {
+    use crate::fs::Identity;
+    let identity = match ids {
+        Some((uid, gid)) => Identity { gid, ..Identity::of_user(uid) },
+        None => match nix::unistd::User::from_name(user) {
+            Ok(Some(account)) => Identity::of_user(account.uid.as_raw()),
+            _ => {
+                tracing::warn!(
+                    "http: user {user} has no uid in the password file and no system account: it acts as nobody \
+                     (give one with `tsmfs passwd FILE {user} --uid N --gid N`)"
+                );
+                Identity::nobody()
+            }
+        },
+    };
+    (identity.uid != 0).then(|| std::sync::Arc::new(identity))
 }
 
 /// User and password of a `Basic` Authorization header.
@@ -131,7 +179,12 @@ pub fn hash_password(password: &str) -> Result<String, AuthError> {
 
 /// Add `user` to the password file at `path` (created, mode 0600), or
 /// give them a new password.
-pub fn set_password(path: &Path, user: &str, password: &str) -> Result<(), AuthError> {
+pub fn set_password(
+    path: &Path,
+    user: &str,
+    password: &str,
+    ids: Option<(u32, u32)>,
+) -> Result<(), AuthError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| AuthError::Io { path: path.to_owned(), source };
@@ -152,7 +205,11 @@ pub fn set_password(path: &Path, user: &str, password: &str) -> Result<(), AuthE
         .filter(|line| line.trim().split_once(':').is_none_or(|(name, _)| name != user))
         .map(str::to_owned)
         .collect();
-    lines.push(format!("{user}:{}", hash_password(password)?));
+    let hash = hash_password(password)?;
+    lines.push(match ids {
+        Some((uid, gid)) => format!("{user}:{hash}:{uid}:{gid}"),
+        None => format!("{user}:{hash}"),
+    });
     // Written aside and renamed: a crash leaves the old file or the new.
     let aside = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -179,15 +236,19 @@ mod tests {
     fn passwords_are_checked_against_their_hashes() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("users");
-        set_password(&file, "ann", "correct horse").unwrap();
-        set_password(&file, "bob", "first").unwrap();
-        set_password(&file, "bob", "second").unwrap();
+        set_password(&file, "ann", "correct horse", None).unwrap();
+        set_password(&file, "bob", "first", None).unwrap();
+        set_password(&file, "bob", "second", Some((1000, 100))).unwrap();
         let users = Users::load(&file).unwrap();
         assert!(users.check(Some(&basic("ann", "correct horse"))));
         assert!(users.known_good(Some(&basic("ann", "correct horse"))));
         assert!(!users.check(Some(&basic("ann", "wrong"))));
         assert!(!users.check(Some(&basic("bob", "first"))), "replaced");
         assert!(users.check(Some(&basic("bob", "second"))));
+        let bob = users.identity(Some(&basic("bob", "second"))).expect("not root");
+        assert_eq!((bob.uid, bob.gid), (1000, 100), "the ids the file gives");
+        let ann = users.identity(Some(&basic("ann", "correct horse"))).expect("not root");
+        assert_eq!(ann.uid, 65534, "no ids and no account named ann: nobody");
         assert!(!users.check(Some(&basic("eve", "second"))));
         assert!(!users.check(None));
         assert!(!users.check(Some(&HeaderValue::from_static("Bearer x"))));
@@ -195,9 +256,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
 
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replace(":1000:100", ":1000:x")).unwrap();
+        assert!(Users::load(&file).unwrap_err().to_string().contains("uid:gid"));
         std::fs::write(&file, "# users\nann\n").unwrap();
         let err = Users::load(&file).unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
-        assert!(set_password(&file, "a:b", "x").is_err());
+        assert!(set_password(&file, "a:b", "x", None).is_err());
     }
 }

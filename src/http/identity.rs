@@ -10,8 +10,10 @@
 //!   found acts as `nobody`.
 //! - A Unix socket (`--listen unix:PATH`): the user and group its
 //!   client's credentials name (SO_PEERCRED).
-//! - Anything else (a remote client of `--insecure-no-auth`, or a user
-//!   of `--auth-file`): the server's own identity.
+//! - A user of `--auth-file`: the uid and gid the file gives it, else the
+//!   system account of that name, else `nobody` (`auth::Users::identity`,
+//!   per request).
+//! - A remote client of `--insecure-no-auth`: the server's own identity.
 //!
 //! Root is not checked (`None`): it may read and write everything.
 

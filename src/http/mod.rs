@@ -237,15 +237,19 @@ async fn handle(
             "this server does not answer that host name (start it with --host NAME to allow a name)",
         );
     }
-    if let Some(users) = &shared.options.users
-        && !authorized(users, req.headers()).await
-    {
-        let mut refused = http::Response::new(empty_body());
-        *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
-        let challenge = HeaderValue::from_static("Basic realm=\"tsmfs\", charset=\"UTF-8\"");
-        refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
-        return refused;
-    }
+    let who = match &shared.options.users {
+        None => who,
+        Some(users) if authorized(users, req.headers()).await => {
+            users.identity(req.headers().get(http::header::AUTHORIZATION))
+        }
+        Some(_) => {
+            let mut refused = http::Response::new(empty_body());
+            *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+            let challenge = HeaderValue::from_static("Basic realm=\"tsmfs\", charset=\"UTF-8\"");
+            refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
+            return refused;
+        }
+    };
     if !limits::conditionals_are_safe(req.headers()) {
         return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed conditional header");
     }
