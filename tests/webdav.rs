@@ -95,13 +95,9 @@ impl Drop for TestServer {
     }
 }
 
-/// Run curl; returns (status, headers, body). Fails the test with the
-/// reason if curl is missing.
-fn curl(args: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let headers = dir.path().join("headers");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-D"]).arg(&headers).args(args);
+/// Run a curl command, sending `body` (if any) on its standard input.
+/// Fails the test with the reason if curl is missing.
+fn curl_output(mut cmd: Command, body: Option<&[u8]>) -> std::process::Output {
     if body.is_some() {
         cmd.args(["--data-binary", "@-"]);
     }
@@ -113,7 +109,17 @@ fn curl(args: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
         child.stdin.take().expect("stdin").write_all(body).expect("send body");
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().expect("curl");
+    child.wait_with_output().expect("curl")
+}
+
+/// Run curl; returns (status, headers, body). Fails the test with the
+/// reason if curl is missing.
+fn curl(args: &[&str], body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let headers = dir.path().join("headers");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-D"]).arg(&headers).args(args);
+    let out = curl_output(cmd, body);
     assert!(out.status.success(), "curl {args:?} failed: {}", out.status);
     let headers = std::fs::read_to_string(headers).expect("headers");
     let status = headers
@@ -1149,18 +1155,7 @@ fn curl_as_nobody(args: &[&str], body: Option<&[u8]>) -> (u16, Vec<u8>) {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}"]).args(args).uid(65534).gid(65534);
-    if body.is_some() {
-        cmd.args(["--data-binary", "@-"]);
-    }
-    let mut child =
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
-            panic!("curl is needed for the WebDAV tests (scripts/test installs it): {e}")
-        });
-    if let Some(body) = body {
-        child.stdin.take().expect("stdin").write_all(body).expect("send body");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("curl");
+    let out = curl_output(cmd, body);
     assert!(out.status.success(), "curl {args:?} as nobody failed: {}", out.status);
     let split = out.stdout.iter().rposition(|&b| b == b'\n').expect("status line");
     let status = String::from_utf8_lossy(&out.stdout[split + 1..]).parse().expect("status");
@@ -1356,15 +1351,7 @@ fn a_unix_socket_listener_acts_as_each_clients_user() {
         if uid != 0 {
             cmd.uid(uid).gid(uid);
         }
-        if body.is_some() {
-            cmd.args(["--data-binary", "@-"]);
-        }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("curl");
-        if let Some(body) = body {
-            child.stdin.take().expect("stdin").write_all(body).expect("body");
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().expect("curl");
+        let out = curl_output(cmd, body);
         String::from_utf8_lossy(&out.stdout).parse().expect("status")
     };
     assert_eq!(curl_as(0, &["-X", "PUT", "http://localhost/root.txt"], Some(b"root's")), 201);

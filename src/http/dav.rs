@@ -789,17 +789,7 @@ async fn open_for_put(
         Ok((parent.ino, name, check_fs.stager()?))
     })
     .await?;
-    let file: Box<dyn DavFile> = Box::new(PutFile {
-        fs,
-        target: PutTarget::Whole { parent, name, guard },
-        caller,
-        stager: Some(stager),
-        buffered: Vec::new(),
-        expected: options.size,
-        received: 0,
-        attr: None,
-    });
-    Ok(file)
+    Ok(PutFile::boxed(fs, PutTarget::Whole { parent, name, guard }, caller, stager, options.size))
 }
 
 /// A partial update of an existing file (sabredav-partialupdate PATCH,
@@ -823,20 +813,30 @@ async fn open_for_patch(
     })
     .await?;
     let offset = if options.append { None } else { Some(0) };
-    let file: Box<dyn DavFile> = Box::new(PutFile {
-        fs,
-        target: PutTarget::Range { ino, offset },
-        caller,
-        stager: Some(stager),
-        buffered: Vec::new(),
-        expected: options.size,
-        received: 0,
-        attr: None,
-    });
-    Ok(file)
+    Ok(PutFile::boxed(fs, PutTarget::Range { ino, offset }, caller, stager, options.size))
 }
 
 impl PutFile {
+    /// A body of `expected` bytes (if told) for `target`, not yet received.
+    fn boxed(
+        fs: Arc<Fs>,
+        target: PutTarget,
+        caller: Caller,
+        stager: Stager,
+        expected: Option<u64>,
+    ) -> Box<dyn DavFile> {
+        Box::new(PutFile {
+            fs,
+            target,
+            caller,
+            stager: Some(stager),
+            buffered: Vec::new(),
+            expected,
+            received: 0,
+            attr: None,
+        })
+    }
+
     async fn send(&mut self, bytes: Bytes) -> DavResult<()> {
         self.received += bytes.len() as u64;
         self.buffered.extend_from_slice(&bytes);
