@@ -1,8 +1,13 @@
 //! `tsmfs fsck`, `scrub` and `gc` against damage done on purpose.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::util::{sha1_id, stderr, stdout, tsmfs};
+use crate::util::{sha1_id, stderr, stdout, tsmfs, tsmfs_stdin};
 
 /// A data dir with a few files, through the CLI.
 fn data_dir(dir: &Path) -> PathBuf {
@@ -248,4 +253,199 @@ fn a_corrupt_variant_is_never_served() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("corrupt variant"), "{}", stdout(&out));
     assert!(!variant.exists());
+}
+
+/// `tsmfs` with the process umask set to `umask`.
+fn tsmfs_under_umask(umask: u32) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tsmfs"));
+    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(umask);
+            Ok(())
+        })
+    };
+    command
+}
+
+/// A server process, stopped (SIGTERM) when the test ends, even failing.
+struct StopOnDrop(std::process::Child);
+
+impl StopOnDrop {
+    fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid touches no memory.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().expect("wait for the server")
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Every file and directory under `data` with its permission bits.
+fn modes_under(data: &Path) -> Vec<(PathBuf, bool, u32)> {
+    walkdir::WalkDir::new(data)
+        .into_iter()
+        .map(|entry| {
+            let entry = entry.expect("walk the data directory");
+            let metadata = entry.metadata().expect("stat");
+            (entry.path().to_owned(), metadata.is_dir(), metadata.permissions().mode() & 0o7777)
+        })
+        .collect()
+}
+
+/// Directories 0700, objects 0400 (read-only), every other file 0600.
+fn assert_private(data: &Path, when: &str) {
+    let objects = data.join("objects");
+    for (path, is_dir, mode) in modes_under(data) {
+        let expected = if is_dir {
+            0o700
+        } else if path.starts_with(&objects) || path.starts_with(data.join("quarantine")) {
+            0o400
+        } else {
+            0o600
+        };
+        assert_eq!(mode, expected, "{when}: {} is {mode:04o}", path.display());
+    }
+}
+
+/// Issue 15: variants/ and quarantine/ were 0755 with 0644 files, and
+/// meta.sqlite with its -wal and -shm 0644, so every local user could
+/// read every name, xattr and dead property, and a gzip variant of a
+/// mode-600 file. Now everything tsmfs makes in a data directory is its
+/// owner's alone, whatever the umask.
+#[test]
+fn everything_in_a_data_directory_is_private_whatever_the_umask() {
+    crate::util::require_fuse();
+    for umask in [0o022, 0o002] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let d = data.to_str().unwrap();
+        let run = |args: &[&str], stdin: &[u8]| {
+            let mut child = tsmfs_under_umask(umask)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run tsmfs");
+            child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+            let out = child.wait_with_output().expect("wait for tsmfs");
+            assert!(out.status.success(), "umask {umask:03o}, {args:?}: {}", stderr(&out));
+        };
+        run(&["init", d], b"");
+        let page = "<p>a private page</p>\n".repeat(100);
+        run(&["put", d, "-", "/page.html"], page.as_bytes());
+        run(&["put", d, "-", "/alpha.txt"], b"alpha");
+
+        // A server: the log beside the database, and a gzip variant.
+        let mut server = StopOnDrop(
+            tsmfs_under_umask(umask)
+                .args(["webdav", "--listen", "127.0.0.1:0", d])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start tsmfs webdav"),
+        );
+        let mut lines = BufReader::new(server.0.stderr.take().expect("stderr")).lines();
+        let base = loop {
+            let line = lines.next().expect("server exited before listening").expect("read stderr");
+            if let Some(at) = line.find("http://") {
+                break line[at..].trim_end_matches('/').to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let variant_stored = || {
+            walkdir::WalkDir::new(data.join("variants"))
+                .into_iter()
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".gzip"))
+        };
+        while !variant_stored() {
+            assert!(Instant::now() < deadline, "umask {umask:03o}: no gzip variant stored");
+            let response =
+                agent.get(format!("{base}/page.html")).header("Accept-Encoding", "gzip").call().expect("GET");
+            assert_eq!(response.status().as_u16(), 200);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for log in ["meta.sqlite-wal", "meta.sqlite-shm"] {
+            assert!(data.join(log).exists(), "{log} exists while the server runs");
+        }
+        assert_private(&data, &format!("umask {umask:03o}, while serving"));
+        assert!(server.stop().success());
+
+        // A corrupt object, quarantined.
+        std::fs::write(object_path(&data, b"alpha"), b"alphA").unwrap();
+        let scrub = tsmfs_under_umask(umask).args(["scrub", d]).output().unwrap();
+        assert_eq!(scrub.status.code(), Some(1), "{}", stdout(&scrub));
+
+        // A mount in the background, logging to DATA/tsmfs.log.
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mount = tsmfs_under_umask(umask).args(["mount", d, mnt.to_str().unwrap()]).output().unwrap();
+        assert!(mount.status.success(), "{}", stderr(&mount));
+        assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+        // The daemon commits, checkpoints and exits, freeing the lock.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let free = || tsmfs_stdin(&["put", d, "-", "/probe"], b"p").status.success();
+        while !free() {
+            assert!(Instant::now() < deadline, "the mount daemon still holds the data directory");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(data.join("tsmfs.log").exists() && data.join("quarantine").exists());
+        assert_private(&data, &format!("umask {umask:03o}, at rest"));
+    }
+}
+
+/// A data directory an older tsmfs made (0755 directories, 0644 files,
+/// 0444 objects): fsck names each loose path and fails; --repair makes
+/// them private, and fsck passes.
+#[test]
+fn fsck_reports_and_repair_fixes_modes_that_let_others_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let object = object_path(&data, b"alpha");
+    let variants = data.join("variants/aa");
+    std::fs::create_dir_all(&variants).unwrap();
+    let variant = variants.join(format!("aa{}-0000000000000000.gzip", "0".repeat(38)));
+    std::fs::write(&variant, b"compressed").unwrap();
+    let loose = [
+        (data.clone(), 0o755),
+        (data.join("meta.sqlite"), 0o644),
+        (data.join("tsmfs.lock"), 0o664),
+        (data.join("objects"), 0o755),
+        (object.parent().unwrap().to_owned(), 0o775),
+        (object.clone(), 0o444),
+        (data.join("variants"), 0o755),
+        (variant.clone(), 0o644),
+    ];
+    for (path, mode) in &loose {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let found = tsmfs(&["fsck", d]);
+    assert_eq!(found.status.code(), Some(1), "{}", stdout(&found));
+    let text = stdout(&found);
+    for (path, mode) in &loose {
+        let line = format!("{}: mode {mode:04o} lets group or others in", path.display());
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+    // Opened by this fsck, the database's log came out as loose as the
+    // database: it is repaired too.
+    assert!(text.contains("meta.sqlite-wal: mode 0644"), "{text}");
+
+    let repaired = tsmfs(&["fsck", "--repair", d]);
+    assert!(repaired.status.success(), "{}", stdout(&repaired));
+    assert!(stdout(&repaired).contains("[repaired]"), "{}", stdout(&repaired));
+    assert_private(&data, "after fsck --repair");
+    let clean = tsmfs(&["fsck", d]);
+    assert!(stdout(&clean).contains("0 problems"), "{}", stdout(&clean));
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/a.txt"])), "alpha", "the files are intact");
 }

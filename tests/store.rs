@@ -107,7 +107,11 @@ fn objects_are_read_only_and_fanned_out_under_their_id() {
     let hex = id.lo_hex();
     let path = t.data().join("objects").join(&hex[0..2]).join(format!("{hex}-0000000000000000"));
     let meta = std::fs::metadata(&path).expect("object at its fan-out path");
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o444);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o400,
+        "read-only, the owner's alone"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"fan out");
 }
 

@@ -164,7 +164,8 @@ enum Command {
         gid: Option<u32>,
     },
     /// Check the metadata against the store: reference counts, link
-    /// counts, dangling entries, missing, stray and unreferenced objects.
+    /// counts, dangling entries, missing, stray and unreferenced objects;
+    /// and that no file in the data directory lets other users in.
     ///
     /// Needs the data directory to itself (stop `serve` first). Exits 1
     /// if problems are left.

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -137,6 +138,7 @@ fn daemonize(data: &Path) -> Result<Ready> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(tsmfs::store::PRIVATE_FILE_MODE)
         .open(data.join(LOG_FILE))
         .with_context(|| format!("log file {}", data.join(LOG_FILE).display()))?;
     // SAFETY: no other thread exists yet (called before anything spawns

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use super::{FileKind, Fs, FsResult, Origin};
 use crate::id::{ContentId, Ino};
@@ -35,6 +36,10 @@ pub enum Problem {
     UnreferencedObject { id: ContentId },
     /// A file in the object area that is no object.
     StrayFile { path: PathBuf },
+    /// A file or directory in the data directory that its group or other
+    /// users may use (made by an older tsmfs, or changed since): they
+    /// could read every name, xattr, dead property and file.
+    LooseMode { path: PathBuf, mode: u32 },
 }
 
 impl Problem {
@@ -88,6 +93,12 @@ impl std::fmt::Display for Problem {
             }
             Problem::UnreferencedObject { id } => write!(f, "object {}: nothing refers to it", id.etag_tag()),
             Problem::StrayFile { path } => write!(f, "{}: not an object", path.display()),
+            Problem::LooseMode { path, mode } => write!(
+                f,
+                "{}: mode {mode:04o} lets group or others in (should be {:04o})",
+                path.display(),
+                private_mode(*mode)
+            ),
         }
     }
 }
@@ -230,6 +241,7 @@ impl Fs {
                 report.problems.push(Problem::MissingObject { id: *id });
             }
         }
+        report.problems.extend(loose_modes(&self.data_dir)?);
         if repair {
             report.repaired = self.repair(&report.problems)?;
         }
@@ -313,6 +325,11 @@ impl Fs {
             }
         }
         self.remove_unused(&unneeded);
+        for problem in &fixable {
+            if let Problem::LooseMode { path, mode } = problem {
+                make_private(path, *mode)?;
+            }
+        }
         Ok(fixable.len())
     }
 
@@ -401,5 +418,43 @@ impl Fs {
         self.repair(&garbage)?;
         (gc.orphan_variants, gc.orphan_variant_bytes) = self.store.remove_orphan_variants()?;
         Ok(gc)
+    }
+}
+
+/// Everything in `data_dir` (itself included) that its group or others
+/// may use. Symbolic links are not followed (their own mode means
+/// nothing), nor are other file systems mounted inside.
+fn loose_modes(data_dir: &Path) -> FsResult<Vec<Problem>> {
+    let mut loose = Vec::new();
+    for entry in walkdir::WalkDir::new(data_dir).same_file_system(true) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(data_dir).to_path_buf();
+            StoreError::Io { action: "walk", path, source: e.into() }
+        })?;
+        if entry.file_type().is_symlink() {
+            continue;
+        }
+        let metadata = entry.metadata().map_err(|e| StoreError::io("stat", entry.path())(e.into()))?;
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            loose.push(Problem::LooseMode { path: entry.into_path(), mode });
+        }
+    }
+    Ok(loose)
+}
+
+/// `mode` with only its owner's permissions left.
+fn private_mode(mode: u32) -> u32 {
+    mode & 0o700
+}
+
+/// Take group and others' permissions off `path`. Gone meanwhile (a stray
+/// file or an unreferenced object that this repair removed) is fine.
+fn make_private(path: &Path, mode: u32) -> FsResult<()> {
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(private_mode(mode))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(StoreError::io("set the mode of", path)(e).into())
+        }
+        _ => Ok(()),
     }
 }

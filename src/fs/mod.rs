@@ -31,6 +31,7 @@ mod setattr;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +56,7 @@ pub use crate::meta::{DirRow, FileKind, Inode as Attr, PathLock, Totals};
 /// WebDAV dead properties of one resource: (Clark name `{ns}local`, the
 /// property element's XML), by name.
 pub type DeadProps = Vec<(String, Vec<u8>)>;
-use crate::store::{Store, StoreError};
+use crate::store::{PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, Store, StoreError};
 use events::Events;
 
 /// Longest name of one directory entry, in bytes.
@@ -284,16 +285,21 @@ impl Fs {
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(|source| OpenError::Io {
-                    action: "create",
-                    path: data_dir.to_path_buf(),
-                    source,
-                })?;
+                let io = |source| OpenError::Io { action: "create", path: data_dir.to_path_buf(), source };
+                if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(data_dir).map_err(io)?;
             }
             Err(source) => {
                 return Err(OpenError::Io { action: "read", path: data_dir.to_path_buf(), source });
             }
         }
+        // An empty directory given to init becomes private too: what it
+        // will hold (names, xattrs, every file's bytes) is its owner's.
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE)).map_err(
+            |source| OpenError::Io { action: "set the mode of", path: data_dir.to_path_buf(), source },
+        )?;
         let _lock = lock_data_dir(data_dir)?;
         Store::open(data_dir)?;
         let meta = Meta::open(data_dir)?;
@@ -626,12 +632,16 @@ pub(crate) fn check_name(name: &[u8]) -> FsResult<()> {
 
 fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
     let path = data_dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(
-        |source| match source.raw_os_error() {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(&path)
+        .map_err(|source| match source.raw_os_error() {
             Some(libc::EROFS) => OpenError::ReadOnlyMedia(data_dir.to_path_buf()),
             _ => OpenError::Io { action: "open", path: path.clone(), source },
-        },
-    )?;
+        })?;
     // Retry briefly: a child forked by another thread of this process may
     // hold a copy of a just-closed lock descriptor until it execs.
     for _ in 0..LOCK_ATTEMPTS {

@@ -351,6 +351,7 @@ impl Meta {
     /// Open the database in `data_dir`, creating and migrating as needed.
     pub fn open(data_dir: &Path) -> Result<Meta, MetaError> {
         let path = data_dir.join(DB_FILE);
+        create_private(&path)?;
         let mut writer = Connection::open(&path).map_err(MetaError::sql("open"))?;
         configure(&writer)?;
         writer.pragma_update(None, "journal_mode", "WAL").map_err(MetaError::sql("enable WAL"))?;
@@ -475,6 +476,24 @@ impl Meta {
 
     fn open_reader(&self) -> Result<Connection, MetaError> {
         open_reader(&self.path, self.immutable)
+    }
+}
+
+/// Create the database file, empty and private, unless it exists. SQLite
+/// would create it with mode 0644 (less the umask), and it gives its
+/// `-wal`, `-shm` and `-journal` files the database file's mode, so this
+/// makes all of them private.
+fn create_private(path: &Path) -> Result<(), MetaError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::store::PRIVATE_FILE_MODE)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(MetaError::Io { action: "create", path: path.to_owned(), source }),
     }
 }
 

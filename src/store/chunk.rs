@@ -41,12 +41,13 @@ struct StagedFile {
 }
 
 impl StagedFile {
-    /// Give the file the name `target`, read-only. A link, not a rename:
+    /// Give the file the name `target`, read-only (and readable by the
+    /// owner alone, as all of a data directory). A link, not a rename:
     /// should the transaction fail, the object is removed and a retry
     /// links the same bytes again.
     fn link_as(&self, target: &Path) -> Result<(), StoreError> {
         self.file
-            .set_permissions(std::fs::Permissions::from_mode(0o444))
+            .set_permissions(std::fs::Permissions::from_mode(super::OBJECT_MODE))
             .map_err(StoreError::io("set permissions on", &self.path))?;
         let link = || {
             if self.anonymous { link_fd(&self.file, target) } else { std::fs::hard_link(&self.path, target) }

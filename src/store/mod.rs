@@ -19,7 +19,8 @@ mod hash;
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +105,14 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").field("objects", &self.objects).finish()
     }
 }
+
+/// Mode of every directory tsmfs makes in a data directory: the names,
+/// metadata and bytes in it are its owner's alone.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the files it makes there (objects: [`OBJECT_MODE`]).
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of an object file: never rewritten, so read-only.
+pub const OBJECT_MODE: u32 = 0o400;
 
 const OBJECTS_DIR: &str = "objects";
 const STAGING_DIR: &str = "staging";
@@ -292,7 +301,7 @@ impl Store {
         self.remove_variants(id)?;
         let from = self.object_path(id);
         let dir = self.objects.with_file_name(QUARANTINE_DIR);
-        fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        make_private_dirs(&dir)?;
         let to = dir.join(from.file_name().unwrap_or_default());
         fs::rename(&from, &to).map_err(StoreError::io("quarantine", &from))?;
         Ok(to)
@@ -343,14 +352,23 @@ impl Store {
     pub fn write_variant(&self, id: &ContentId, encoding: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.variant_path(id, encoding);
         let dir = path.parent().unwrap_or(&self.variants);
-        fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
-        let n = self.next_staging.fetch_add(1, Ordering::Relaxed);
-        let aside = self.staging.join(format!("variant-{}-{n}", std::process::id()));
+        make_private_dirs(dir)?;
+        let aside = self.staging.join(format!("variant-{}", self.unique_staging_name()));
         // Its blake3 follows it, checked when it is read.
         let mut sealed = Vec::with_capacity(bytes.len() + VARIANT_TRAILER);
         sealed.extend_from_slice(bytes);
         sealed.extend_from_slice(blake3::hash(bytes).as_bytes());
-        fs::write(&aside, &sealed).map_err(StoreError::io("write variant", &aside))?;
+        // A compressed copy of a file is as private as the file.
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&aside)
+            .and_then(|mut file| file.write_all(&sealed))
+            .map_err(|e| {
+                let _ = fs::remove_file(&aside);
+                StoreError::io("write variant", &aside)(e)
+            })?;
         fs::rename(&aside, &path).map_err(|e| {
             let _ = fs::remove_file(&aside);
             StoreError::io("publish variant", &path)(e)
@@ -450,11 +468,21 @@ fn unique_suffix() -> u64 {
 
 /// Create `dir` if missing; returns whether it was created.
 fn make_dir(dir: &Path) -> Result<bool, StoreError> {
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
+    match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
         Err(e) => Err(StoreError::io("create directory", dir)(e)),
     }
+}
+
+/// Create `dir` and any missing parents (inside the data directory), all
+/// private.
+fn make_private_dirs(dir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .map_err(StoreError::io("create directory", dir))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
