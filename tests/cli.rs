@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::util::{stderr, stdout, tsmfs, tsmfs_stdin};
 
@@ -397,4 +398,102 @@ fn a_quick_remount_survives_the_previous_daemon_exiting() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
     assert_eq!(tsmfs(&["get", first.to_str().unwrap(), "/first-2"]).stdout, b"1");
+}
+
+/// Issue 15: `tsmfs passwd FILE USER` wrote FILE.tmp following symlinks
+/// and keeping an existing file's mode. In a shared directory, a link
+/// planted at that name made it overwrite the link's target (any file
+/// root may write), and a file planted there kept its loose mode. The
+/// new contents now go to a new private file under an unguessable name.
+#[test]
+fn passwd_follows_no_planted_link_and_writes_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"root's own file\n").unwrap();
+    let users = shared.join("users");
+    let users_s = users.to_str().unwrap();
+    let mode = |path: &Path| std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777;
+
+    // The name the old code wrote to, taken by a link to the victim.
+    let planted = shared.join("users.tmp");
+    symlink(&victim, &planted).unwrap();
+    let out = tsmfs_stdin(&["passwd", users_s, "ann"], b"first password\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root's own file\n", "the victim is unchanged");
+    assert!(std::fs::symlink_metadata(&users).unwrap().is_file(), "FILE is a file, not the planted link");
+    assert!(std::fs::read_to_string(&users).unwrap().starts_with("ann:$argon2id$"));
+    assert_eq!(mode(&users), 0o600);
+
+    // An older, loose FILE, and a world-writable file planted at the
+    // old name: the new FILE is 0600 all the same.
+    std::fs::remove_file(&planted).unwrap();
+    std::fs::write(&planted, b"").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tsmfs_stdin(&["passwd", users_s, "bob"], b"second password\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&users), 0o600, "FILE keeps no loose mode");
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(text.contains("ann:$argon2id$") && text.contains("bob:$argon2id$"), "{text}");
+    assert_eq!(std::fs::read(&planted).unwrap(), b"", "what was planted got none of it");
+    let leftovers: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "users" && name != "users.tmp")
+        .collect();
+    assert!(leftovers.is_empty(), "nothing left aside: {leftovers:?}");
+}
+
+/// As ssh refuses a key others can read, the server refuses a password
+/// file that group or others may read or write, saying how to fix it.
+#[test]
+fn a_password_file_others_can_read_or_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let users = tmp.path().join("users");
+    let users_s = users.to_str().unwrap();
+    assert!(tsmfs_stdin(&["passwd", users_s, "ann"], b"a password\n").status.success());
+    for (command, mode) in [("webdav", 0o644), ("webdav", 0o620), ("serve", 0o604)] {
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut args = vec![command, "--listen", "127.0.0.1:0", "--auth-file", users_s, &data];
+        let mnt = tmp.path().join("mnt");
+        let mnt_s = mnt.to_str().unwrap();
+        if command == "serve" {
+            args.extend(["--mount", mnt_s]);
+        }
+        let out = exited_within(Duration::from_secs(20), &args)
+            .unwrap_or_else(|| panic!("{command} served with a {mode:04o} password file"));
+        assert_eq!(out.status.code(), Some(1), "{command} with a {mode:04o} password file");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("password file {users_s} has mode {mode:04o}")), "{err}");
+        assert!(err.contains(&format!("chmod 600 {users_s}")), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+/// Run tsmfs; its output if it exits within `limit`, else `None` (it is
+/// killed).
+fn exited_within(limit: Duration, args: &[&str]) -> Option<std::process::Output> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tsmfs");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait for tsmfs").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().expect("tsmfs output"))
 }

@@ -151,7 +151,7 @@ enum Command {
     /// Add a user to a password file for --auth-file, or change their
     /// password. The password is read from standard input (one line).
     Passwd {
-        /// Password file (created with mode 0600).
+        /// Password file (rewritten whole, mode 0600).
         file: PathBuf,
         /// User name.
         user: String,
@@ -232,7 +232,8 @@ struct HttpFlags {
     #[arg(long = "cache-control", value_name = "PREFIX=VALUE")]
     cache_control: Vec<String>,
     /// Require HTTP Basic authentication against this file of users and
-    /// argon2 password hashes (see `tsmfs passwd`).
+    /// argon2 password hashes (see `tsmfs passwd`). It must be private:
+    /// no permission for group or others.
     #[arg(long, value_name = "FILE")]
     auth_file: Option<PathBuf>,
     /// Serve a non-loopback address without authentication (to everyone

@@ -40,6 +40,21 @@ pub enum AuthError {
         /// What is wrong.
         reason: String,
     },
+    /// Group or others may read or write the file: anyone who can read
+    /// it can try passwords offline, anyone who can write it can add a
+    /// user. Refused, as ssh refuses such a key.
+    #[error(
+        "password file {} has mode {mode:04o}: other users may read or change it. \
+         Make it private with `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Hashing failed.
     #[error("hashing the password: {0}")]
     Hash(String),
@@ -55,10 +70,20 @@ pub struct Users {
 }
 
 impl Users {
-    /// Read a password file.
+    /// Read a password file, which must be private (no permission for
+    /// group or others).
     pub fn load(path: &Path) -> Result<Users, AuthError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| AuthError::Io { path: path.to_owned(), source })?;
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let io = |source| AuthError::Io { path: path.to_owned(), source };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        // The mode of the file read, not of whatever the name means later.
+        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(AuthError::NotPrivate { path: path.to_owned(), mode });
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io)?;
         let (mut hashes, mut identities) = (HashMap::new(), HashMap::new());
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -186,7 +211,6 @@ pub fn set_password(
     ids: Option<(u32, u32)>,
 ) -> Result<(), AuthError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| AuthError::Io { path: path.to_owned(), source };
     if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
         return Err(AuthError::Syntax {
@@ -211,16 +235,49 @@ pub fn set_password(
         None => format!("{user}:{hash}"),
     });
     // Written aside and renamed: a crash leaves the old file or the new.
-    let aside = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&aside)
-        .map_err(io)?;
-    file.write_all((lines.join("\n") + "\n").as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-    std::fs::rename(&aside, path).map_err(io)
+    let (aside, mut file) = create_aside(path).map_err(io)?;
+    let written = file
+        .write_all((lines.join("\n") + "\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&aside, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&aside);
+        return Err(io(e));
+    }
+    // The rename itself survives a crash once the directory is synced.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+/// A new private file beside `path`, under a name nobody can have
+/// guessed, for the new contents. The directory may be shared: another
+/// user may have put anything (a link to a file of ours, a file of
+/// theirs) under any name they could predict, so the file must be new
+/// (`O_EXCL`), and a link in its place is never followed (`O_NOFOLLOW`).
+fn create_aside(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use rand_core::RngCore;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut attempts = 0;
+    loop {
+        let suffix = rand_core::OsRng.next_u64();
+        let aside = path.with_file_name(format!(".{name}.{}.{suffix:016x}.tmp", std::process::id()));
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&aside);
+        match created {
+            Ok(file) => {
+                // 0600 whatever the umask took away.
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                return Ok((aside, file));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 16 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
