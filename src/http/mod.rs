@@ -150,15 +150,32 @@ fn put_guard(headers: &http::HeaderMap) -> Option<PutGuard> {
     }))
 }
 
-/// Whether the request's credentials are good; argon2 runs off the async
-/// workers, and only the first time a client's credentials are seen.
-async fn authorized(users: &Arc<auth::Users>, headers: &http::HeaderMap) -> bool {
-    let authorization = headers.get(http::header::AUTHORIZATION).cloned();
-    if users.known_good(authorization.as_ref()) {
-        return true;
+/// `None` if the request from `client` may go on; else the answer: 401,
+/// or 429 for an address that failed too often lately (auth.rs).
+async fn refused_access(
+    users: &Arc<auth::Users>,
+    headers: &http::HeaderMap,
+    client: std::net::IpAddr,
+) -> Option<http::Response<ResponseBody>> {
+    match users.authorize(headers.get(http::header::AUTHORIZATION), client).await {
+        auth::Verdict::Allowed => None,
+        auth::Verdict::Refused => {
+            let mut refused = http::Response::new(empty_body());
+            *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+            let challenge = HeaderValue::from_static("Basic realm=\"tsmfs\", charset=\"UTF-8\"");
+            refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
+            Some(refused)
+        }
+        auth::Verdict::Throttled { retry_after } => {
+            let mut refused = limits::refusal(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "too many failed password checks from this address; retry later",
+            );
+            let seconds = retry_after.as_secs_f64().ceil() as u64;
+            refused.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+            Some(refused)
+        }
     }
-    let users = users.clone();
-    tokio::task::spawn_blocking(move || users.check(authorization.as_ref())).await.unwrap_or(false)
 }
 
 /// A COPY or MOVE with its paths decoded as dav-server decodes them;
@@ -217,15 +234,12 @@ fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
 /// dav-server as is.
 async fn handle(
     shared: Arc<Shared>,
+    client: std::net::IpAddr,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
     if let Some(users) = &shared.options.users
-        && !authorized(users, req.headers()).await
+        && let Some(refused) = refused_access(users, req.headers(), client).await
     {
-        let mut refused = http::Response::new(empty_body());
-        *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
-        let challenge = HeaderValue::from_static("Basic realm=\"tsmfs\", charset=\"UTF-8\"");
-        refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
         return refused;
     }
     if !limits::conditionals_are_safe(req.headers()) {
@@ -488,7 +502,7 @@ impl Server {
                     let shared = self.shared.clone();
                     let service = service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(answer_even_if_panicking(handle(shared, req)).await) }
+                        async move { Ok::<_, Infallible>(answer_even_if_panicking(handle(shared, peer.ip(), req)).await) }
                     });
                     let builder = {
                         let mut builder = http1::Builder::new();
