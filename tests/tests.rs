@@ -38,5 +38,7 @@ mod check;
 mod crash;
 // Hostile HTTP input: random requests, limits and their statuses.
 mod hostile;
+// Password checks under attack: timing, throttling, memory.
+mod auth;
 // A full disk and read-only media (tmpfs mounts, root).
 mod disk;

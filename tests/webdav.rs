@@ -44,7 +44,8 @@ impl TestServer {
         TestServer::start(data)
     }
 
-    fn start_with(data: &Path, extra: &[&str]) -> TestServer {
+    /// A server on an existing data directory with more arguments.
+    pub(crate) fn start_with(data: &Path, extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tsmfs"))
             .args(["webdav", "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -63,6 +64,11 @@ impl TestServer {
         // Keep draining stderr so the server never blocks on it.
         std::thread::spawn(move || lines.for_each(drop));
         TestServer { child, base, data: data.to_owned(), _dir: None }
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

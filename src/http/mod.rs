@@ -149,15 +149,32 @@ fn put_guard(headers: &http::HeaderMap) -> Option<PutGuard> {
     }))
 }
 
-/// Whether the request's credentials are good; argon2 runs off the async
-/// workers, and only the first time a client's credentials are seen.
-async fn authorized(users: &Arc<auth::Users>, headers: &http::HeaderMap) -> bool {
-    let authorization = headers.get(http::header::AUTHORIZATION).cloned();
-    if users.known_good(authorization.as_ref()) {
-        return true;
+/// `None` if the request from `client` may go on; else the answer: 401,
+/// or 429 for an address that failed too often lately (auth.rs).
+async fn refused_access(
+    users: &Arc<auth::Users>,
+    headers: &http::HeaderMap,
+    client: std::net::IpAddr,
+) -> Option<http::Response<ResponseBody>> {
+    match users.authorize(headers.get(http::header::AUTHORIZATION), client).await {
+        auth::Verdict::Allowed => None,
+        auth::Verdict::Refused => {
+            let mut refused = http::Response::new(empty_body());
+            *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+            let challenge = HeaderValue::from_static("Basic realm=\"tsmfs\", charset=\"UTF-8\"");
+            refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
+            Some(refused)
+        }
+        auth::Verdict::Throttled { retry_after } => {
+            let mut refused = limits::refusal(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "too many failed password checks from this address; retry later",
+            );
+            let seconds = retry_after.as_secs_f64().ceil() as u64;
+            refused.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+            Some(refused)
+        }
     }
-    let users = users.clone();
-    tokio::task::spawn_blocking(move || users.check(authorization.as_ref())).await.unwrap_or(false)
 }
 
 /// Whether the request names a host we answer (see [`host`]). A request
@@ -229,6 +246,7 @@ fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
 async fn handle(
     shared: Arc<Shared>,
     who: Option<Arc<Identity>>,
+    client: std::net::IpAddr,
     req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<ResponseBody> {
     if shared.hosts.as_ref().is_some_and(|hosts| !for_us(hosts, &req)) {
@@ -239,16 +257,10 @@ async fn handle(
     }
     let who = match &shared.options.users {
         None => who,
-        Some(users) if authorized(users, req.headers()).await => {
-            users.identity(req.headers().get(http::header::AUTHORIZATION))
-        }
-        Some(_) => {
-            let mut refused = http::Response::new(empty_body());
-            *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
-            let challenge = HeaderValue::from_static("Basic realm=\"tsmfs\", charset=\"UTF-8\"");
-            refused.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
-            return refused;
-        }
+        Some(users) => match refused_access(users, req.headers(), client).await {
+            Some(refused) => return refused,
+            None => users.identity(req.headers().get(http::header::AUTHORIZATION)),
+        },
     };
     if !limits::conditionals_are_safe(req.headers()) {
         return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed conditional header");

@@ -195,6 +195,12 @@ impl Server {
         };
         let tls = self.tls.clone();
         let watcher = graceful.watcher();
+        // Password failures are counted per address; Unix socket clients
+        // share one.
+        let client = match peer {
+            Peer::Tcp { peer, .. } => peer.ip(),
+            Peer::Unix { .. } => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        };
         tokio::spawn(async move {
             let (policy, authenticated) = (shared.options.identity.clone(), shared.options.users.is_some());
             let who = tokio::task::spawn_blocking(move || policy.of_connection(peer, authenticated))
@@ -204,7 +210,7 @@ impl Server {
                 let (shared, who) = (shared.clone(), who.clone());
                 async move {
                     let sandboxed = !shared.options.trusted_content;
-                    let mut response = answer_even_if_panicking(handle(shared, who, req)).await;
+                    let mut response = answer_even_if_panicking(handle(shared, who, client, req)).await;
                     inert(response.headers_mut(), sandboxed);
                     Ok::<_, Infallible>(response)
                 }
