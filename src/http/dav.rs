@@ -742,6 +742,8 @@ struct PutFile {
     buffered: Vec<u8>,
     expected: Option<u64>,
     received: u64,
+    /// Why staging failed, once it has: answered when the body is in.
+    failure: Option<DavError>,
     attr: Option<Attr>,
 }
 
@@ -833,15 +835,27 @@ impl PutFile {
             buffered: Vec::new(),
             expected,
             received: 0,
+            failure: None,
             attr: None,
         })
     }
 
     async fn send(&mut self, bytes: Bytes) -> DavResult<()> {
         self.received += bytes.len() as u64;
+        if self.failure.is_some() {
+            return Ok(());
+        }
         self.buffered.extend_from_slice(&bytes);
-        if self.buffered.len() >= STAGE_PIECE {
-            self.stage_buffered().await?;
+        if self.buffered.len() >= STAGE_PIECE
+            && let Err(e) = self.stage_buffered().await
+        {
+            // The rest of the body is read and dropped, and the failure
+            // answered once it is in: a server that answers and closes
+            // while the client still sends resets the connection, and
+            // the client never sees the answer (507 for a full disk).
+            self.failure = Some(e);
+            self.stager = None;
+            self.buffered = Vec::new();
         }
         Ok(())
     }
@@ -864,6 +878,9 @@ impl PutFile {
     async fn finish(&mut self) -> DavResult<Attr> {
         if let Some(attr) = &self.attr {
             return Ok(attr.clone());
+        }
+        if let Some(failure) = self.failure {
+            return Err(failure);
         }
         if self.expected.is_some_and(|n| n != self.received) {
             tracing::info!(
