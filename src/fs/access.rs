@@ -31,6 +31,22 @@ impl Want {
     pub const CHANGE_ENTRIES: Want = Want(2 | 1);
 }
 
+/// What permission checks read of a node: its kind, mode and owners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    kind: FileKind,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Mode {
+    /// `node`'s.
+    pub fn of(node: &Attr) -> Mode {
+        Mode { kind: node.kind, perm: node.perm, uid: node.uid, gid: node.gid }
+    }
+}
+
 impl Identity {
     /// The superuser.
     pub fn root() -> Identity {
@@ -77,6 +93,16 @@ impl Identity {
     /// else the group's to a member, else the others'. Root may read and
     /// write anything, and search or run anything some `x` bit allows.
     pub fn may(&self, node: &Attr, want: Want) -> bool {
+        self.may_mode(&Mode::of(node), want)
+    }
+
+    /// Whether a path is open to `want` of its end, `node`, through the
+    /// directories it goes through (`walked`: search permission on each).
+    pub fn may_reach(&self, walked: &[Mode], node: &Attr, want: Want) -> bool {
+        walked.iter().all(|dir| self.may_mode(dir, Want::SEARCH)) && self.may(node, want)
+    }
+
+    fn may_mode(&self, node: &Mode, want: Want) -> bool {
         if self.is_root() {
             return want.0 & 1 == 0 || node.kind == FileKind::Dir || node.perm & 0o111 != 0;
         }

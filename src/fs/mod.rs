@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use access::{Identity, Want};
+pub use access::{Identity, Mode, Want};
 pub use check::{CheckReport, GcReport, Problem, ScrubReport};
 pub use error::{FsError, FsResult};
 pub use etag::ContentFile;

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::{
-    Attr, Caller, ChangeOp, DeadProps, FileKind, Fs, FsError, FsResult, Identity, Tx, Want, check_name,
+    Attr, Caller, ChangeOp, DeadProps, FileKind, Fs, FsError, FsResult, Identity, Mode, Tx, Want, check_name,
 };
 use crate::id::Ino;
 use crate::meta::{DirRow, NewInode};
@@ -49,7 +49,13 @@ impl Fs {
     /// [`Fs::resolve`] for `who` (`None`: unchecked), who needs search
     /// permission on every directory walked through.
     pub fn resolve_as(&self, path: &[u8], who: Option<&Identity>) -> FsResult<Attr> {
-        walk(path, self.getattr(Ino::ROOT)?, who, |dir, name| self.lookup(dir, name), None::<ReadLink>)
+        walk(
+            path,
+            self.getattr(Ino::ROOT)?,
+            searchable_by(who),
+            |dir, name| self.lookup(dir, name),
+            None::<ReadLink>,
+        )
     }
 
     /// [`Fs::resolve`], following symlinks whose targets stay inside the
@@ -65,7 +71,7 @@ impl Fs {
         walk(
             path,
             self.getattr(Ino::ROOT)?,
-            who,
+            searchable_by(who),
             |dir, name| self.lookup(dir, name),
             Some(|link| self.readlink(link)),
         )
@@ -75,17 +81,24 @@ impl Fs {
     /// pending writes of open files are not applied, so size and content
     /// id agree. What HTTP serves: committed versions only.
     pub fn resolve_committed(&self, path: &[u8]) -> FsResult<Attr> {
-        self.resolve_committed_as(path, None)
+        self.resolve_committed_walked(path).map(|(attr, _)| attr)
     }
 
-    /// [`Fs::resolve_committed`] for `who` (see [`Fs::resolve_as`]).
-    pub fn resolve_committed_as(&self, path: &[u8], who: Option<&Identity>) -> FsResult<Attr> {
-        self.meta.read(|db| {
+    /// [`Fs::resolve_committed`], with the modes of the directories the
+    /// walk went through: what a permission check of the path needs
+    /// ([`Identity::may_reach`]), kept beside a cached lookup.
+    pub fn resolve_committed_walked(&self, path: &[u8]) -> FsResult<(Attr, Vec<Mode>)> {
+        let mut walked = Vec::new();
+        let attr = self.meta.read(|db| {
+            walked.clear();
             let root = db.inode(Ino::ROOT)?.ok_or(FsError::NotFound)?;
             walk(
                 path,
                 root,
-                who,
+                |dir| {
+                    walked.push(Mode::of(dir));
+                    Ok(())
+                },
                 |dir, name| {
                     if name.len() > super::NAME_MAX {
                         return Err(FsError::NameTooLong);
@@ -94,7 +107,8 @@ impl Fs {
                 },
                 Some(|link| db.symlink_target(link)?.ok_or(FsError::Invalid("symlink without target"))),
             )
-        })
+        })?;
+        Ok((attr, walked))
     }
 
     /// Resolve all but the last component of `path`: the parent directory
@@ -439,7 +453,7 @@ impl Fs {
 fn walk(
     path: &[u8],
     root: Attr,
-    who: Option<&Identity>,
+    mut through: impl FnMut(&Attr) -> FsResult<()>,
     mut step: impl FnMut(Ino, &[u8]) -> FsResult<Attr>,
     mut follow: Option<impl FnMut(Ino) -> FsResult<Vec<u8>>>,
 ) -> FsResult<Attr> {
@@ -470,9 +484,7 @@ fn walk(
             }
             continue;
         }
-        if let Some(who) = who {
-            who.require(current, Want::SEARCH)?;
-        }
+        through(current)?;
         let next = step(current.ino, &part)?;
         let Some(target) = follow.as_mut().filter(|_| next.kind == FileKind::Symlink) else {
             chain.push(next);
@@ -491,6 +503,12 @@ fn walk(
         }
     }
     chain.pop().ok_or(FsError::NotFound)
+}
+
+/// A walk's check of each directory it goes through: search permission
+/// for `who` (`None`: none).
+fn searchable_by(who: Option<&Identity>) -> impl FnMut(&Attr) -> FsResult<()> + '_ {
+    move |dir| who.map_or(Ok(()), |who| who.require(dir, Want::SEARCH))
 }
 
 /// What a new inode made by `make_node` is.

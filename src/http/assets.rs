@@ -41,6 +41,10 @@ pub(super) struct Asset {
     pub etag_value: HeaderValue,
     pub last_modified: Option<HeaderValue>,
     pub content_type: HeaderValue,
+    /// The file's mode and those of the directories its path goes
+    /// through, for permission checks without another lookup (the path
+    /// map is emptied by every change, chmod included).
+    pub access: Option<(crate::fs::Attr, Vec<crate::fs::Mode>)>,
 }
 
 impl Asset {
@@ -65,6 +69,7 @@ impl Asset {
             etag_value: HeaderValue::from_str(&tag).unwrap_or_else(|_| self.etag_value.clone()),
             last_modified: self.last_modified.clone(),
             content_type: self.content_type.clone(),
+            access: self.access.clone(),
         }
     }
 
@@ -79,6 +84,7 @@ impl Asset {
             etag_value: HeaderValue::from_str(&tag).ok()?,
             last_modified: None,
             content_type: content_type(name),
+            access: None,
         })
     }
 }
@@ -140,17 +146,22 @@ impl Assets {
         }
         let generation = self.generation.load(Ordering::Acquire);
         let (fs, owned) = (self.fs.clone(), path.to_vec());
-        let attr =
-            match blocking(move || fs.resolve_committed(&owned).and_then(|a| fs.with_content_id(a))).await {
-                Ok(attr) => attr,
-                Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong) => return Ok(Found::Missing),
-                Err(e) => return Err(e),
-            };
+        let found = blocking(move || {
+            let (attr, walked) = fs.resolve_committed_walked(&owned)?;
+            Ok((fs.with_content_id(attr)?, walked))
+        });
+        let (attr, walked) = match found.await {
+            Ok(found) => found,
+            Err(FsError::NotFound | FsError::NotDir | FsError::NameTooLong) => return Ok(Found::Missing),
+            Err(e) => return Err(e),
+        };
         if attr.kind != FileKind::File {
             return Ok(Found::NotAFile);
         }
         let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
-        let Some(asset) = Asset::new(&attr, name).map(Arc::new) else { return Ok(Found::NotAFile) };
+        let Some(mut asset) = Asset::new(&attr, name) else { return Ok(Found::NotAFile) };
+        asset.access = Some((attr, walked));
+        let asset = Arc::new(asset);
         let mut paths = self.paths.write();
         if self.generation.load(Ordering::Acquire) == generation {
             if paths.len() >= MAX_PATHS {

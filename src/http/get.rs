@@ -159,11 +159,10 @@ pub(super) async fn get(
             Err(e) => return Get::Done(failed(&e)),
         };
         if let Some(who) = who {
-            let (fs, path, who) = (assets.fs().clone(), path.clone(), who.clone());
-            let allowed =
-                blocking(move || who.require(&fs.resolve_committed_as(&path, Some(&who))?, Want::READ));
-            if let Err(e) = allowed.await {
-                return Get::Done(failed(&e));
+            let reachable =
+                asset.access.as_ref().is_some_and(|(file, walked)| who.may_reach(walked, file, Want::READ));
+            if !reachable {
+                return Get::Done(failed(&FsError::AccessDenied));
             }
         }
         match send(shared, &req, &asset, cache_control.clone()).await {

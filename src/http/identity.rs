@@ -31,14 +31,12 @@ pub struct IdentityPolicy {
 }
 
 impl IdentityPolicy {
-    /// The identity of requests on a connection from `peer` to `local`
-    /// (`authenticated`: the server checks passwords); blocking.
-    pub(super) fn of_connection(&self, peer: Peer, authenticated: bool) -> Option<Arc<Identity>> {
+    /// The identity of requests without credentials on a connection from
+    /// `peer` (a user of `--auth-file` acts as its own: see
+    /// `auth::Users::identity`); blocking.
+    pub(super) fn of_connection(&self, peer: Peer) -> Option<Arc<Identity>> {
         let identity = match (self.anonymous, peer) {
-            (Some((uid, gid)), _) if !authenticated => {
-                Identity { uid, gid, groups: Identity::of_user(uid).groups }
-            }
-            (_, _) if authenticated => Identity::process(),
+            (Some((uid, gid)), _) => Identity { uid, gid, groups: Identity::of_user(uid).groups },
             (_, Peer::Unix { uid, gid }) => Identity { gid, ..Identity::of_user(uid) },
             (_, Peer::Tcp { peer, local }) if is_loopback(peer.ip()) => match socket_owner(peer, local) {
                 Some(uid) => Identity::of_user(uid),

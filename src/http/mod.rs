@@ -245,6 +245,7 @@ fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
 /// dav-server as is.
 async fn handle(
     shared: Arc<Shared>,
+    // The connection's identity; with `--auth-file`, each request's user.
     who: Option<Arc<Identity>>,
     client: std::net::IpAddr,
     req: http::Request<hyper::body::Incoming>,

@@ -202,10 +202,16 @@ impl Server {
             Peer::Unix { .. } => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         };
         tokio::spawn(async move {
-            let (policy, authenticated) = (shared.options.identity.clone(), shared.options.users.is_some());
-            let who = tokio::task::spawn_blocking(move || policy.of_connection(peer, authenticated))
-                .await
-                .unwrap_or_else(|_| Some(Arc::new(Identity::nobody())));
+            // With passwords, each request acts as its user (`handle`).
+            let who = match shared.options.users {
+                Some(_) => None,
+                None => {
+                    let policy = shared.options.identity.clone();
+                    tokio::task::spawn_blocking(move || policy.of_connection(peer))
+                        .await
+                        .unwrap_or_else(|_| Some(Arc::new(Identity::nobody())))
+                }
+            };
             let service = service_fn(move |req| {
                 let (shared, who) = (shared.clone(), who.clone());
                 async move {
