@@ -200,6 +200,106 @@ fn a_corrupt_object_is_never_served_and_is_quarantined_when_read() {
     server.stop();
 }
 
+fn outboard_path(data: &Path, bytes: &[u8]) -> PathBuf {
+    let lo = sha1_id(bytes).lo_hex();
+    data.join("outboard").join(&lo[..2]).join(format!("{lo}-0000000000000000"))
+}
+
+/// Bytes the process `pid` has read through system calls so far.
+fn bytes_read_by(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    io.lines().find_map(|l| l.strip_prefix("rchar: ")).and_then(|n| n.parse().ok()).expect("rchar")
+}
+
+/// Flip one bit of `path` at `at` (an object file is read-only, but not
+/// to root).
+fn flip_bit(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open for damage");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+}
+
+/// A large object is checked group by group as reads reach it: ranges of
+/// good groups are served without reading the rest of the file, the
+/// damaged group is never sent, and the object is then quarantined.
+#[test]
+fn a_large_object_is_checked_where_it_is_read_and_no_further() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let mib = 1 << 20;
+    let body = crate::util::noise(6, 40 * mib + 321);
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, &body).unwrap();
+    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/big.bin"]).status.success());
+    let object = object_path(&data, &body);
+    assert!(outboard_path(&data, &body).exists(), "a large object is stored with its outboard");
+    let damaged_at = 30 * mib as u64 + 17;
+    flip_bit(&object, damaged_at);
+
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let before = bytes_read_by(server.pid());
+    let (status, got) = curl_status(&["-r", "20000000-20000099", &server.url("/big.bin")]);
+    assert_eq!((status.as_str(), got.as_slice()), ("206", &body[20_000_000..20_000_100]));
+    let read = bytes_read_by(server.pid()) - before;
+    assert!(read < 3 * mib as u64, "a 100-byte range of a 40 MiB file read {read} bytes");
+
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", &server.url("/big.bin")])
+        .output()
+        .expect("curl");
+    assert!(!out.status.success(), "the body is cut, never completed with bad bytes");
+    assert!(out.stdout.len() as u64 <= damaged_at, "{} bytes sent", out.stdout.len());
+    assert!(body.starts_with(&out.stdout), "what was sent is the file's");
+    assert!(!object.exists() && !outboard_path(&data, &body).exists(), "quarantined by the read");
+    assert_eq!(curl_status(&[&server.url("/big.bin")]).0, "500");
+    server.stop();
+    let scrub = tsmfs(&["scrub", d]);
+    assert_eq!(scrub.status.code(), Some(1), "{}", stdout(&scrub));
+}
+
+/// An outboard is derived data: missing or damaged, it is made again
+/// from the object (whose SHA-1 then vouches for it), by the first read
+/// or by a scrub, and gc removes one whose object is gone.
+#[test]
+fn a_missing_or_damaged_outboard_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let body = crate::util::noise(8, (5 << 20) + 3);
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, &body).unwrap();
+    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/big.bin"]).status.success());
+    let outboard = outboard_path(&data, &body);
+    let made = std::fs::read(&outboard).expect("outboard");
+
+    std::fs::remove_file(&outboard).unwrap();
+    assert_eq!(tsmfs(&["get", d, "/big.bin"]).stdout, body, "read without one");
+    assert_eq!(std::fs::read(&outboard).expect("made again by the read"), made);
+
+    flip_bit(&outboard, 40);
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let (status, got) = curl_status(&["-r", "3000000-3000009", &server.url("/big.bin")]);
+    assert_eq!((status.as_str(), got.as_slice()), ("206", &body[3_000_000..3_000_010]));
+    server.stop();
+    assert_eq!(std::fs::read(&outboard).unwrap(), made, "made again, the object kept");
+    assert!(object_path(&data, &body).exists());
+
+    std::fs::remove_file(&outboard).unwrap();
+    let scrub = tsmfs(&["scrub", d]);
+    assert!(scrub.status.success(), "{}", stdout(&scrub));
+    assert_eq!(std::fs::read(&outboard).expect("made again by scrub"), made);
+
+    let stray = data.join("outboard/00/00112233445566778899aabbccddeeff00112233-0000000000000000");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"for an object that is gone").unwrap();
+    let gc = tsmfs(&["gc", d]);
+    assert!(stdout(&gc).contains("1 orphaned outboards"), "{}", stdout(&gc));
+    assert!(!stray.exists() && outboard.exists());
+}
+
 /// A variant carries its blake3: a damaged one is dropped and made again,
 /// never served; scrub finds it too.
 #[test]

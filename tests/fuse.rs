@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink};
 
 use tsmfs::fuse::MountOptions;
@@ -324,8 +325,17 @@ fn committed_reads_bypass_the_daemon_with_passthrough() {
     let before = m.fs.counters().reads();
     assert_eq!(fs::read(m.path("f")).unwrap(), body);
     let served = m.fs.counters().reads() - before;
+    assert!(served > 0, "the first reader of an object reads through tsmfs, which checks its bytes");
+    // Drop the kernel's cached pages, so that the next read needs bytes.
+    let f = File::open(m.path("f")).unwrap();
+    // SAFETY: an advice call on a descriptor `f` keeps open.
+    assert_eq!(unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+    drop(f);
+    let before = m.fs.counters().reads();
+    assert_eq!(fs::read(m.path("f")).unwrap(), body);
+    let served = m.fs.counters().reads() - before;
     assert!(m.passthrough(), "this kernel (6.9+, as root) offers FUSE passthrough");
-    assert_eq!(served, 0, "passthrough: the kernel reads the object file itself");
+    assert_eq!(served, 0, "passthrough, once checked: the kernel reads the object file itself");
     // The kernel's rules: no writer while passthrough readers hold the file.
     let reader = File::open(m.path("f")).unwrap();
     assert_eq!(err(OpenOptions::new().write(true).open(m.path("f"))), libc::ETXTBSY);
@@ -339,6 +349,35 @@ fn committed_reads_bypass_the_daemon_with_passthrough() {
     }
     fs::write(m.path("f"), b"writable again").unwrap();
     assert_eq!(fs::read(m.path("f")).unwrap(), b"writable again");
+}
+
+/// Bytes of a large object are checked where a read reaches them: a
+/// damaged group is EIO on the mount, the object is quarantined, and an
+/// object not yet checked is never handed to the kernel for passthrough.
+#[test]
+fn a_damaged_large_object_reads_eio_where_it_is_damaged() {
+    let m = TestMount::with(MountOptions { allow_other: true, passthrough: true, ..Default::default() });
+    let mib = 1 << 20;
+    let body = crate::util::noise(3, 6 * mib + 99);
+    fs::write(m.path("big"), &body).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while m.fs.open_handles() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let lo = sha1_id(&body).lo_hex();
+    let data = m.mnt.parent().unwrap().join("data");
+    let object = data.join("objects").join(&lo[..2]).join(format!("{lo}-0000000000000000"));
+    let damage = OpenOptions::new().write(true).open(&object).expect("the object");
+    damage.write_all_at(&[body[4 * mib + 5] ^ 1], 4 * mib as u64 + 5).unwrap();
+    drop(damage);
+
+    let f = File::open(m.path("big")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf[..], body[..4096], "good bytes before the damage");
+    assert_eq!(err(f.read_exact_at(&mut buf, 4 * mib as u64)), libc::EIO);
+    assert!(!object.exists(), "quarantined");
+    assert_eq!(fs::read_dir(data.join("quarantine")).unwrap().count(), 1);
 }
 
 #[test]

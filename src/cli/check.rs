@@ -88,11 +88,12 @@ pub fn gc(fs: &Fs, beside_server: bool) -> Result<ExitCode> {
         if beside_server { fs.gc_beside_server(&follow(&progress))? } else { fs.gc(&follow(&progress))? };
     progress.finish_and_clear();
     println!(
-        "gc: removed {} objects, {}; {} orphaned compressed variants, {}",
+        "gc: removed {} objects, {}; {} orphaned compressed variants, {}; {} orphaned outboards",
         report.objects,
         HumanBytes(report.bytes),
         report.orphan_variants,
-        HumanBytes(report.orphan_variant_bytes)
+        HumanBytes(report.orphan_variant_bytes),
+        report.orphan_outboards
     );
     Ok(ExitCode::SUCCESS)
 }

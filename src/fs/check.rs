@@ -5,13 +5,12 @@
 //! directory's lock: nothing else changes the tree meanwhile.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{FileKind, Fs, FsResult, Origin};
 use crate::id::{ContentId, Ino};
-use crate::store::{ContentHasher, ObjectFile, StoreError};
+use crate::store::{ObjectFile, StoreError};
 
 /// One inconsistency. (Fields are named for what they hold.)
 #[allow(missing_docs)]
@@ -146,6 +145,8 @@ pub struct GcReport {
     pub orphan_variants: u64,
     /// Their bytes.
     pub orphan_variant_bytes: u64,
+    /// Outboards removed whose object was already gone.
+    pub orphan_outboards: u64,
 }
 
 impl Fs {
@@ -287,6 +288,7 @@ impl Fs {
         removed?;
         progress(total, total);
         (gc.orphan_variants, gc.orphan_variant_bytes) = self.store.remove_orphan_variants()?;
+        gc.orphan_outboards = self.store.remove_orphan_outboards()?;
         Ok(gc)
     }
 
@@ -342,27 +344,17 @@ impl Fs {
             self.meta.read(|db| db.live_contents())?.into_iter().filter(|c| c.chunk_refs > 0).collect();
         let total: u64 = live.iter().map(|c| c.size).sum();
         let mut report = ScrubReport::default();
-        let mut buf = vec![0u8; 1 << 20];
         for record in live {
             progress(report.bytes, total);
-            let mut file = match self.store.open_object(&record.id) {
-                Ok(file) => file,
+            // Also makes the object's outboard good, when its bytes are.
+            let digest = match self.store.digest_of_object(&record.id) {
+                Ok(digest) => digest,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                     report.missing.push(record.id);
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
-            let path = PathBuf::from(record.id.etag_tag());
-            let mut hasher = ContentHasher::new();
-            loop {
-                let n = file.read(&mut buf).map_err(StoreError::io("read object", &path))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            let digest = hasher.finish();
             report.objects += 1;
             report.bytes += digest.size;
             let wrong = if digest.size != record.size {
@@ -417,6 +409,7 @@ impl Fs {
         }
         self.repair(&garbage)?;
         (gc.orphan_variants, gc.orphan_variant_bytes) = self.store.remove_orphan_variants()?;
+        gc.orphan_outboards = self.store.remove_orphan_outboards()?;
         Ok(gc)
     }
 }

@@ -73,6 +73,11 @@ struct SyncState {
     held_back: bool,
     /// The last sync failed: up to which change, and why.
     failure: Option<(u64, String)>,
+    /// Prune rounds finished, whether they succeeded or not.
+    prunes: u64,
+    /// The last prune round failed (a full disk): the change it was
+    /// to prune up to. It is tried again an interval later.
+    prune_failed: Option<u64>,
     stop: bool,
 }
 
@@ -87,6 +92,8 @@ impl DurableState {
                 syncs: 0,
                 held_back: false,
                 failure: None,
+                prunes: 0,
+                prune_failed: None,
                 stop: false,
             }),
             changed: Condvar::new(),
@@ -113,13 +120,23 @@ impl Shared {
         let mut state = self.durable.state.lock();
         // A failure counts only if it is of a sync that ended after this
         // call began: an older one is retried.
-        let began = state.syncs;
+        let (began, prunes_began) = (state.syncs, state.prunes);
         loop {
             let reached = match wait {
                 Wait::Durable => state.durable,
                 Wait::Pruned => state.pruned.min(state.durable),
             };
             if reached >= seq {
+                return Ok(());
+            }
+            // Dropping what changes let go is done as far as it can be:
+            // a round that failed since this call began (logged, retried)
+            // ends the wait once the changes are durable.
+            if wait == Wait::Pruned
+                && state.durable >= seq
+                && state.prunes > prunes_began
+                && state.prune_failed.is_some_and(|upto| upto >= seq)
+            {
                 return Ok(());
             }
             if let Some((upto, why)) = &state.failure
@@ -205,13 +222,26 @@ impl Shared {
                 continue;
             }
             let durable = self.durable.state.lock().durable;
-            let held_back = self.prune(durable).unwrap_or_else(|e| {
-                tracing::warn!("dropping what durable changes replaced: {e}");
-                false
-            });
+            let pruned = self.prune(durable);
             let mut state = self.durable.state.lock();
-            state.pruned = state.pruned.max(durable);
-            state.held_back = held_back;
+            state.prunes += 1;
+            match pruned {
+                Ok(held_back) => {
+                    state.pruned = state.pruned.max(durable);
+                    state.held_back = held_back;
+                    state.prune_failed = None;
+                }
+                Err(e) => {
+                    // Tried again an interval later (a full disk may have
+                    // room by then): what it would free stays until then.
+                    tracing::warn!("dropping what durable changes replaced: {e}; trying again");
+                    state.prune_failed = Some(durable);
+                    self.durable.changed.notify_all();
+                    let pause = self.durable.interval.min(SYNC_INTERVAL);
+                    self.durable.changed.wait_for(&mut state, pause);
+                    continue;
+                }
+            }
             self.durable.changed.notify_all();
         }
     }

@@ -196,9 +196,10 @@ impl Fs {
         }
         let extents = self.extents_of(version)?;
         let Some(sole) = extents.sole_extent(version.size) else { return Ok(None) };
-        let file = self.store.chunk_file(&sole.chunk)?;
-        let whole = file.metadata().is_ok_and(|m| m.len() == version.size);
-        Ok(whole.then_some(file))
+        let object = self.store.open_chunk(&sole.chunk)?;
+        // Until this process has checked all of the object, reads go
+        // through it, which checks them.
+        Ok(object.checked_file().filter(|_| object.len() == version.size))
     }
 
     /// A frontend took a reference to `ino` (the kernel: an entry it was

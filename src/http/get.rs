@@ -120,11 +120,33 @@ async fn send(
         return Ok(response);
     }
     let source = source(&shared.assets, asset, method).await?;
+    let from_file = matches!(source, Source::File(_));
     let mut response = respond(method, headers, asset, cache_control, source);
+    if from_file {
+        response = with_first_bytes_read(response).await;
+    }
     if varies {
         response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     Ok(response)
+}
+
+/// `response`, its body read as far as its first frame before the
+/// headers go out: a content that cannot be read from its start (its
+/// object found corrupt, or missing) gets a 500, not a 200 and a cut
+/// body. Damage further in cuts the body where it lies.
+async fn with_first_bytes_read(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (parts, mut body) = response.into_parts();
+    match body.frame().await {
+        None => Response::from_parts(parts, empty_body()),
+        Some(Err(_)) => status(StatusCode::INTERNAL_SERVER_ERROR),
+        Some(Ok(first)) => {
+            use futures_util::StreamExt;
+            let rest = http_body_util::BodyStream::new(body);
+            let frames = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
+            Response::from_parts(parts, http_body_util::StreamBody::new(frames).boxed_unsync())
+        }
+    }
 }
 
 /// Where a response's bytes come from.

@@ -9,6 +9,8 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use blake3::hazmat::ChainingValue;
+
 use super::{ContentDigest, ContentHasher, Store, StoreError};
 use crate::id::ContentId;
 
@@ -21,6 +23,9 @@ pub const MEMORY_CHUNK_MAX: usize = 64 * 1024;
 pub struct SealedChunk {
     /// Its digests.
     pub digest: ContentDigest,
+    /// The chaining values of its groups, when it has more than one:
+    /// published beside it, for checked reads.
+    groups: Vec<ChainingValue>,
     body: Body,
 }
 
@@ -77,7 +82,8 @@ impl Drop for StagedFile {
 impl SealedChunk {
     /// A chunk of `bytes`, kept in memory (tests, and small chunks).
     pub fn in_memory(bytes: Vec<u8>) -> SealedChunk {
-        SealedChunk { digest: ContentHasher::digest(&bytes), body: Body::Bytes(bytes) }
+        let (digest, groups) = hash_with_groups(&bytes);
+        SealedChunk { digest, groups, body: Body::Bytes(bytes) }
     }
 
     /// Its length.
@@ -108,28 +114,33 @@ impl SealedChunk {
 impl Store {
     /// Hash `bytes` and set them aside as a chunk.
     pub fn seal(&self, bytes: &[u8]) -> Result<SealedChunk, StoreError> {
-        let digest = ContentHasher::digest(bytes);
+        let (digest, groups) = hash_with_groups(bytes);
         if bytes.len() <= MEMORY_CHUNK_MAX {
-            return Ok(SealedChunk { digest, body: Body::Bytes(bytes.to_vec()) });
+            return Ok(SealedChunk { digest, groups, body: Body::Bytes(bytes.to_vec()) });
         }
-        self.seal_hashed(bytes, digest)
-    }
-
-    /// [`Store::seal`] for bytes already hashed to `digest`, in a file.
-    pub fn seal_hashed(&self, bytes: &[u8], digest: ContentDigest) -> Result<SealedChunk, StoreError> {
         let staged = self.new_staged_file(&self.staging)?;
         staged.file.write_all_at(bytes, 0).map_err(StoreError::io("write staging file", &staged.path))?;
-        Ok(SealedChunk { digest, body: Body::File(staged) })
+        Ok(SealedChunk { digest, groups, body: Body::File(staged) })
     }
 
-    /// Give sealed chunk `chunk` its object name `id`. Not synced: the
-    /// filesystem sync that makes the commit durable covers it (and
-    /// recovery checks chunks written since the last one).
+    /// Give sealed chunk `chunk` its object name `id`, with its outboard
+    /// if it has one (see `outboard.rs`). Not synced: the filesystem sync that makes the
+    /// commit durable covers it (and recovery checks chunks written since
+    /// the last one).
     pub fn publish_sealed(&self, chunk: &SealedChunk, id: &ContentId) -> Result<(), StoreError> {
+        self.forget_open(id);
         match &chunk.body {
-            Body::Bytes(bytes) => self.write_object(bytes, id),
-            Body::File(staged) => staged.link_as(&self.object_path(id)),
+            Body::Bytes(bytes) => self.write_object(bytes, id)?,
+            Body::File(staged) => staged.link_as(&self.object_path(id))?,
         }
+        // Derived data: one that cannot be written (a full disk) is made
+        // again from the object when it is first read.
+        if !chunk.groups.is_empty()
+            && let Err(e) = self.write_outboard(id, chunk.len(), &chunk.groups)
+        {
+            tracing::warn!("{e}");
+        }
+        Ok(())
     }
 
     /// Write `bytes` as object `id`: an anonymous file in its fan-out
@@ -168,6 +179,12 @@ impl Store {
             Err(e) => Err(StoreError::io("create staging file in", dir)(e)),
         }
     }
+}
+
+fn hash_with_groups(bytes: &[u8]) -> (ContentDigest, Vec<ChainingValue>) {
+    let mut hasher = ContentHasher::new();
+    hasher.update(bytes);
+    hasher.finish_with_groups()
 }
 
 /// Bytes per read and per pipelined piece when streaming.
@@ -337,8 +354,8 @@ impl RunFile {
         if let Some(follower) = self.follower.take() {
             self.hasher = follower.finish();
         }
-        let digest = match self.hasher.take() {
-            Some(hasher) if hasher.len() == self.len => hasher.finish(),
+        let (digest, groups) = match self.hasher.take() {
+            Some(hasher) if hasher.len() == self.len => hasher.finish_with_groups(),
             _ => {
                 let mut hasher = ContentHasher::new();
                 let mut buf = vec![0u8; IO_PIECE];
@@ -351,10 +368,10 @@ impl RunFile {
                     hasher.update(&buf[..n]);
                     at += n as u64;
                 }
-                hasher.finish()
+                hasher.finish_with_groups()
             }
         };
-        Ok(SealedChunk { digest, body: Body::File(self.staged) })
+        Ok(SealedChunk { digest, groups, body: Body::File(self.staged) })
     }
 }
 

@@ -1,7 +1,15 @@
 //! Streaming content hashing: SHA-1 (the id) and blake3 (the collision
-//! check) in one pass, with memory use independent of the content size.
+//! check) in one pass. blake3 is computed group by group (1 MiB subtrees
+//! of its tree, merged into the same root), so the pass also yields the
+//! chaining value of every group: what lets a read of a large object
+//! check the groups it touches and no others (see `outboard.rs`).
 
+use blake3::hazmat::{ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
 use sha1::{Digest, Sha1};
+
+/// Bytes per checked group of an object: a power of two of blake3
+/// chunks, so that every group is a subtree of blake3's tree.
+pub const GROUP: u64 = 1 << 20;
 
 /// Both digests of one content, plus its length.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -18,8 +26,79 @@ pub struct ContentDigest {
 #[derive(Clone, Default)]
 pub struct ContentHasher {
     sha1: Sha1,
-    blake3: blake3::Hasher,
+    blake3: GroupHasher,
     size: u64,
+}
+
+/// blake3 of a stream, one [`GROUP`] at a time.
+#[derive(Clone, Default)]
+struct GroupHasher {
+    /// The group being hashed, set to its offset in the stream.
+    group: blake3::Hasher,
+    /// Bytes of it seen.
+    in_group: u64,
+    /// Chaining values of the groups before it.
+    done: Vec<ChainingValue>,
+}
+
+impl GroupHasher {
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.in_group == GROUP {
+                // Only once more bytes come: a stream of one group has a
+                // root hash, not a chaining value.
+                self.done.push(self.group.finalize_non_root());
+                self.group = blake3::Hasher::new();
+                self.group.set_input_offset(self.done.len() as u64 * GROUP);
+                self.in_group = 0;
+            }
+            let take = bytes.len().min((GROUP - self.in_group) as usize);
+            self.group.update(&bytes[..take]);
+            self.in_group += take as u64;
+            bytes = &bytes[take..];
+        }
+    }
+
+    /// The root hash, and the groups' chaining values when there are
+    /// two or more (none for a stream of one group).
+    fn finish(mut self) -> ([u8; 32], Vec<ChainingValue>) {
+        if self.done.is_empty() {
+            return (*self.group.finalize().as_bytes(), Vec::new());
+        }
+        self.done.push(self.group.finalize_non_root());
+        (blake3_root(&self.done), self.done)
+    }
+}
+
+/// The blake3 hash of a stream whose groups have chaining values
+/// `groups` (two or more): blake3's tree is left-balanced, so each node
+/// splits its groups at the largest power of two below their count.
+pub fn blake3_root(groups: &[ChainingValue]) -> [u8; 32] {
+    let split = left_len(groups.len());
+    *merge_subtrees_root(&subtree(&groups[..split]), &subtree(&groups[split..]), Mode::Hash).as_bytes()
+}
+
+fn subtree(groups: &[ChainingValue]) -> ChainingValue {
+    match groups {
+        [one] => *one,
+        _ => {
+            let split = left_len(groups.len());
+            merge_subtrees_non_root(&subtree(&groups[..split]), &subtree(&groups[split..]), Mode::Hash)
+        }
+    }
+}
+
+/// The largest power of two below `n` (n ≥ 2).
+fn left_len(n: usize) -> usize {
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// The chaining value of group `index` of a stream, from its bytes.
+pub fn group_value(index: u64, bytes: &[u8]) -> ChainingValue {
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(index * GROUP);
+    hasher.update(bytes);
+    hasher.finalize_non_root()
 }
 
 /// Above this many bytes per update, blake3 runs on a second thread while
@@ -67,11 +146,14 @@ impl ContentHasher {
 
     /// The digests of everything seen.
     pub fn finish(self) -> ContentDigest {
-        ContentDigest {
-            sha1: self.sha1.finalize().into(),
-            blake3: *self.blake3.finalize().as_bytes(),
-            size: self.size,
-        }
+        self.finish_with_groups().0
+    }
+
+    /// The digests of everything seen, and the chaining values of its
+    /// groups (none if it is one group long).
+    pub fn finish_with_groups(self) -> (ContentDigest, Vec<ChainingValue>) {
+        let (blake3, groups) = self.blake3.finish();
+        (ContentDigest { sha1: self.sha1.finalize().into(), blake3, size: self.size }, groups)
     }
 
     /// Hash a whole byte slice at once.
@@ -103,5 +185,29 @@ mod tests {
         let mut big = ContentHasher::new();
         big.update(&data);
         assert_eq!(chunked.finish(), big.finish());
+    }
+
+    #[test]
+    fn group_by_group_blake3_is_plain_blake3_with_every_groups_value() {
+        let data: Vec<u8> = (0..(9 * GROUP as usize + 4321)).map(|i| (i * 13 % 253) as u8).collect();
+        for len in
+            [0, 1, 1024, GROUP as usize, GROUP as usize + 1, 2 * GROUP as usize, 3 * GROUP as usize + 7]
+                .into_iter()
+                .chain([5 * GROUP as usize, 8 * GROUP as usize + 1, data.len()])
+        {
+            let bytes = &data[..len];
+            let mut hasher = ContentHasher::new();
+            for piece in bytes.chunks(300_001) {
+                hasher.update(piece);
+            }
+            let (digest, groups) = hasher.finish_with_groups();
+            assert_eq!(digest.blake3, *blake3::hash(bytes).as_bytes(), "{len} bytes");
+            let count = len.div_ceil(GROUP as usize);
+            assert_eq!(groups.len(), if count > 1 { count } else { 0 }, "{len} bytes");
+            for (index, value) in groups.iter().enumerate() {
+                let group = bytes.chunks(GROUP as usize).nth(index).unwrap();
+                assert_eq!(*value, group_value(index as u64, group), "group {index} of {len} bytes");
+            }
+        }
     }
 }

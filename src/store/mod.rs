@@ -16,6 +16,7 @@
 
 mod chunk;
 mod hash;
+mod outboard;
 
 use std::fs::{self, File};
 use std::io;
@@ -26,9 +27,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use chunk::{MEMORY_CHUNK_MAX, RunFile, SealedChunk};
-pub use hash::{ContentDigest, ContentHasher};
+pub use hash::{ContentDigest, ContentHasher, GROUP};
+
+use blake3::hazmat::ChainingValue;
 
 use crate::id::ContentId;
+use outboard::{BadGroup, GroupCheck};
 
 /// Errors of the content store. Each I/O failure names what was being done
 /// and to which path, so a message reads "could not <action> <path>".
@@ -74,22 +78,22 @@ pub struct Store {
     objects: PathBuf,
     staging: PathBuf,
     variants: PathBuf,
+    outboards: PathBuf,
     next_staging: AtomicU64,
     /// Open chunk objects, by id: a read of a multi-chunk file opens each
     /// chunk once, not once per read. Objects never change, so an open one
     /// is good for as long as it is kept.
-    open_chunks: quick_cache::sync::Cache<ContentId, Arc<File>>,
+    open_chunks: quick_cache::sync::Cache<ContentId, Arc<OpenObject>>,
     /// Objects up to [`VERIFIED_UP_TO`] whose bytes were checked against
     /// their id since this process opened the store, with the inode
     /// number of the file checked (a replaced file is checked again).
     verified: quick_cache::sync::Cache<ContentId, u64>,
 }
 
-/// Objects up to this size are checked against their SHA-1 when first
-/// read (the size of a patched file's chunks). Larger ones, files
-/// written whole, are checked by `tsmfs scrub` only: checking them on
-/// a read would read all of them.
-pub const VERIFIED_UP_TO: u64 = 1 << 20;
+/// Objects up to this size (one group) are checked whole against their
+/// SHA-1 when first read. Larger ones are checked group by group against
+/// their outboard, as reads reach each group (`outboard.rs`).
+pub const VERIFIED_UP_TO: u64 = GROUP;
 
 /// Objects remembered as checked.
 const VERIFIED: usize = 1 << 18;
@@ -117,7 +121,37 @@ pub const OBJECT_MODE: u32 = 0o400;
 const OBJECTS_DIR: &str = "objects";
 const STAGING_DIR: &str = "staging";
 const VARIANTS_DIR: &str = "variants";
+const OUTBOARD_DIR: &str = "outboard";
 const QUARANTINE_DIR: &str = "quarantine";
+
+/// An object open for reading, with what this process checked of it.
+#[derive(Debug)]
+pub struct OpenObject {
+    file: Arc<File>,
+    len: u64,
+    /// Its groups, for an object longer than one; a shorter one was
+    /// checked whole when opened.
+    groups: Option<GroupCheck>,
+}
+
+impl OpenObject {
+    /// Its length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The open file, to hand to a reader that does not go through the
+    /// store (the kernel, for passthrough) once every byte of it has been
+    /// checked; `None` before.
+    pub fn checked_file(&self) -> Option<Arc<File>> {
+        self.groups.as_ref().is_none_or(GroupCheck::complete).then(|| self.file.clone())
+    }
+}
 
 /// A file found in the object area.
 #[derive(Debug)]
@@ -155,11 +189,11 @@ impl Store {
                 sync_dir(dir)?;
             }
         }
-        let variants = data_dir.join(VARIANTS_DIR);
         Ok(Store {
+            variants: data_dir.join(VARIANTS_DIR),
+            outboards: data_dir.join(OUTBOARD_DIR),
             objects,
             staging,
-            variants,
             next_staging: AtomicU64::new(0),
             open_chunks: quick_cache::sync::Cache::new(OPEN_CHUNKS),
             verified: quick_cache::sync::Cache::new(VERIFIED),
@@ -188,15 +222,27 @@ impl Store {
     }
 
     /// Chunk object `id`, open for reading (shared, kept open a while).
-    /// One up to [`VERIFIED_UP_TO`] is checked first: if its bytes do not
-    /// hash to its id it is quarantined (with its variants) and the read
-    /// fails, so that corrupt bytes are never served as good.
-    pub fn chunk_file(&self, id: &ContentId) -> Result<Arc<File>, StoreError> {
+    /// One up to [`VERIFIED_UP_TO`] is checked whole first; a larger one
+    /// gets its outboard (made again from its bytes if missing or
+    /// damaged). An object found corrupt is quarantined (with its
+    /// variants) and the read fails, so corrupt bytes are never served.
+    pub fn open_chunk(&self, id: &ContentId) -> Result<Arc<OpenObject>, StoreError> {
         self.open_chunks.get_or_insert_with(id, || {
             let file = self.open_object(id)?;
-            self.verify(id, &file)?;
-            Ok(Arc::new(file))
+            let len = file.metadata().map_err(StoreError::io("stat object", &self.object_path(id)))?.len();
+            let groups = if len > VERIFIED_UP_TO { Some(self.group_check(id, &file, len)?) } else { None };
+            if groups.is_none() {
+                self.verify(id, &file)?;
+            }
+            Ok(Arc::new(OpenObject { file: Arc::new(file), len, groups }))
         })
+    }
+
+    /// Drop what is kept open of object `id` (it is being replaced or
+    /// removed).
+    fn forget_open(&self, id: &ContentId) {
+        self.open_chunks.remove(id);
+        self.verified.remove(id);
     }
 
     /// Check a small object's bytes against its id, once per file.
@@ -216,33 +262,91 @@ impl Store {
             return Ok(());
         }
         let detail = format!("its bytes hash to {} (read {n} of {} bytes)", hex::encode(sha1), bytes.len());
+        Err(self.found_corrupt(id, detail))
+    }
+
+    /// Quarantine object `id`, found corrupt, and say so.
+    fn found_corrupt(&self, id: &ContentId, detail: String) -> StoreError {
         match self.quarantine(id) {
             Ok(to) => tracing::error!("object {id} is corrupt: {detail}; moved to {}", to.display()),
             Err(e) => tracing::error!("object {id} is corrupt: {detail}; quarantining it failed: {e}"),
         }
-        Err(StoreError::Corrupt { id: *id, detail })
+        StoreError::Corrupt { id: *id, detail }
+    }
+
+    /// The groups of large object `id` to check reads against: from its
+    /// outboard, or, when that is missing or damaged, from hashing the
+    /// whole object (which must match its id), written out again.
+    fn group_check(&self, id: &ContentId, file: &File, len: u64) -> Result<GroupCheck, StoreError> {
+        let path = self.outboard_path(id);
+        match fs::read(&path) {
+            Ok(bytes) => match outboard::decode(&bytes, len) {
+                Some(groups) => return Ok(GroupCheck::new(groups)),
+                None => tracing::warn!("outboard {} is damaged; making it again", path.display()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("read outboard", &path)(e)),
+        }
+        let (digest, groups) = hash_file(file, &self.object_path(id))?;
+        if digest.sha1 != id.lo || digest.size != len {
+            let detail = format!("its bytes hash to {}", hex::encode(digest.sha1));
+            return Err(self.found_corrupt(id, detail));
+        }
+        if let Err(e) = self.write_outboard(id, len, &groups) {
+            tracing::warn!("{e}");
+        }
+        Ok(GroupCheck::all_checked(groups))
     }
 
     /// Read up to `buf.len()` bytes of chunk `id` at `offset`; the count.
+    /// Bytes are checked as described at [`Store::open_chunk`].
     pub fn read_chunk(&self, id: &ContentId, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
-        let file = self.chunk_file(id)?;
-        chunk::read_full_at(&file, offset, buf).map_err(StoreError::io("read object", &self.object_path(id)))
+        let object = self.open_chunk(id)?;
+        let read_failed = |e| StoreError::io("read object", &self.object_path(id))(e);
+        let Some(groups) = &object.groups else {
+            return chunk::read_full_at(&object.file, offset, buf).map_err(read_failed);
+        };
+        match groups.read_at(&object.file, object.len, offset, buf).map_err(read_failed)? {
+            Ok(n) => Ok(n),
+            Err(BadGroup(index)) => {
+                let detail =
+                    format!("bytes {}..{} do not match its outboard", index * GROUP, (index + 1) * GROUP);
+                Err(self.found_corrupt(id, detail))
+            }
+        }
     }
 
-    /// The digests of object `id`'s bytes as they are on disk.
+    /// The digests of object `id`'s bytes as they are on disk. When they
+    /// match its id, its outboard is made good too (written if missing
+    /// or not theirs): this is how a scrub, or the check after an unclean
+    /// stop, restores one.
     pub fn digest_of_object(&self, id: &ContentId) -> Result<ContentDigest, StoreError> {
-        use std::io::Read;
         let path = self.object_path(id);
-        let mut file = File::open(&path).map_err(StoreError::io("open object", &path))?;
-        let mut hasher = ContentHasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(StoreError::io("read object", &path))?;
-            if n == 0 {
-                return Ok(hasher.finish());
+        let file = File::open(&path).map_err(StoreError::io("open object", &path))?;
+        let (digest, groups) = hash_file(&file, &path)?;
+        if digest.sha1 == id.lo && !groups.is_empty() {
+            let outboard = self.outboard_path(id);
+            let stored = fs::read(&outboard).ok().and_then(|bytes| outboard::decode(&bytes, digest.size));
+            if stored.as_ref() != Some(&groups) {
+                tracing::info!("made the outboard of object {id} again");
+                self.write_outboard(id, digest.size, &groups)?;
             }
-            hasher.update(&buf[..n]);
         }
+        Ok(digest)
+    }
+
+    /// Path of the outboard of object `id`.
+    fn outboard_path(&self, id: &ContentId) -> PathBuf {
+        let lo = id.lo_hex();
+        let mut path = self.outboards.join(&lo[0..2]);
+        path.push(format!("{lo}-{:016x}", id.hi));
+        path
+    }
+
+    /// Store the outboard of object `id` (`len` bytes, groups `groups`),
+    /// whole or not at all. Not fsynced: one lost is made again.
+    fn write_outboard(&self, id: &ContentId, len: u64, groups: &[ChainingValue]) -> Result<(), StoreError> {
+        self.write_aside(&self.outboard_path(id), &outboard::encode(len, groups), "outboard")
     }
 
     /// All bytes of an object.
@@ -266,12 +370,9 @@ impl Store {
     /// Remove an object file, keeping its variants (the content is still
     /// some file's, stored in other chunks).
     pub fn remove_object_file(&self, id: &ContentId) -> Result<(), StoreError> {
-        self.open_chunks.remove(id);
-        let path = self.object_path(id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove object", &path)(e)),
-            _ => Ok(()),
-        }
+        self.forget_open(id);
+        remove_if_there(&self.object_path(id), "remove object")?;
+        remove_if_there(&self.outboard_path(id), "remove outboard")
     }
 
     /// Every file in the object area.
@@ -295,10 +396,10 @@ impl Store {
     /// Move object `id` out of the way into `quarantine/`, where nothing
     /// reads it, and return where it went.
     pub fn quarantine(&self, id: &ContentId) -> Result<PathBuf, StoreError> {
-        self.open_chunks.remove(id);
-        self.verified.remove(id);
-        // Variants made from its bytes go with it.
+        self.forget_open(id);
+        // Variants made from its bytes go with it, and its outboard.
         self.remove_variants(id)?;
+        remove_if_there(&self.outboard_path(id), "remove outboard")?;
         let from = self.object_path(id);
         let dir = self.objects.with_file_name(QUARANTINE_DIR);
         make_private_dirs(&dir)?;
@@ -350,28 +451,38 @@ impl Store {
     /// (written aside, then renamed). Not fsynced: a variant lost in a
     /// crash is computed again.
     pub fn write_variant(&self, id: &ContentId, encoding: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let path = self.variant_path(id, encoding);
-        let dir = path.parent().unwrap_or(&self.variants);
-        make_private_dirs(dir)?;
-        let aside = self.staging.join(format!("variant-{}", self.unique_staging_name()));
         // Its blake3 follows it, checked when it is read.
         let mut sealed = Vec::with_capacity(bytes.len() + VARIANT_TRAILER);
         sealed.extend_from_slice(bytes);
         sealed.extend_from_slice(blake3::hash(bytes).as_bytes());
-        // A compressed copy of a file is as private as the file.
+        self.write_aside(&self.variant_path(id, encoding), &sealed, "variant")
+    }
+
+    /// Write derived data (`what`: a variant, an outboard) to `path`,
+    /// whole or not at all: written aside, then renamed. Private: a
+    /// compressed copy of a file is as private as the file.
+    fn write_aside(&self, path: &Path, bytes: &[u8], what: &str) -> Result<(), StoreError> {
+        if !self.room_for_derived_data() {
+            let full = io::Error::from_raw_os_error(libc::ENOSPC);
+            return Err(StoreError::io("keep the last free space for metadata; skipped", path)(full));
+        }
+        if let Some(dir) = path.parent() {
+            make_private_dirs(dir)?;
+        }
+        let aside = self.staging.join(format!("{what}-{}", self.unique_staging_name()));
         fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(PRIVATE_FILE_MODE)
             .open(&aside)
-            .and_then(|mut file| file.write_all(&sealed))
+            .and_then(|mut file| file.write_all(bytes))
             .map_err(|e| {
                 let _ = fs::remove_file(&aside);
-                StoreError::io("write variant", &aside)(e)
+                StoreError::io("write aside", &aside)(e)
             })?;
-        fs::rename(&aside, &path).map_err(|e| {
+        fs::rename(&aside, path).map_err(|e| {
             let _ = fs::remove_file(&aside);
-            StoreError::io("publish variant", &path)(e)
+            StoreError::io("rename into place", path)(e)
         })
     }
 
@@ -396,6 +507,25 @@ impl Store {
             Ok(())
         })?;
         Ok((count, bytes))
+    }
+
+    /// Remove the outboards whose object is gone (a crash between the two
+    /// removals can leave one); returns how many.
+    pub fn remove_orphan_outboards(&self) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for_each_fanned_out(&self.outboards, |entry| {
+            let path = entry.path();
+            let Some(id) = entry.file_name().to_str().and_then(|name| ContentId::from_etag(name).ok()) else {
+                return Ok(());
+            };
+            if self.outboard_path(&id) != path || self.contains(&id) {
+                return Ok(());
+            }
+            remove_if_there(&path, "remove outboard")?;
+            count += 1;
+            Ok(())
+        })?;
+        Ok(count)
     }
 
     /// Check every stored variant against the blake3 it carries; remove
@@ -483,6 +613,43 @@ fn make_private_dirs(dir: &Path) -> Result<(), StoreError> {
         .mode(PRIVATE_DIR_MODE)
         .create(dir)
         .map_err(StoreError::io("create directory", dir))
+}
+
+/// Derived data (variants, outboards) is written only while the
+/// filesystem has more than this free: it is made again when missing,
+/// and must never take the room a metadata commit needs (SQLite cannot
+/// even record a deletion on a full disk).
+const DERIVED_DATA_HEADROOM: u64 = 8 << 20;
+
+impl Store {
+    fn room_for_derived_data(&self) -> bool {
+        nix::sys::statvfs::statvfs(&self.objects)
+            .map(|vfs| vfs.blocks_available().saturating_mul(vfs.fragment_size()) > DERIVED_DATA_HEADROOM)
+            .unwrap_or(true)
+    }
+}
+
+/// Remove `path`; already gone is fine.
+fn remove_if_there(path: &Path, action: &'static str) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io(action, path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Hash all of `file` (at `path`), with its groups' chaining values.
+fn hash_file(file: &File, path: &Path) -> Result<(ContentDigest, Vec<ChainingValue>), StoreError> {
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; GROUP as usize];
+    let mut at = 0;
+    loop {
+        let n = chunk::read_full_at(file, at, &mut buf).map_err(StoreError::io("read object", path))?;
+        if n == 0 {
+            return Ok(hasher.finish_with_groups());
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
