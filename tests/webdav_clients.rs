@@ -146,6 +146,141 @@ fn rclone_copies_a_tree_up_and_down_unchanged() {
     assert!(headers.to_ascii_lowercase().contains(&etag), "{headers}");
 }
 
+/// Set `path`'s modification time to `secs` after the epoch.
+fn set_mtime(path: &Path, secs: u64) {
+    let file = std::fs::File::options().write(true).open(path).expect("open");
+    file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs)).expect("set mtime");
+}
+
+fn mtime_of(path: &Path) -> u64 {
+    let modified = std::fs::metadata(path).expect("stat").modified().expect("mtime");
+    modified.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
+/// rclone's `nextcloud` remote reads each file's SHA-1 from
+/// `oc:checksums` and sends mtimes with `X-OC-Mtime`: a sync by checksum
+/// catches an edit that keeps size and mtime, a second sync sends
+/// nothing, `rclone check` compares SHA-1s, and mtimes make the round
+/// trip.
+#[test]
+fn rclone_syncs_by_sha1_and_keeps_modification_times() {
+    let server = TestServer::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = dir.path().join("up");
+    std::fs::create_dir_all(up.join("b")).expect("mkdir");
+    let (note, blob) = (up.join("note.txt"), up.join("b/blob.bin"));
+    std::fs::write(&note, b"draft number 1\n").expect("write");
+    std::fs::write(&blob, noise(200_000, 7)).expect("write");
+    set_mtime(&note, 1_600_000_000);
+    set_mtime(&blob, 1_500_000_000);
+    let url = format!("--webdav-url={}", server.base);
+    let flags = ["--config", "/dev/null", &url, "--webdav-vendor=nextcloud", "-v"];
+    let (up_arg, remote) = (up.to_str().expect("utf-8 path"), ":webdav:synced");
+    let limit = Duration::from_secs(60);
+    let rclone = |args: &[&str]| {
+        let args: Vec<&str> = args.iter().chain(&flags).copied().collect();
+        let out = run("rclone", "rclone", &args, None, limit);
+        ok(&out, &format!("rclone {args:?}"));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let first = rclone(&["sync", "--checksum", up_arg, remote]);
+    assert_eq!(first.matches(": Copied").count(), 2, "{first}");
+    let check = rclone(&["check", "-vv", up_arg, remote]);
+    assert!(check.contains("Using sha1 for hash comparisons"), "{check}");
+    assert!(check.contains("0 differences found") && !check.contains("could not be checked"), "{check}");
+
+    // Same size, same mtime, other bytes: only the hash tells.
+    std::fs::write(&note, b"draft number 2\n").expect("write");
+    set_mtime(&note, 1_600_000_000);
+    let second = rclone(&["sync", "--checksum", up_arg, remote]);
+    assert!(second.contains("note.txt: Copied (replaced existing)"), "{second}");
+    assert_eq!(second.matches(": Copied").count(), 1, "{second}");
+    assert_eq!(get(&server, "/synced/note.txt").1, b"draft number 2\n");
+    let third = rclone(&["sync", "--checksum", up_arg, remote]);
+    assert!(!third.contains(": Copied"), "nothing to send: {third}");
+
+    let down = dir.path().join("down");
+    rclone(&["copy", remote, down.to_str().expect("utf-8 path")]);
+    assert_eq!(mtime_of(&down.join("note.txt")), 1_600_000_000, "the mtime made the round trip");
+    assert_eq!(mtime_of(&down.join("b/blob.bin")), 1_500_000_000);
+    assert!(tree(&up) == tree(&down), "the tree came back different");
+}
+
+/// The ownCloud upload headers, by hand: `X-OC-Mtime` sets the mtime and
+/// is answered `accepted`; a body that does not match its `OC-Checksum`
+/// is refused and changes nothing; `oc:checksums` is the SHA-1.
+#[test]
+fn owncloud_upload_headers_set_the_mtime_and_check_the_body() {
+    let server = TestServer::new();
+    let curl = |args: &[&str]| {
+        let out = run("curl", "curl", args, None, Duration::from_secs(30));
+        ok(&out, "curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let body = "checked bytes";
+    let sha1 = sha1_id(body.as_bytes()).lo_hex();
+    let url = server.url("/f.txt");
+    let put = |checksum: &str, data: &str| {
+        curl(&[
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "--data-binary",
+            data,
+            "-H",
+            "X-OC-Mtime: 1234567890",
+            "-H",
+            &format!("OC-Checksum: {checksum}"),
+            &url,
+        ])
+        .to_ascii_lowercase()
+    };
+    let created = put(&format!("SHA1:{sha1} MD5:00112233445566778899aabbccddeeff"), body);
+    assert!(created.starts_with("http/1.1 201"), "{created}");
+    assert!(created.contains("x-oc-mtime: accepted"), "{created}");
+    let refused = put(&format!("SHA1:{sha1}"), "other bytes!!");
+    assert!(refused.starts_with("http/1.1 400"), "{refused}");
+    assert_eq!(get(&server, "/f.txt").1, body.as_bytes(), "the refused body changed nothing");
+    assert!(put("SHA1:nothex", body).starts_with("http/1.1 400"), "a malformed checksum");
+
+    let propfind = curl(&[
+        "-s",
+        "-X",
+        "PROPFIND",
+        "-H",
+        "Depth: 0",
+        "--data",
+        "<d:propfind xmlns:d='DAV:' xmlns:oc='http://owncloud.org/ns'><d:prop><d:getlastmodified/><oc:checksums/></d:prop></d:propfind>",
+        &url,
+    ]);
+    assert!(propfind.contains(&format!("<oc:checksum>SHA1:{sha1}</oc:checksum>")), "{propfind}");
+    assert!(propfind.contains("Fri, 13 Feb 2009 23:31:30 GMT"), "the mtime X-OC-Mtime gave: {propfind}");
+
+    let copied = curl(&[
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-X",
+        "COPY",
+        "-H",
+        &format!("Destination: {}", server.url("/g.txt")),
+        "-H",
+        "X-OC-Mtime: 1000000000",
+        &url,
+    ])
+    .to_ascii_lowercase();
+    assert!(copied.starts_with("http/1.1 201") && copied.contains("x-oc-mtime: accepted"), "{copied}");
+    let propfind = curl(&["-s", "-X", "PROPFIND", "-H", "Depth: 0", &server.url("/g.txt")]);
+    assert!(propfind.contains("Sun, 09 Sep 2001 01:46:40 GMT"), "{propfind}");
+}
+
 fn http_status(server: &TestServer, method: &str, path: &str) -> u16 {
     let out = run(
         "curl",

@@ -170,7 +170,7 @@ fn walk(
                 options: PutOptions {
                     perm,
                     mtime_ns: Some(meta.mtime() * 1_000_000_000 + meta.mtime_nsec()),
-                    durable: false,
+                    ..PutOptions::default()
                 },
             };
             if jobs.send(job).is_err() {

@@ -71,6 +71,9 @@ pub enum FsError {
         /// Whether the commit failed for want of space.
         disk_full: bool,
     },
+    /// Bytes did not hash to the checksum their sender gave with them.
+    #[error("the bytes do not match the checksum sent with them")]
+    ChecksumMismatch,
     /// The file kept changing while its content id was computed: ask
     /// again.
     #[error("the file kept changing; try again")]

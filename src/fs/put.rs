@@ -71,6 +71,9 @@ impl Fs {
         precondition: Option<Precondition<'_>>,
     ) -> FsResult<Attr> {
         super::check_name(name)?;
+        if options.expect_sha1.is_some_and(|sha1| sha1 != staged.digest.sha1) {
+            return Err(FsError::ChecksumMismatch);
+        }
         for _ in 0..16 {
             // A precondition needs the target's content id: computed
             // first if its last commit left it for later.
@@ -253,11 +256,15 @@ pub struct PutOptions {
     pub mtime_ns: Option<i64>,
     /// Return only once the file is durable (as after fsync).
     pub durable: bool,
+    /// The SHA-1 the sender says the bytes have (an upload checksum):
+    /// anything else is refused with [`FsError::ChecksumMismatch`] and
+    /// changes nothing.
+    pub expect_sha1: Option<[u8; 20]>,
 }
 
 impl Default for PutOptions {
     fn default() -> Self {
-        PutOptions { perm: 0o644, mtime_ns: None, durable: false }
+        PutOptions { perm: 0o644, mtime_ns: None, durable: false, expect_sha1: None }
     }
 }
 

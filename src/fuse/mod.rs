@@ -284,6 +284,7 @@ pub fn errno(err: &FsError) -> Errno {
         FsError::LimitReached(_) => libc::ENOSPC,
         FsError::Internal(_) => libc::EIO,
         FsError::Retry => libc::EAGAIN,
+        FsError::ChecksumMismatch => libc::EBADMSG,
         FsError::WritesLost { disk_full: true } => libc::ENOSPC,
         FsError::WritesLost { disk_full: false } => libc::EIO,
         FsError::Store(e) => {

@@ -37,6 +37,8 @@ pub struct DavFs {
     fs: Arc<Fs>,
     /// The request's own condition on what a PUT replaces, if it has one.
     put_guard: Option<PutGuard>,
+    /// What a PUT's headers say of its body (mtime, checksum).
+    claims: UploadClaims,
     /// The COPY or MOVE this filesystem serves, if any (see [`Transfer`]).
     transfer: Option<Transfer>,
     /// Whose permissions the request is checked against (`None`: the
@@ -126,6 +128,77 @@ fn rest_below<'p>(path: &'p [u8], root: &[u8]) -> Option<&'p [u8]> {
     (rest.is_empty() || rest.starts_with(b"/")).then_some(rest)
 }
 
+/// What an upload's headers say of it, as ownCloud and Nextcloud clients
+/// (and rclone with `vendor = nextcloud`) send them: `X-OC-Mtime`, the
+/// modification time to keep (Unix seconds), and `OC-Checksum`, the
+/// body's hash (`SHA1:<hex>`; other algorithms cannot be checked here and
+/// are ignored). A body that does not match its SHA-1 is refused whole.
+#[derive(Clone, Debug, Default)]
+pub struct UploadClaims {
+    /// The mtime to record, in ns since the epoch.
+    pub mtime_ns: Option<i64>,
+    /// The SHA-1 the body must have.
+    pub sha1: Option<[u8; 20]>,
+    mismatch: Arc<AtomicBool>,
+}
+
+impl UploadClaims {
+    /// The claims of a request with `headers`; `Err` names a header that
+    /// is there but malformed.
+    pub fn of(headers: &http::HeaderMap) -> Result<UploadClaims, &'static str> {
+        let mtime_ns = match headers.get("x-oc-mtime") {
+            None => None,
+            Some(value) => {
+                Some(oc_mtime(value.as_bytes()).ok_or("X-OC-Mtime is not a time in Unix seconds")?)
+            }
+        };
+        let sha1 = match headers.get("oc-checksum") {
+            None => None,
+            Some(value) => oc_sha1(value.as_bytes()).ok_or("OC-Checksum is not ALGORITHM:HEX")?,
+        };
+        Ok(UploadClaims { mtime_ns, sha1, mismatch: Arc::default() })
+    }
+
+    /// Whether the body did not match the checksum.
+    pub fn mismatched(&self) -> bool {
+        self.mismatch.load(Ordering::Acquire)
+    }
+
+    fn put_options(&self) -> PutOptions {
+        PutOptions { mtime_ns: self.mtime_ns, expect_sha1: self.sha1, ..PutOptions::default() }
+    }
+}
+
+/// `X-OC-Mtime`: Unix seconds, maybe with a fraction (some clients send
+/// one); in ns.
+fn oc_mtime(value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let seconds: i64 = whole.parse().ok()?;
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = &fraction[..fraction.len().min(9)];
+    let nanos: i64 = format!("{digits:0<9}").parse().ok()?;
+    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// The SHA-1 in an `OC-Checksum` value (`SHA1:<hex>`, maybe beside other
+/// algorithms); `Some(None)` if it names none, `None` if malformed.
+fn oc_sha1(value: &[u8]) -> Option<Option<[u8; 20]>> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut found = None;
+    for item in text.split_ascii_whitespace() {
+        let (algorithm, hex) = item.split_once(':')?;
+        if algorithm.eq_ignore_ascii_case("sha1") {
+            let mut sha1 = [0u8; 20];
+            hex::decode_to_slice(hex, &mut sha1).ok()?;
+            found = Some(sha1);
+        }
+    }
+    Some(found)
+}
+
 /// A PUT's If-Match / If-None-Match, tested again inside the commit
 /// transaction: dav-server tests them before the body arrives, which
 /// leaves a window for another writer. `failed` tells the service to
@@ -152,17 +225,29 @@ impl PutGuard {
 impl DavFs {
     /// Serve `fs` to `who` (`None`: unchecked, as the server itself).
     pub fn new(fs: Arc<Fs>, who: Option<Arc<Identity>>) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, transfer: None, who })
+        Box::new(DavFs { fs, put_guard: None, claims: UploadClaims::default(), transfer: None, who })
     }
 
-    /// Serve `fs` for one request whose PUT commits only under `guard`.
-    pub fn guarded(fs: Arc<Fs>, who: Option<Arc<Identity>>, guard: PutGuard) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: Some(guard), transfer: None, who })
+    /// Serve `fs` for one PUT, which commits only under `guard` (if any)
+    /// and does what `claims` ask.
+    pub fn for_put(
+        fs: Arc<Fs>,
+        who: Option<Arc<Identity>>,
+        guard: Option<PutGuard>,
+        claims: UploadClaims,
+    ) -> Box<Self> {
+        Box::new(DavFs { fs, put_guard: guard, claims, transfer: None, who })
     }
 
     /// Serve `fs` for one COPY or MOVE request.
     pub fn transferring(fs: Arc<Fs>, who: Option<Arc<Identity>>, transfer: Transfer) -> Box<Self> {
-        Box::new(DavFs { fs, put_guard: None, transfer: Some(transfer), who })
+        Box::new(DavFs {
+            fs,
+            put_guard: None,
+            claims: UploadClaims::default(),
+            transfer: Some(transfer),
+            who,
+        })
     }
 
     /// Whom what the request creates belongs to.
@@ -389,7 +474,8 @@ impl DavFileSystem for DavFs {
                 }
             }
             if options.write {
-                return open_for_put(fs, path, options, self.put_guard.clone(), who).await;
+                return open_for_put(fs, path, options, self.put_guard.clone(), self.claims.clone(), who)
+                    .await;
             }
             let (handle, attr) = blocking(move || {
                 let attr = fs.resolve_following_as(&path, who.as_deref())?;
@@ -745,6 +831,7 @@ struct PutFile {
     /// Why staging failed, once it has: answered when the body is in.
     failure: Option<DavError>,
     attr: Option<Attr>,
+    claims: UploadClaims,
 }
 
 /// What a [`PutFile`] writes when its body is complete.
@@ -769,6 +856,7 @@ async fn open_for_put(
     path: Vec<u8>,
     options: OpenOptions,
     guard: Option<PutGuard>,
+    claims: UploadClaims,
     who: Option<Arc<Identity>>,
 ) -> DavResult<Box<dyn DavFile>> {
     let check_fs = fs.clone();
@@ -791,7 +879,7 @@ async fn open_for_put(
         Ok((parent.ino, name, check_fs.stager()?))
     })
     .await?;
-    Ok(PutFile::boxed(fs, PutTarget::Whole { parent, name, guard }, caller, stager, options.size))
+    Ok(PutFile::boxed(fs, PutTarget::Whole { parent, name, guard }, caller, stager, options.size, claims))
 }
 
 /// A partial update of an existing file (sabredav-partialupdate PATCH,
@@ -815,7 +903,14 @@ async fn open_for_patch(
     })
     .await?;
     let offset = if options.append { None } else { Some(0) };
-    Ok(PutFile::boxed(fs, PutTarget::Range { ino, offset }, caller, stager, options.size))
+    Ok(PutFile::boxed(
+        fs,
+        PutTarget::Range { ino, offset },
+        caller,
+        stager,
+        options.size,
+        UploadClaims::default(),
+    ))
 }
 
 impl PutFile {
@@ -826,6 +921,7 @@ impl PutFile {
         caller: Caller,
         stager: Stager,
         expected: Option<u64>,
+        claims: UploadClaims,
     ) -> Box<dyn DavFile> {
         Box::new(PutFile {
             fs,
@@ -837,6 +933,7 @@ impl PutFile {
             received: 0,
             failure: None,
             attr: None,
+            claims,
         })
     }
 
@@ -896,14 +993,19 @@ impl PutFile {
         let (fs, caller) = (self.fs.clone(), self.caller);
         let attr = match &self.target {
             PutTarget::Whole { parent, name, guard } => {
-                let (parent, name, guard) = (*parent, name.clone(), guard.clone());
+                let (parent, name, guard, claims) =
+                    (*parent, name.clone(), guard.clone(), self.claims.clone());
                 blocking(move || {
                     let staged = stager.finish(&fs)?;
                     let precondition = guard.as_ref().map(|guard| &*guard.test as Precondition<'_>);
-                    let put =
-                        fs.put_staged(parent, &name, staged, PutOptions::default(), &caller, precondition);
-                    if let (Some(guard), Err(FsError::PreconditionFailed)) = (&guard, &put) {
-                        guard.failed.store(true, Ordering::Release);
+                    let options = claims.put_options();
+                    let put = fs.put_staged(parent, &name, staged, options, &caller, precondition);
+                    match (&guard, &put) {
+                        (Some(guard), Err(FsError::PreconditionFailed)) => {
+                            guard.failed.store(true, Ordering::Release)
+                        }
+                        (_, Err(FsError::ChecksumMismatch)) => claims.mismatch.store(true, Ordering::Release),
+                        _ => {}
                     }
                     put
                 })

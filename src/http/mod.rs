@@ -23,7 +23,7 @@ use http::HeaderValue;
 use http_body_util::BodyExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 
-pub use dav::{DavFs, PutGuard, Transfer, TransferRoots};
+pub use dav::{DavFs, PutGuard, Transfer, TransferRoots, UploadClaims};
 pub use identity::IdentityPolicy;
 pub use locks::SqlLocks;
 pub use server::{Listen, Server};
@@ -309,21 +309,52 @@ where
         if let Some(reason) = transfer.roots().overlap() {
             return limits::refusal(http::StatusCode::FORBIDDEN, reason);
         }
-        let fs = DavFs::transferring(fs, who, transfer);
-        return boxed(handler.handle_with(DavConfig::new().filesystem(fs), req).await);
+        let claims = match UploadClaims::of(req.headers()) {
+            Ok(claims) => claims,
+            Err(why) => return limits::refusal(http::StatusCode::BAD_REQUEST, why),
+        };
+        let dav_fs = DavFs::transferring(fs.clone(), who.clone(), transfer.clone());
+        let mut response = boxed(handler.handle_with(DavConfig::new().filesystem(dav_fs), req).await);
+        if let Some(mtime_ns) = claims.mtime_ns
+            && response.status().is_success()
+        {
+            // The copy keeps the time the client asked for (X-OC-Mtime).
+            let to = transfer.roots().to.clone();
+            let set =
+                tokio::task::spawn_blocking(move || set_mtime(&fs, &to, mtime_ns, who.as_deref())).await;
+            match set {
+                Ok(Ok(())) => {
+                    response.headers_mut().insert("x-oc-mtime", http::HeaderValue::from_static("accepted"));
+                }
+                Ok(Err(e)) => tracing::info!("webdav: X-OC-Mtime of a {}: {e}", transfer_name(&transfer)),
+                Err(e) => tracing::error!("webdav: blocking task failed: {e}"),
+            }
+        }
+        return response;
     }
-    let guard = if req.method() == http::Method::PUT { put_guard(req.headers()) } else { None };
-    let Some(guard) = guard else {
+    if req.method() != http::Method::PUT {
         return boxed(handler.handle_with(DavConfig::new().filesystem(DavFs::new(fs, who)), req).await);
+    }
+    let guard = put_guard(req.headers());
+    let claims = match UploadClaims::of(req.headers()) {
+        Ok(claims) => claims,
+        Err(why) => return limits::refusal(http::StatusCode::BAD_REQUEST, why),
     };
-    let response =
-        handler.handle_with(DavConfig::new().filesystem(DavFs::guarded(fs, who, guard.clone())), req).await;
-    if guard.failed() {
+    let dav_fs = DavFs::for_put(fs, who, guard.clone(), claims.clone());
+    let response = handler.handle_with(DavConfig::new().filesystem(dav_fs), req).await;
+    if guard.is_some_and(|guard| guard.failed()) {
         let mut failed = http::Response::new(empty_body());
         *failed.status_mut() = http::StatusCode::PRECONDITION_FAILED;
         return failed;
     }
-    boxed(response)
+    if claims.mismatched() {
+        return limits::refusal(http::StatusCode::BAD_REQUEST, "the body does not match its OC-Checksum");
+    }
+    let mut response = boxed(response);
+    if claims.mtime_ns.is_some() && response.status().is_success() {
+        response.headers_mut().insert("x-oc-mtime", http::HeaderValue::from_static("accepted"));
+    }
+    response
 }
 
 /// PROPFIND, PROPPATCH and LOCK: their XML bodies are read and checked
@@ -387,6 +418,24 @@ where
         return boxed(response);
     }
     boxed(handler.handle_with(config, weak_if_none_match(req)).await)
+}
+
+fn transfer_name(transfer: &Transfer) -> &'static str {
+    match transfer {
+        Transfer::Copy(_) => "COPY",
+        Transfer::Move(_) => "MOVE",
+    }
+}
+
+/// Give `path` the modification time `mtime_ns`, as `who` (setting an
+/// explicit time is its owner's right, as with utimes(2)).
+fn set_mtime(fs: &Fs, path: &[u8], mtime_ns: i64, who: Option<&Identity>) -> Result<(), crate::fs::FsError> {
+    let target = fs.resolve_following_as(path, who)?;
+    if who.is_some_and(|who| who.uid != 0 && who.uid != target.uid) {
+        return Err(crate::fs::FsError::AccessDenied);
+    }
+    let change = crate::fs::SetAttr { mtime: Some(crate::fs::TimeSet::At(mtime_ns)), ..Default::default() };
+    fs.setattr(target.ino, &change, &dav::caller_for(who)).map(drop)
 }
 
 /// Whether `who` may write `path`: the file if it exists, else the

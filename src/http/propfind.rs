@@ -27,6 +27,9 @@ const CHUNK: usize = 64 * 1024;
 const QUEUE: usize = 4;
 
 const DAV: &str = "DAV:";
+/// ownCloud's namespace, whose `checksums` property rclone and the
+/// ownCloud/Nextcloud clients read.
+const OWNCLOUD: &str = "http://owncloud.org/ns";
 
 /// What the client asked for.
 #[derive(Debug)]
@@ -71,6 +74,9 @@ enum LiveProp {
     LockDiscovery,
     ResourceType,
     SupportedLock,
+    /// `oc:checksums`: `SHA1:<hex>` of a file's bytes. Only when asked
+    /// for by name, as ownCloud does (not in allprop).
+    OcChecksums,
 }
 
 impl LiveProp {
@@ -95,14 +101,16 @@ impl LiveProp {
             LiveProp::LockDiscovery => "lockdiscovery",
             LiveProp::ResourceType => "resourcetype",
             LiveProp::SupportedLock => "supportedlock",
+            LiveProp::OcChecksums => "checksums",
         }
     }
 
     fn find(namespace: Option<&str>, local: &str) -> Option<LiveProp> {
-        if namespace != Some(DAV) {
-            return None;
+        match namespace {
+            Some(DAV) => LiveProp::ALL.into_iter().find(|p| p.name() == local),
+            Some(OWNCLOUD) if local == "checksums" => Some(LiveProp::OcChecksums),
+            _ => None,
         }
-        LiveProp::ALL.into_iter().find(|p| p.name() == local)
     }
 
     /// Whether `attr` has this property at all.
@@ -110,6 +118,8 @@ impl LiveProp {
         match self {
             LiveProp::GetContentLength => attr.kind == FileKind::File,
             LiveProp::GetEtag => etag_of(attr).is_some(),
+            // Known only when the client may read the file (see `shown`).
+            LiveProp::OcChecksums => attr.kind == FileKind::File && attr.content_id().is_some(),
             _ => true,
         }
     }
@@ -455,6 +465,11 @@ fn live_value(out: &mut String, prop: LiveProp, r: &Resource<'_>) -> bool {
             });
             Ok(())
         }
+        LiveProp::OcChecksums => write!(
+            out,
+            "<oc:checksums xmlns:oc=\"{OWNCLOUD}\"><oc:checksum>SHA1:{}</oc:checksum></oc:checksums>",
+            attr.content_id().map(|id| id.lo_hex()).unwrap_or_default()
+        ),
         LiveProp::SupportedLock => {
             out.push_str(concat!(
                 "<D:supportedlock>",
