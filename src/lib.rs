@@ -8,6 +8,7 @@
 //! - [`http`]: the WebDAV server.
 //! - [`fs`]: the core API every frontend calls; it keeps store and
 //!   metadata consistent and emits change events.
+//! - [`metrics`]: what the frontends and the core count, for Prometheus.
 
 #![deny(missing_docs)]
 
@@ -16,4 +17,5 @@ pub mod fuse;
 pub mod http;
 pub mod id;
 pub mod meta;
+pub mod metrics;
 pub mod store;

@@ -269,3 +269,22 @@ fn a_hundred_clients_guessing_passwords_leave_the_server_small_and_answering() {
     let mut fresh = Client::connect(Ipv4Addr::new(127, 0, 4, 1), addr);
     assert_eq!(fresh.get("bob", "bob's password").status, 200);
 }
+
+/// The metrics are guarded like every other URL.
+#[test]
+fn metrics_need_a_password_like_everything_else() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, _) = server_with_users(dir.path());
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let anonymous = agent.get(server.url("/.tsmfs/metrics")).call().expect("GET");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let credentials = base64::engine::general_purpose::STANDARD.encode("ann:ann's password");
+    let mut known = agent
+        .get(server.url("/.tsmfs/metrics"))
+        .header("Authorization", format!("Basic {credentials}"))
+        .call()
+        .expect("GET");
+    assert_eq!(known.status().as_u16(), 200);
+    let text = known.body_mut().read_to_string().expect("body");
+    assert!(text.contains("tsmfs_http_requests_total{method=\"GET\",status=\"401\"} 1"), "{text}");
+}

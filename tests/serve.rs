@@ -506,3 +506,61 @@ fn a_file_patched_through_the_mount_is_served_whole_with_the_sha1_of_its_bytes()
     assert!(body == bytes, "a refused PUT changed the file");
     served.stop();
 }
+
+/// The value of the sample `name` (with its labels) in an OpenMetrics
+/// text, if present.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `/.tsmfs/metrics` counts what both frontends and the core did, in
+/// Prometheus' format; with passwords it needs one like any other URL.
+#[test]
+fn metrics_count_http_fuse_commits_and_the_store() {
+    let served = Served::start(&[]);
+    let agent = agent();
+    std::fs::write(served.path("mounted.txt"), b"written through the mount").expect("write");
+    assert_eq!(std::fs::read(served.path("mounted.txt")).expect("read"), b"written through the mount");
+    assert_eq!(put(&agent, &served.url("/web.txt"), b"same bytes", &[]), 201);
+    assert_eq!(put(&agent, &served.url("/copy.txt"), b"same bytes", &[]), 201);
+    for _ in 0..2 {
+        let response = agent.get(&served.url("/web.txt")).call().expect("GET");
+        assert_eq!(response.status().as_u16(), 200);
+        let length = response.headers().get("content-length").and_then(|v| v.to_str().ok());
+        assert_eq!(length, Some("10"), "counting the body keeps its length known");
+    }
+    // The kernel is told of the HTTP changes by the invalidation thread.
+    assert!(std::fs::metadata(served.path("web.txt")).is_ok());
+
+    let mut response = agent.get(&served.url("/.tsmfs/metrics")).call().expect("GET metrics");
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.body_mut().read_to_string().expect("body");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let at_least = |name: &str, least: f64| {
+        let value = sample(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        assert!(value >= least, "{name} is {value}, expected at least {least}");
+    };
+    at_least("tsmfs_http_requests_total{method=\"PUT\",status=\"201\"}", 2.0);
+    at_least("tsmfs_http_requests_total{method=\"GET\",status=\"200\"}", 2.0);
+    at_least("tsmfs_http_request_duration_seconds_count{op=\"PUT\"}", 2.0);
+    at_least("tsmfs_http_response_body_bytes_total", 20.0);
+    at_least("tsmfs_fuse_operations_total{op=\"write\"}", 1.0);
+    at_least("tsmfs_fuse_operation_duration_seconds_count{op=\"lookup\"}", 1.0);
+    at_least("tsmfs_commits_total{result=\"ok\"}", 3.0);
+    at_least("tsmfs_commit_duration_seconds_count", 3.0);
+    at_least("tsmfs_asset_lookups_total{result=\"hit\"}", 1.0);
+    at_least("tsmfs_asset_lookups_total{result=\"miss\"}", 1.0);
+    at_least("tsmfs_kernel_invalidations_total{op=\"inode\"}", 2.0);
+    at_least("tsmfs_files", 3.0);
+    at_least("tsmfs_logical_bytes", 45.0);
+    // Two files hold the same 10 bytes, stored once.
+    let (logical, stored) =
+        (sample(&text, "tsmfs_logical_bytes").unwrap(), sample(&text, "tsmfs_stored_bytes").unwrap());
+    assert_eq!((logical, stored), (45.0, 35.0), "{text}");
+    let ratio = sample(&text, "tsmfs_dedup_ratio").expect("dedup ratio");
+    assert!((ratio - 45.0 / 35.0).abs() < 1e-9, "{ratio}");
+    assert_eq!(request(&agent, "PUT", &served.url("/.tsmfs/metrics"), &[]).0, 405);
+    served.stop();
+}

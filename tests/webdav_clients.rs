@@ -476,3 +476,134 @@ fn chromium_renders_the_html_index() {
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000, "{} bytes", png.len());
 }
+
+/// One request with curl: status, headers (lowercased) and body.
+fn exchange(method: &str, url: &str, headers: &[&str], body: Option<&str>) -> (u16, String, String) {
+    let mut args = vec!["-s", "-D", "/dev/stderr", "-X", method];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    if let Some(body) = body {
+        args.extend(["--data-binary", body]);
+    }
+    args.push(url);
+    let out = run("curl", "curl", &args, None, Duration::from_secs(30));
+    let head = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    ok(&out, "curl");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, head, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const MINI_REDIR: &str = "User-Agent: Microsoft-WebDAV-MiniRedir/10.0.19045";
+
+/// What Windows' Mini-Redirector does when Explorer maps a drive and
+/// saves a file, request for request: OPTIONS (it wants MS-Author-Via),
+/// the quota of the root, LOCK of a new name, a 0-byte PUT, the real PUT
+/// under the lock, PROPPATCH of the Win32 times and attributes, UNLOCK.
+#[test]
+fn windows_explorer_maps_a_drive_and_saves_a_file() {
+    let server = TestServer::new();
+    let (status, head, _) = exchange("OPTIONS", &server.url("/"), &[MINI_REDIR], None);
+    assert_eq!(status, 200);
+    assert!(head.contains("ms-author-via: dav") && head.contains("dav: 1,2"), "{head}");
+
+    let quota = "<?xml version=\"1.0\"?><D:propfind xmlns:D=\"DAV:\"><D:prop>\
+                 <D:quota-available-bytes/><D:quota-used-bytes/></D:prop></D:propfind>";
+    let (status, _, body) = exchange("PROPFIND", &server.url("/"), &[MINI_REDIR, "Depth: 0"], Some(quota));
+    assert_eq!(status, 207, "{body}");
+    let number = |name: &str| -> u64 {
+        let open = format!("<D:{name}>");
+        let at = body.find(&open).unwrap_or_else(|| panic!("no {name} in {body}")) + open.len();
+        body[at..].split('<').next().and_then(|n| n.parse().ok()).expect("a number")
+    };
+    assert!(number("quota-available-bytes") > 0 && number("quota-used-bytes") > 0, "{body}");
+
+    let url = server.url("/Report.docx");
+    let lockinfo = "<?xml version=\"1.0\"?><D:lockinfo xmlns:D=\"DAV:\"><D:lockscope><D:exclusive/></D:lockscope>\
+                    <D:locktype><D:write/></D:locktype><D:owner><D:href>WIN\\ann</D:href></D:owner></D:lockinfo>";
+    let (status, head, _) = exchange("LOCK", &url, &[MINI_REDIR, "Timeout: Second-3600"], Some(lockinfo));
+    assert_eq!(status, 201, "{head}");
+    let token =
+        head.lines().find_map(|l| l.strip_prefix("lock-token: ")).expect("Lock-Token").trim().to_owned();
+    let under_lock = format!("If: ({token})");
+    let (status, _, _) = exchange("PUT", &url, &[MINI_REDIR, &under_lock], Some(""));
+    assert!(status == 200 || status == 204, "0-byte PUT under the lock: {status}");
+    let (status, _, _) = exchange("PUT", &url, &[MINI_REDIR, &under_lock], Some("the report"));
+    assert_eq!(status, 204, "the real PUT under the lock");
+    let (status, _, _) = exchange("PUT", &url, &[MINI_REDIR], Some("a writer without the token"));
+    assert_eq!(status, 423);
+
+    let times = "<?xml version=\"1.0\" encoding=\"utf-8\"?><D:propertyupdate xmlns:D=\"DAV:\" \
+                 xmlns:Z=\"urn:schemas-microsoft-com:\"><D:set><D:prop>\
+                 <Z:Win32CreationTime>Mon, 01 Jan 2024 08:00:00 GMT</Z:Win32CreationTime>\
+                 <Z:Win32LastAccessTime>Tue, 02 Jan 2024 09:00:00 GMT</Z:Win32LastAccessTime>\
+                 <Z:Win32LastModifiedTime>Wed, 03 Jan 2024 10:00:00 GMT</Z:Win32LastModifiedTime>\
+                 <Z:Win32FileAttributes>00000020</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>";
+    let (status, _, body) = exchange("PROPPATCH", &url, &[MINI_REDIR, &under_lock], Some(times));
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(body.matches("200 OK").count(), 1, "one propstat, all 200: {body}");
+    assert!(!body.contains("424") && !body.contains("409"), "{body}");
+    let ask = "<?xml version=\"1.0\"?><D:propfind xmlns:D=\"DAV:\" xmlns:Z=\"urn:schemas-microsoft-com:\"><D:prop>\
+               <Z:Win32CreationTime/><Z:Win32LastAccessTime/><Z:Win32LastModifiedTime/><Z:Win32FileAttributes/>\
+               <D:getlastmodified/><D:creationdate/></D:prop></D:propfind>";
+    let (status, _, body) = exchange("PROPFIND", &url, &[MINI_REDIR, "Depth: 0"], Some(ask));
+    assert_eq!(status, 207);
+    for shown in [
+        ">Mon, 01 Jan 2024 08:00:00 GMT</",
+        ">Tue, 02 Jan 2024 09:00:00 GMT</",
+        "<D:getlastmodified>Wed, 03 Jan 2024 10:00:00 GMT</D:getlastmodified>",
+        "<D:creationdate>2024-01-01T08:00:00Z</D:creationdate>",
+        ">00000020</",
+    ] {
+        assert!(body.contains(shown), "{shown} in {body}");
+    }
+    assert!(!body.contains("404"), "every property is known: {body}");
+    let (status, _, _) = exchange("UNLOCK", &url, &[MINI_REDIR, &format!("Lock-Token: {token}")], None);
+    assert_eq!(status, 204);
+    assert_eq!(get(&server, "/Report.docx").1, b"the report");
+}
+
+/// What Finder does beside a user's files: AppleDouble (`._name`) and
+/// `.DS_Store` files are stored like any other, its own properties are
+/// answered as absent, and a lock is refreshed by a LOCK without a body.
+#[test]
+fn macos_finder_metadata_files_and_lock_refresh() {
+    let server = TestServer::new();
+    let finder = "User-Agent: WebDAVFS/3.0.0 (03008000) Darwin/22.1.0 (x86_64)";
+    for (name, bytes) in
+        [("/note.txt", "a note"), ("/._note.txt", "\u{5}\u{16}\u{7}resource fork"), ("/.DS_Store", "Bud1")]
+    {
+        let (status, _, _) = exchange("PUT", &server.url(name), &[finder], Some(bytes));
+        assert_eq!(status, 201, "{name}");
+        assert_eq!(get(&server, name).1, bytes.as_bytes(), "{name}");
+    }
+    let ask = "<?xml version=\"1.0\" encoding=\"utf-8\"?><D:propfind xmlns:D=\"DAV:\"><D:prop>\
+               <D:getlastmodified/><D:getcontentlength/><D:resourcetype/>\
+               <A:executable xmlns:A=\"http://apple.com/ns\"/></D:prop></D:propfind>";
+    let (status, _, body) = exchange("PROPFIND", &server.url("/"), &[finder, "Depth: 1"], Some(ask));
+    assert_eq!(status, 207);
+    assert!(
+        body.contains("<D:href>/._note.txt</D:href>") && body.contains("<D:href>/.DS_Store</D:href>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("404 Not Found") && body.contains("<D:getcontentlength>6</D:getcontentlength>"),
+        "{body}"
+    );
+
+    let lockinfo = "<?xml version=\"1.0\" encoding=\"utf-8\"?><D:lockinfo xmlns:D=\"DAV:\"><D:lockscope>\
+                    <D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>\
+                    <D:owner><D:href>http://www.apple.com/webdav_fs/</D:href></D:owner></D:lockinfo>";
+    let url = server.url("/note.txt");
+    let (status, head, _) =
+        exchange("LOCK", &url, &[finder, "Timeout: Second-600", "Depth: 0"], Some(lockinfo));
+    assert_eq!(status, 200, "{head}");
+    let token =
+        head.lines().find_map(|l| l.strip_prefix("lock-token: ")).expect("Lock-Token").trim().to_owned();
+    let (status, _, body) =
+        exchange("LOCK", &url, &[finder, "Timeout: Second-600", &format!("If: ({token})")], None);
+    assert_eq!(status, 200, "refresh: {body}");
+    assert!(body.contains("Second-") && body.contains(token.trim_matches(['<', '>'])), "{body}");
+    let (status, _, _) = exchange("UNLOCK", &url, &[finder, &format!("Lock-Token: {token}")], None);
+    assert_eq!(status, 204);
+}

@@ -30,7 +30,6 @@ mod setattr;
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -205,6 +204,15 @@ pub enum OpenError {
     Recovery(#[from] FsError),
 }
 
+/// Space on the filesystem under a data directory, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Free for unprivileged users.
+    pub available: u64,
+    /// In use (by anything on that filesystem).
+    pub used: u64,
+}
+
 /// Counters of the I/O the core served (for tests and monitoring).
 #[derive(Debug, Default)]
 pub struct IoCounters {
@@ -244,6 +252,8 @@ pub struct Shared {
     /// Inodes whose last reference went after they lost their last name:
     /// deleted in batches (see [`Shared::delete_orphan`]).
     orphans: parking_lot::Mutex<Vec<Ino>>,
+    /// What the core and its frontends count.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// An open data directory.
@@ -346,6 +356,7 @@ impl Fs {
             etags: etag::Etags::default(),
             open_files: open::OpenFiles::default(),
             orphans: parking_lot::Mutex::new(Vec::new()),
+            metrics: Arc::default(),
         });
         let fs = Fs {
             shared,
@@ -374,6 +385,23 @@ impl Fs {
     /// What I/O the core has served.
     pub fn counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    /// What this process counts, for `/.tsmfs/metrics`; frontends record
+    /// their requests here.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics with the store's totals brought up to date when the
+    /// last ones are older than `max_age` (they count every row: a
+    /// scrape every few seconds must not run them each time).
+    pub fn metrics_with_totals(&self, max_age: std::time::Duration) -> FsResult<&crate::metrics::Metrics> {
+        if self.metrics.totals_due(max_age) {
+            let totals = self.totals()?;
+            self.metrics.set_totals(totals.files, totals.logical_bytes, totals.chunk_bytes);
+        }
+        Ok(&self.metrics)
     }
 
     /// WebDAV locks that may be in force at once.
@@ -409,22 +437,34 @@ impl Fs {
 
     /// statfs: space of the filesystem holding the data directory.
     pub fn statfs(&self) -> FsResult<StatFs> {
-        let dir = File::open(&self.data_dir).map_err(StoreError::io("open", &self.data_dir))?;
-        // SAFETY: fstatvfs writes into the zeroed struct we own.
-        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstatvfs(dir.as_raw_fd(), &mut vfs) } != 0 {
-            return Err(StoreError::io("statfs", &self.data_dir)(std::io::Error::last_os_error()).into());
-        }
+        let vfs = self.vfs()?;
         let totals = self.totals()?;
         Ok(StatFs {
-            blocks: vfs.f_blocks,
-            blocks_free: vfs.f_bfree,
-            blocks_available: vfs.f_bavail,
+            blocks: vfs.blocks(),
+            blocks_free: vfs.blocks_free(),
+            blocks_available: vfs.blocks_available(),
             files: totals.files + totals.dirs + totals.others,
             files_free: u32::MAX as u64,
-            block_size: vfs.f_bsize as u32,
+            block_size: vfs.block_size() as u32,
             name_max: NAME_MAX as u32,
         })
+    }
+
+    /// Bytes free for unprivileged users, and in use, on the filesystem
+    /// holding the data directory (one statvfs: cheap enough for every
+    /// PROPFIND that asks for quota).
+    pub fn space(&self) -> FsResult<Space> {
+        let vfs = self.vfs()?;
+        let unit = vfs.fragment_size();
+        Ok(Space {
+            available: vfs.blocks_available().saturating_mul(unit),
+            used: vfs.blocks().saturating_sub(vfs.blocks_free()).saturating_mul(unit),
+        })
+    }
+
+    fn vfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
+        nix::sys::statvfs::statvfs(&self.data_dir)
+            .map_err(|e| StoreError::io("statfs", &self.data_dir)(std::io::Error::from(e)).into())
     }
 
     /// Make every commit so far durable (what `fsync` does for one file,
@@ -488,6 +528,7 @@ impl Shared {
         f: impl FnOnce(&mut Tx<'_, '_>) -> FsResult<T>,
     ) -> FsResult<(T, Vec<Change>)> {
         let published = std::cell::RefCell::new(Vec::new());
+        let started = std::time::Instant::now();
         let written = self.meta.write(false, |db| {
             let mut tx = Tx {
                 db,
@@ -507,6 +548,7 @@ impl Shared {
             }
             Ok::<_, FsError>((value, tx.changes, tx.released))
         });
+        self.metrics.commit(written.is_ok(), started.elapsed());
         let (value, changes, released) = match written {
             Ok(written) => written,
             Err(e) => {

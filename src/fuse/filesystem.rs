@@ -63,6 +63,11 @@ impl TsmFuse {
         }
     }
 
+    /// Time request `name` until the returned guard is dropped.
+    fn op(&self, name: &'static str) -> OpTimer<'_> {
+        OpTimer { metrics: self.fs.metrics(), name, started: std::time::Instant::now() }
+    }
+
     fn caller(req: &Request) -> Caller {
         Caller { uid: req.uid(), gid: req.gid(), origin: Origin::Fuse }
     }
@@ -218,6 +223,20 @@ fn name_bytes(name: &OsStr) -> &[u8] {
     name.as_bytes()
 }
 
+/// Records one FUSE request in the metrics when dropped (the request
+/// has been answered by then).
+struct OpTimer<'a> {
+    metrics: &'a crate::metrics::Metrics,
+    name: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for OpTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.fuse_op(self.name, self.started);
+    }
+}
+
 impl Filesystem for TsmFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         super::negotiate(config);
@@ -238,6 +257,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _op = self.op("lookup");
         let parent = Ino(parent.0);
         let result = match name_bytes(name) {
             b"." => self.fs.getattr(parent),
@@ -248,6 +268,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _op = self.op("forget");
         // The kernel sends a forget only as it evicts the inode (with every
         // lookup it counted), so its page cache is gone too.
         self.opens.forgotten(Ino(ino.0));
@@ -255,6 +276,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _op = self.op("getattr");
         match self.fs.getattr(Ino(ino.0)) {
             Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
@@ -279,6 +301,7 @@ impl Filesystem for TsmFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _op = self.op("setattr");
         let change = SetAttr {
             perm: mode.map(|m| m & 0o7777),
             uid,
@@ -302,6 +325,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _op = self.op("readlink");
         match self.fs.readlink(Ino(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
@@ -318,6 +342,7 @@ impl Filesystem for TsmFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _op = self.op("mknod");
         let result = self.writable().and_then(|()| {
             let kind = FileKind::from_mode(mode).unwrap_or(FileKind::File);
             self.fs.mknod(Ino(parent.0), name_bytes(name), kind, mode & 0o7777, rdev, &Self::caller(req))
@@ -326,6 +351,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let _op = self.op("mkdir");
         let result = self
             .writable()
             .and_then(|()| self.fs.mkdir(Ino(parent.0), name_bytes(name), mode & 0o7777, &Self::caller(req)));
@@ -333,6 +359,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = self.op("unlink");
         let result = self
             .writable()
             .and_then(|()| self.fs.unlink(Ino(parent.0), name_bytes(name), &Self::caller(req)));
@@ -340,12 +367,14 @@ impl Filesystem for TsmFuse {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = self.op("rmdir");
         let result =
             self.writable().and_then(|()| self.fs.rmdir(Ino(parent.0), name_bytes(name), &Self::caller(req)));
         Self::reply_empty(reply, result);
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let _op = self.op("symlink");
         let result = self.writable().and_then(|()| {
             self.fs.symlink(
                 Ino(parent.0),
@@ -367,6 +396,7 @@ impl Filesystem for TsmFuse {
         flags: FuseRenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("rename");
         let result = self.writable().and_then(|()| {
             if flags.contains(FuseRenameFlags::RENAME_WHITEOUT) {
                 return Err(FsError::Unsupported("RENAME_WHITEOUT"));
@@ -388,6 +418,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let _op = self.op("link");
         let result = self.writable().and_then(|()| {
             self.fs.link(Ino(ino.0), Ino(newparent.0), name_bytes(newname), &Self::caller(req))
         });
@@ -395,6 +426,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+        let _op = self.op("open");
         let ino = Ino(ino.0);
         let opened =
             self.open_handle(flags.0, |flags| self.fs.open_file(ino, flags), |file| reply.open_backing(file));
@@ -417,6 +449,7 @@ impl Filesystem for TsmFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _op = self.op("create");
         let result = (|| {
             self.writable()?;
             // A new file has no committed content: never passthrough. It is
@@ -456,6 +489,7 @@ impl Filesystem for TsmFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _op = self.op("read");
         READ_BUFFER.with_borrow_mut(|buf| {
             // One buffer per worker thread, grown once: no allocation and
             // no page faults per request.
@@ -481,6 +515,7 @@ impl Filesystem for TsmFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _op = self.op("write");
         // Direct writes skip the kernel's own setid clearing; it asks us.
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
             && let Err(e) = self.fs.drop_setid_bits(Ino(ino.0), Origin::Fuse)
@@ -495,6 +530,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let _op = self.op("flush");
         let result = self.fs.flush(Handle(fh.0), Origin::Fuse);
         Self::reply_empty(reply, self.note_commit(ino, result));
     }
@@ -509,6 +545,7 @@ impl Filesystem for TsmFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("release");
         let handle = Handle(fh.0);
         let result = self.fs.release(handle, Origin::Fuse);
         self.opens.released(handle);
@@ -516,11 +553,13 @@ impl Filesystem for TsmFuse {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _op = self.op("fsync");
         let result = self.fs.fsync(Handle(fh.0), Origin::Fuse);
         Self::reply_empty(reply, self.note_commit(ino, result));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        let _op = self.op("opendir");
         // Directory handles carry no state: readdir offsets are cursors.
         match self.fs.getattr(Ino(ino.0)) {
             Ok(attr) if attr.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
@@ -530,6 +569,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _op = self.op("readdir");
         if offset < 1 && reply.add(ino, 1, fuser::FileType::Directory, ".") {
             return reply.ok();
         }
@@ -557,6 +597,7 @@ impl Filesystem for TsmFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _op = self.op("readdirplus");
         if offset < FIRST_ENTRY_OFFSET {
             let dir = match self.fs.getattr(Ino(ino.0)) {
                 Ok(attr) => attr,
@@ -605,10 +646,12 @@ impl Filesystem for TsmFuse {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _op = self.op("fsyncdir");
         Self::reply_empty(reply, self.fs.sync_changes());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _op = self.op("statfs");
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks,
@@ -634,6 +677,7 @@ impl Filesystem for TsmFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("setxattr");
         let mode = if flags & libc::XATTR_CREATE != 0 {
             XattrMode::Create
         } else if flags & libc::XATTR_REPLACE != 0 {
@@ -648,6 +692,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _op = self.op("getxattr");
         match self.fs.getxattr(Ino(ino.0), name_bytes(name)) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(errno(&e)),
@@ -655,6 +700,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _op = self.op("listxattr");
         match self.fs.listxattr(Ino(ino.0)) {
             Ok(names) => {
                 let mut list = Vec::new();
@@ -669,6 +715,7 @@ impl Filesystem for TsmFuse {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _op = self.op("removexattr");
         let result = self
             .writable()
             .and_then(|()| self.fs.removexattr(Ino(ino.0), name_bytes(name), &Self::caller(req)));
@@ -688,6 +735,7 @@ impl Filesystem for TsmFuse {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _op = self.op("copy_file_range");
         // The reply carries a u32; the kernel asks again for the rest.
         let len = len.min(u64::from(u32::MAX));
         let result = self.writable().and_then(|()| {
@@ -720,6 +768,7 @@ impl Filesystem for TsmFuse {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        let _op = self.op("ioctl");
         reply.error(fuser::Errno::from_i32(libc::ENOTTY));
     }
 
@@ -733,6 +782,7 @@ impl Filesystem for TsmFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _op = self.op("fallocate");
         let result = self.writable().and_then(|()| self.fs.fallocate(Handle(fh.0), mode, offset, length));
         Self::reply_empty(reply, result);
     }

@@ -141,6 +141,7 @@ fn push(notifier: &Notifier, kernel: &Fs, change: &Change) {
     let entries = if names_only_added || !kernel_holds_a_name { &[][..] } else { &change.entries[..] };
     for (parent, name) in entries {
         report(notifier.inval_entry(INodeNo(parent.0), OsStr::from_bytes(name)), "entry", parent.0);
+        kernel.metrics().kernel_invalidation("entry");
     }
     // Attributes only (offset -1): the kernel then drops no pages here,
     // so it never waits on a page lock held by a read in flight (which,
@@ -150,6 +151,7 @@ fn push(notifier: &Notifier, kernel: &Fs, change: &Change) {
     // the kernel drops them itself; open handles keep their version.
     for ino in std::iter::once(&change.ino).chain(&change.also) {
         report(notifier.inval_inode(INodeNo(ino.0), -1, 0), "inode", ino.0);
+        kernel.metrics().kernel_invalidation("inode");
     }
 }
 

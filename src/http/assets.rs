@@ -142,8 +142,10 @@ impl Assets {
     /// The committed file at `path` (decoded), from memory when possible.
     pub(super) async fn lookup(&self, path: &[u8]) -> Result<Found, FsError> {
         if let Some(asset) = self.paths.read().get(path) {
+            self.fs.metrics().asset_lookup(true);
             return Ok(Found::File(asset.clone()));
         }
+        self.fs.metrics().asset_lookup(false);
         let generation = self.generation.load(Ordering::Acquire);
         let (fs, owned) = (self.fs.clone(), path.to_vec());
         let found = blocking(move || {

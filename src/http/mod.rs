@@ -12,6 +12,7 @@ mod propfind;
 mod server;
 pub mod tls;
 mod variants;
+mod windows;
 
 use std::sync::Arc;
 
@@ -266,6 +267,9 @@ async fn handle(
     if !limits::conditionals_are_safe(req.headers()) {
         return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed conditional header");
     }
+    if req.uri().path() == METRICS_PATH {
+        return metrics(&shared, req.method()).await;
+    }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
         match get::get(&shared, who.as_deref(), req).await {
             get::Get::Done(response) => return response,
@@ -333,7 +337,14 @@ where
         return response;
     }
     if req.method() != http::Method::PUT {
-        return boxed(handler.handle_with(DavConfig::new().filesystem(DavFs::new(fs, who)), req).await);
+        let options = req.method() == http::Method::OPTIONS;
+        let mut response =
+            boxed(handler.handle_with(DavConfig::new().filesystem(DavFs::new(fs, who)), req).await);
+        if options {
+            // Windows' WebDAV client looks for it before it talks WebDAV.
+            response.headers_mut().insert("ms-author-via", HeaderValue::from_static("DAV"));
+        }
+        return response;
     }
     let guard = put_guard(req.headers());
     let claims = match UploadClaims::of(req.headers()) {
@@ -376,6 +387,9 @@ where
         return propfind::propfind(fs, who, req).await;
     }
     let config = DavConfig::new().filesystem(DavFs::new(fs.clone(), who.clone()));
+    if req.method().as_str() == "PROPPATCH" {
+        return proppatch(handler, config, fs, who, req).await;
+    }
     if req.method().as_str() == "LOCK" {
         // dav-server's lock system can only answer "locked" (423); a lock
         // on a read-only tree is refused, as every other change is.
@@ -438,6 +452,83 @@ fn set_mtime(fs: &Fs, path: &[u8], mtime_ns: i64, who: Option<&Identity>) -> Res
     fs.setattr(target.ino, &change, &dav::caller_for(who)).map(drop)
 }
 
+/// Where Prometheus scrapes this server.
+const METRICS_PATH: &str = "/.tsmfs/metrics";
+
+/// Totals (file count, bytes, dedup ratio) in a scrape may be this old:
+/// they count every row.
+const METRICS_TOTALS_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET /.tsmfs/metrics`: every metric in the OpenMetrics text format.
+async fn metrics(shared: &Shared, method: &http::Method) -> http::Response<ResponseBody> {
+    if !matches!(*method, http::Method::GET | http::Method::HEAD) {
+        let mut refused = limits::refusal(http::StatusCode::METHOD_NOT_ALLOWED, "metrics are read with GET");
+        refused.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused;
+    }
+    let fs = shared.assets.fs().clone();
+    let text =
+        tokio::task::spawn_blocking(move || fs.metrics_with_totals(METRICS_TOTALS_AGE).map(|m| m.render()));
+    let text = match text.await {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => return get::status(dav::status_of(e)),
+        Err(_) => return limits::refusal(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    };
+    let mut response = http::Response::new(if *method == http::Method::HEAD {
+        empty_body()
+    } else {
+        full_body(Bytes::from(text))
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// PROPPATCH, by dav-server; the Win32 times in it (which dav-server only
+/// pretends to set) are set once it has accepted the whole request.
+async fn proppatch(
+    handler: DavHandler,
+    config: DavConfig,
+    fs: Arc<Fs>,
+    who: Option<Arc<Identity>>,
+    req: http::Request<http_body_util::Full<Bytes>>,
+) -> http::Response<ResponseBody> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(never) => match never {},
+    };
+    let times = windows::Win32Times::of(&body);
+    let req = http::Request::from_parts(parts, http_body_util::Full::new(body));
+    let (Some(times), Some(path)) = (times, decoded_path(req.uri())) else {
+        return boxed(handler.handle_with(config, weak_if_none_match(req)).await);
+    };
+    let (checking, checked_path, checked_who) = (fs.clone(), path.clone(), who.clone());
+    let allowed = tokio::task::spawn_blocking(move || {
+        windows::Win32Times::allowed(&checking, &checked_path, checked_who.as_deref()).map(drop)
+    });
+    match allowed.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return get::status(dav::status_of(e)),
+        Err(_) => return limits::refusal(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+    let response = boxed(handler.handle_with(config, weak_if_none_match(req)).await);
+    let (all_set, response) = windows::all_set(response).await;
+    if all_set {
+        let applied = tokio::task::spawn_blocking(move || times.apply(&fs, &path, who.as_deref())).await;
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return get::status(dav::status_of(e)),
+            Err(_) => return limits::refusal(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        }
+    }
+    response
+}
+
 /// Whether `who` may write `path`: the file if it exists, else the
 /// directory it would be created in.
 fn may_write(fs: &Fs, path: &[u8], who: Option<&Identity>) -> Result<(), crate::fs::FsError> {
@@ -465,6 +556,47 @@ fn create_empty(fs: &Fs, path: &[u8], who: Option<&Identity>) -> Result<(), crat
     ) {
         Ok(_) | Err(crate::fs::FsError::PreconditionFailed) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// `response`, its body's bytes counted in `metrics` as they go out.
+fn counted(
+    response: http::Response<ResponseBody>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> http::Response<ResponseBody> {
+    response.map(|inner| Counted { inner, metrics }.boxed_unsync())
+}
+
+/// A body whose data frames are counted as they are sent. Its length
+/// stays known (the `Content-Length` hyper writes comes from it).
+struct Counted {
+    inner: ResponseBody,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.metrics.http_body_sent(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

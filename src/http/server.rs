@@ -14,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
 use super::{
-    DavFs, READ_BUF_SIZE, ServerOptions, Shared, SqlLocks, Stats, answer_even_if_panicking, assets, handle,
-    host, inert, limits, variants,
+    DavFs, READ_BUF_SIZE, ServerOptions, Shared, SqlLocks, Stats, answer_even_if_panicking, assets, counted,
+    handle, host, inert, limits, variants,
 };
 use crate::fs::{Fs, Identity};
 
@@ -216,9 +216,12 @@ impl Server {
                 let (shared, who) = (shared.clone(), who.clone());
                 async move {
                     let sandboxed = !shared.options.trusted_content;
+                    let (method, started) = (req.method().clone(), std::time::Instant::now());
+                    let metrics = shared.assets.fs().metrics().clone();
                     let mut response = answer_even_if_panicking(handle(shared, who, client, req)).await;
                     inert(response.headers_mut(), sandboxed);
-                    Ok::<_, Infallible>(response)
+                    metrics.http_request(&method, response.status().as_u16(), started.elapsed());
+                    Ok::<_, Infallible>(counted(response, metrics))
                 }
             });
             let Some(acceptor) = tls else {

@@ -54,7 +54,7 @@ const LIST_DIR: &str = concat!(
     " FROM dirents d JOIN inodes i ON i.ino = d.child LEFT JOIN contents c ON c.id = i.content WHERE d.parent = +?1 AND d.id > +?2 ORDER BY d.id LIMIT +?3"
 );
 const INSERT_INODE: &str = "INSERT INTO inodes (kind, perm, uid, gid, size, atime_ns, mtime_ns, ctime_ns, btime_ns, nlink, rdev, content, symlink) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?6, ?7, ?8, (SELECT id FROM contents WHERE lo = ?9 AND hi = ?10), ?11)";
-const UPDATE_INODE: &str = "UPDATE inodes SET perm = ?2, uid = ?3, gid = ?4, size = ?5, atime_ns = ?6, mtime_ns = ?7, ctime_ns = ?8, nlink = ?9, rdev = ?10, content = (SELECT id FROM contents WHERE lo = ?11 AND hi = ?12), data_seq = ?13 WHERE ino = ?1";
+const UPDATE_INODE: &str = "UPDATE inodes SET perm = ?2, uid = ?3, gid = ?4, size = ?5, atime_ns = ?6, mtime_ns = ?7, ctime_ns = ?8, nlink = ?9, rdev = ?10, content = (SELECT id FROM contents WHERE lo = ?11 AND hi = ?12), data_seq = ?13, btime_ns = ?14 WHERE ino = ?1";
 const SET_CONTENT_IF_VERSION: &str = "UPDATE inodes SET content = (SELECT id FROM contents WHERE lo = ?3 AND hi = ?4) WHERE ino = ?1 AND data_seq = ?2 AND content IS NULL";
 const TOUCH_DIR: &str = "UPDATE inodes SET mtime_ns = ?2, ctime_ns = ?2 WHERE ino = ?1";
 const ADD_LINKS: &str = "UPDATE inodes SET nlink = nlink + ?2, ctime_ns = ?3 WHERE ino = ?1";
@@ -409,7 +409,8 @@ impl<'c> Db<'c> {
         Ok(Ino::from_sql(self.conn.last_insert_rowid()))
     }
 
-    /// Store every mutable attribute of `inode` (not kind or btime).
+    /// Store every mutable attribute of `inode` (all but its kind; the
+    /// birth time changes only when asked, as Windows clients do).
     pub fn update_inode(&self, inode: &Inode) -> Result<(), MetaError> {
         let changed = self
             .conn
@@ -429,6 +430,7 @@ impl<'c> Db<'c> {
                     inode.content.map(|c| c.lo),
                     inode.content.map(|c| c.hi as i64),
                     inode.data_seq as i64,
+                    inode.btime_ns,
                 ])
             })
             .map_err(MetaError::sql("update inode"))?;
