@@ -157,6 +157,37 @@ fn mtime_of(path: &Path) -> u64 {
     modified.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs()
 }
 
+/// rclone `args` with `flags` after them; its log (stderr), once it
+/// succeeded.
+fn rclone_with(flags: &[&str], args: &[&str]) -> String {
+    let args: Vec<&str> = args.iter().chain(flags).copied().collect();
+    let out = run("rclone", "rclone", &args, None, Duration::from_secs(60));
+    ok(&out, &format!("rclone {args:?}"));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Rewrite `note` with `bytes` of the same length, keep its mtime: a
+/// `sync` by hash sends it (and only it) to `remote_path`; the next sends
+/// nothing.
+fn an_edit_that_keeps_size_and_mtime_is_synced(
+    sync: &dyn Fn() -> String,
+    note: &Path,
+    bytes: &[u8],
+    server: &TestServer,
+    remote_path: &str,
+) {
+    let mtime = mtime_of(note);
+    assert_eq!(std::fs::metadata(note).expect("stat").len(), bytes.len() as u64, "same size");
+    std::fs::write(note, bytes).expect("write");
+    set_mtime(note, mtime);
+    let second = sync();
+    assert!(second.contains("note.txt: Copied (replaced existing)"), "{second}");
+    assert_eq!(second.matches(": Copied").count(), 1, "{second}");
+    assert_eq!(get(server, remote_path).1, bytes);
+    let third = sync();
+    assert!(!third.contains(": Copied"), "nothing to send: {third}");
+}
+
 /// rclone's `nextcloud` remote reads each file's SHA-1 from
 /// `oc:checksums` and sends mtimes with `X-OC-Mtime`: a sync by checksum
 /// catches an edit that keeps size and mtime, a second sync sends
@@ -176,13 +207,7 @@ fn rclone_syncs_by_sha1_and_keeps_modification_times() {
     let url = format!("--webdav-url={}", server.base);
     let flags = ["--config", "/dev/null", &url, "--webdav-vendor=nextcloud", "-v"];
     let (up_arg, remote) = (up.to_str().expect("utf-8 path"), ":webdav:synced");
-    let limit = Duration::from_secs(60);
-    let rclone = |args: &[&str]| {
-        let args: Vec<&str> = args.iter().chain(&flags).copied().collect();
-        let out = run("rclone", "rclone", &args, None, limit);
-        ok(&out, &format!("rclone {args:?}"));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let rclone = |args: &[&str]| rclone_with(&flags, args);
 
     let first = rclone(&["sync", "--checksum", up_arg, remote]);
     assert_eq!(first.matches(": Copied").count(), 2, "{first}");
@@ -190,21 +215,45 @@ fn rclone_syncs_by_sha1_and_keeps_modification_times() {
     assert!(check.contains("Using sha1 for hash comparisons"), "{check}");
     assert!(check.contains("0 differences found") && !check.contains("could not be checked"), "{check}");
 
-    // Same size, same mtime, other bytes: only the hash tells.
-    std::fs::write(&note, b"draft number 2\n").expect("write");
-    set_mtime(&note, 1_600_000_000);
-    let second = rclone(&["sync", "--checksum", up_arg, remote]);
-    assert!(second.contains("note.txt: Copied (replaced existing)"), "{second}");
-    assert_eq!(second.matches(": Copied").count(), 1, "{second}");
-    assert_eq!(get(&server, "/synced/note.txt").1, b"draft number 2\n");
-    let third = rclone(&["sync", "--checksum", up_arg, remote]);
-    assert!(!third.contains(": Copied"), "nothing to send: {third}");
+    let sync = || rclone(&["sync", "--checksum", up_arg, remote]);
+    an_edit_that_keeps_size_and_mtime_is_synced(
+        &sync,
+        &note,
+        b"draft number 2\n",
+        &server,
+        "/synced/note.txt",
+    );
 
     let down = dir.path().join("down");
     rclone(&["copy", remote, down.to_str().expect("utf-8 path")]);
     assert_eq!(mtime_of(&down.join("note.txt")), 1_600_000_000, "the mtime made the round trip");
     assert_eq!(mtime_of(&down.join("b/blob.bin")), 1_500_000_000);
     assert!(tree(&up) == tree(&down), "the tree came back different");
+}
+
+/// rclone's `owncloud` remote compares MD5 first: with `--md5` the
+/// server gives it, and a sync by checksum catches an edit that keeps
+/// size and mtime; `check` compares MD5s, each computed once.
+#[test]
+fn rclone_owncloud_syncs_by_md5_with_the_md5_flag() {
+    let server = TestServer::new_with(&["--md5"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = dir.path().join("up");
+    std::fs::create_dir_all(&up).expect("mkdir");
+    let note = up.join("note.txt");
+    std::fs::write(&note, b"version one\n").expect("write");
+    std::fs::write(up.join("big.bin"), noise(3 << 20, 9)).expect("write");
+    set_mtime(&note, 1_600_000_000);
+    let url = format!("--webdav-url={}", server.base);
+    let flags = ["--config", "/dev/null", &url, "--webdav-vendor=owncloud", "-vv"];
+    let (up_arg, remote) = (up.to_str().expect("utf-8 path"), ":webdav:oc");
+    let rclone = |args: &[&str]| rclone_with(&flags, args);
+    rclone(&["sync", "--checksum", up_arg, remote]);
+    let check = rclone(&["check", up_arg, remote]);
+    assert!(check.contains("Using md5 for hash comparisons"), "{check}");
+    assert!(check.contains("0 differences found") && !check.contains("could not be checked"), "{check}");
+    let sync = || rclone(&["sync", "--checksum", up_arg, remote]);
+    an_edit_that_keeps_size_and_mtime_is_synced(&sync, &note, b"version two\n", &server, "/oc/note.txt");
 }
 
 /// The ownCloud upload headers, by hand: `X-OC-Mtime` sets the mtime and

@@ -271,6 +271,11 @@ struct HttpFlags {
     /// (408); what it sent is dropped.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     body_timeout: humantime::Duration,
+    /// Give each file's MD5 beside its SHA-1 in `oc:checksums`, for
+    /// clients that compare MD5 (rclone's `owncloud` vendor). Each is
+    /// computed when first asked for (reading the file) and then kept.
+    #[arg(long)]
+    md5: bool,
 }
 
 impl HttpFlags {
@@ -312,6 +317,7 @@ impl HttpFlags {
             host_names: self.host_names.clone(),
             trusted_content: self.trusted_content,
             body_timeout: Some(*self.body_timeout),
+            md5: self.md5,
             identity: tsmfs::http::IdentityPolicy {
                 anonymous: self.anonymous_uid.map(|uid| {
                     (uid, self.anonymous_gid.unwrap_or_else(|| tsmfs::fs::Identity::of_user(uid).gid))

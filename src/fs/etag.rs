@@ -303,6 +303,39 @@ impl Fs {
         Ok(ContentFile { shared: self.shared.clone(), version: Some(version) })
     }
 
+    /// The MD5 of committed content `id`, computed from its bytes the
+    /// first time and kept (for clients that compare MD5 rather than
+    /// SHA-1). NotFound if no file holds it (any more).
+    pub fn md5_of(&self, id: &ContentId) -> FsResult<[u8; 16]> {
+        use md5::Digest;
+        if let Some(md5) = self.meta.read_point(|db| db.content_md5(id))? {
+            return Ok(md5);
+        }
+        let file = self.open_content(id)?;
+        let mut hasher = md5::Md5::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < file.len() {
+            let n = file.read_at(&mut buf, at).map_err(|e| {
+                FsError::Store(crate::store::StoreError::Io {
+                    action: "read content",
+                    path: id.etag_tag().into(),
+                    source: e,
+                })
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        let md5: [u8; 16] = hasher.finalize().into();
+        if !self.read_only {
+            self.meta.write(false, |db| db.set_content_md5(id, &md5))?;
+        }
+        Ok(md5)
+    }
+
     /// All bytes of committed content `id` (for contents small enough to
     /// hold in memory). NotFound if no file holds it (any more).
     pub fn read_content(&self, id: &ContentId) -> FsResult<Vec<u8>> {

@@ -300,7 +300,7 @@ where
 {
     let (handler, fs) = (shared.handler.clone(), shared.assets.fs().clone());
     if limits::has_xml_body(req.method()) {
-        return xml_request(handler, fs, who, req).await;
+        return xml_request(handler, fs, who, shared.options.md5, req).await;
     }
     let req = weak_if_none_match(req);
     if foreign_destination(&req) {
@@ -374,6 +374,8 @@ async fn xml_request<B>(
     handler: DavHandler,
     fs: Arc<Fs>,
     who: Option<Arc<Identity>>,
+    // Whether `oc:checksums` carries MD5s too (`--md5`).
+    md5: bool,
     req: http::Request<B>,
 ) -> http::Response<ResponseBody>
 where
@@ -384,7 +386,7 @@ where
         Err(refused) => return refused,
     };
     if propfind::is_propfind(req.method()) {
-        return propfind::propfind(fs, who, req).await;
+        return propfind::propfind(fs, who, md5, req).await;
     }
     let config = DavConfig::new().filesystem(DavFs::new(fs.clone(), who.clone()));
     if req.method().as_str() == "PROPPATCH" {
@@ -695,6 +697,9 @@ pub struct ServerOptions {
     /// How long a request body may send nothing before the request ends
     /// with 408 (default [`limits::BODY_IDLE_TIMEOUT`]).
     pub body_timeout: Option<std::time::Duration>,
+    /// Give files' MD5s in `oc:checksums` too (computed when first asked
+    /// for, then kept), for clients that compare MD5.
+    pub md5: bool,
 }
 
 impl ServerOptions {

@@ -183,6 +183,7 @@ struct Resource<'a> {
 pub(super) async fn propfind(
     fs: Arc<Fs>,
     who: Option<Arc<Identity>>,
+    md5: bool,
     req: Request<http_body_util::Full<bytes::Bytes>>,
 ) -> Response<ResponseBody> {
     let depth = match req.headers().get("depth").map(HeaderValue::as_bytes) {
@@ -229,6 +230,7 @@ pub(super) async fn propfind(
         let listing = Listing {
             fs: &fs,
             who: who.as_deref(),
+            md5,
             query: &query,
             sender: &sender,
             out: String::with_capacity(CHUNK * 2),
@@ -303,6 +305,8 @@ struct Listing<'a> {
     fs: &'a Fs,
     /// Whose permissions decide what of each resource is shown.
     who: Option<&'a Identity>,
+    /// `oc:checksums` has the MD5 too.
+    md5: bool,
     query: &'a Query,
     sender: &'a mpsc::Sender<std::io::Result<Bytes>>,
     out: String,
@@ -413,7 +417,26 @@ impl Listing<'_> {
         Ok(())
     }
 
+    /// The MD5 `oc:checksums` shows for `attr` (with `--md5`), if known.
+    fn md5_of(&self, attr: &Attr) -> Option<[u8; 16]> {
+        if !self.md5 || attr.kind != FileKind::File {
+            return None;
+        }
+        let id = attr.content_id()?;
+        self.fs.md5_of(&id).map_err(|e| tracing::warn!("webdav: MD5 of {}: {e}", id.etag_tag())).ok()
+    }
+
     fn resource(&mut self, r: &Resource<'_>) -> Result<(), ListingError> {
+        let md5 = match self.query {
+            Query::Props(names)
+                if names.iter().any(|(ns, local)| {
+                    LiveProp::find(ns.as_deref(), local) == Some(LiveProp::OcChecksums)
+                }) =>
+            {
+                self.md5_of(r.attr)
+            }
+            _ => None,
+        };
         let out = &mut self.out;
         let _ = write!(out, "<D:response><D:href>{}</D:href>", escape_xml(r.href));
         match self.query {
@@ -430,7 +453,7 @@ impl Listing<'_> {
             Query::AllProp => {
                 out.push_str("<D:propstat><D:prop>");
                 for prop in LiveProp::ALL {
-                    live_value(out, prop, r);
+                    live_value(out, prop, r, None);
                 }
                 for (_, xml) in r.dead {
                     out.push_str(stored_element(xml));
@@ -442,7 +465,7 @@ impl Listing<'_> {
                 out.push_str("<D:propstat><D:prop>");
                 for (namespace, local) in names {
                     if let Some(prop) = LiveProp::find(namespace.as_deref(), local) {
-                        if !live_value(out, prop, r) {
+                        if !live_value(out, prop, r, md5) {
                             missing.push((namespace, local));
                         }
                         continue;
@@ -472,8 +495,9 @@ impl Listing<'_> {
     }
 }
 
-/// Write `prop` of `r` with its value; false if `r` has no such property.
-fn live_value(out: &mut String, prop: LiveProp, r: &Resource<'_>) -> bool {
+/// Write `prop` of `r` with its value (`md5`: for `oc:checksums`); false
+/// if `r` has no such property.
+fn live_value(out: &mut String, prop: LiveProp, r: &Resource<'_>, md5: Option<[u8; 16]>) -> bool {
     let attr = r.attr;
     if !prop.applies(attr) {
         return false;
@@ -514,8 +538,9 @@ fn live_value(out: &mut String, prop: LiveProp, r: &Resource<'_>) -> bool {
         }
         LiveProp::OcChecksums => write!(
             out,
-            "<oc:checksums xmlns:oc=\"{OWNCLOUD}\"><oc:checksum>SHA1:{}</oc:checksum></oc:checksums>",
-            attr.content_id().map(|id| id.lo_hex()).unwrap_or_default()
+            "<oc:checksums xmlns:oc=\"{OWNCLOUD}\"><oc:checksum>SHA1:{}{}</oc:checksum></oc:checksums>",
+            attr.content_id().map(|id| id.lo_hex()).unwrap_or_default(),
+            md5.map(|md5| format!(" MD5:{}", hex::encode(md5))).unwrap_or_default()
         ),
         LiveProp::QuotaAvailableBytes | LiveProp::QuotaUsedBytes => {
             let Some(space) = r.space else { return false };

@@ -600,6 +600,27 @@ impl<'c> Db<'c> {
         self.collect(CONTENTS_WITH_SHA1, [lo.as_slice()], content_from_row, "find contents by SHA-1")
     }
 
+    /// The MD5 of content `id`, if it was computed.
+    pub fn content_md5(&self, id: &ContentId) -> Result<Option<[u8; 16]>, MetaError> {
+        self.conn
+            .prepare_cached(
+                "SELECT m.md5 FROM content_md5 m JOIN contents c ON c.id = m.content WHERE c.lo = ?1 AND c.hi = ?2",
+            )
+            .and_then(|mut st| st.query_row(params![id.lo, id.hi as i64], |row| row.get::<_, [u8; 16]>(0)).optional())
+            .map_err(MetaError::sql("read an MD5"))
+    }
+
+    /// Record the MD5 of content `id` (nothing if the content is gone).
+    pub fn set_content_md5(&self, id: &ContentId, md5: &[u8; 16]) -> Result<(), MetaError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO content_md5 (content, md5) SELECT id, ?3 FROM contents WHERE lo = ?1 AND hi = ?2",
+            )
+            .and_then(|mut st| st.execute(params![id.lo, id.hi as i64, md5.as_slice()]))
+            .map(drop)
+            .map_err(MetaError::sql("record an MD5"))
+    }
+
     /// The record of content `id`.
     pub fn content(&self, id: &ContentId) -> Result<Option<ContentRecord>, MetaError> {
         self.conn

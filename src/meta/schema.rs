@@ -178,6 +178,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX extents_by_chunk ON extents (chunk);
     CREATE INDEX retired_by_chunk ON retired_extents (chunk);
     "#,
+    // 5: MD5s of whole contents, computed when first asked for (clients
+    // that compare MD5, with `--md5`); they go with their content.
+    r#"
+    CREATE TABLE content_md5 (
+        content     INTEGER PRIMARY KEY REFERENCES contents (id) ON DELETE CASCADE,
+        md5         BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// The SQL of migration `index` (to version `index + 1`).
