@@ -4,14 +4,15 @@
 //! invalidations. Every frontend records into the one [`Metrics`] its
 //! [`crate::fs::Fs`] owns; recording is a few atomic operations.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 /// Labels of an HTTP request.
@@ -37,23 +38,105 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+/// Upper bound of a latency histogram's first bucket; each next one
+/// doubles it, up to about 26 s.
+const FIRST_BUCKET_NS: u64 = 50_000;
+/// Finite buckets (the last, +Inf, comes after them).
+const BUCKETS: usize = 20;
 
-/// Latencies from 50 µs to about 26 s, doubling.
-fn latency() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+/// A latency histogram recorded with atomic adds only: the crate's own
+/// takes a mutex per observation, which two threads answering 100,000
+/// requests a second contend for.
+#[derive(Clone, Debug, Default)]
+pub struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    buckets: [AtomicU64; BUCKETS + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    /// Count one duration.
+    pub fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // Bucket i holds durations up to FIRST_BUCKET_NS * 2^i.
+        let multiple = ns.div_ceil(FIRST_BUCKET_NS);
+        let index = if multiple <= 1 { 0 } else { (u64::BITS - (multiple - 1).leading_zeros()) as usize };
+        let counts = &self.0;
+        counts.buckets[index.min(BUCKETS)].fetch_add(1, Ordering::Relaxed);
+        counts.count.fetch_add(1, Ordering::Relaxed);
+        counts.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = &self.0;
+        let buckets: Vec<(f64, u64)> = (0..=BUCKETS)
+            .map(|i| {
+                let bound = if i == BUCKETS { f64::INFINITY } else { (FIRST_BUCKET_NS << i) as f64 / 1e9 };
+                (bound, counts.buckets[i].load(Ordering::Relaxed))
+            })
+            .collect();
+        let sum = counts.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, counts.count.load(Ordering::Relaxed), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// HTTP methods with a label of their own; the rest count as `other`.
+const METHODS: [&str; 15] = [
+    "GET",
+    "HEAD",
+    "PUT",
+    "POST",
+    "DELETE",
+    "OPTIONS",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "TRACE",
+];
+/// Statuses whose counters are kept at hand (the rest are looked up).
+const COMMON_STATUSES: [u16; 12] = [200, 201, 204, 206, 207, 304, 400, 401, 403, 404, 412, 500];
+
+/// Counters and histograms of one HTTP method, resolved once.
+#[derive(Default)]
+struct MethodSlots {
+    statuses: [OnceLock<Counter>; COMMON_STATUSES.len()],
+    latency: OnceLock<Latency>,
 }
 
 /// Every metric, registered once.
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<RequestLabels, Counter>,
-    http_duration: Histograms<OpLabels>,
+    http_duration: Family<OpLabels, Latency>,
+    /// Handles into the two families above, per method (index in
+    /// [`METHODS`], then `other`): a request costs atomic adds, not a
+    /// lock and a hash lookup.
+    http_slots: [MethodSlots; METHODS.len() + 1],
     http_sent: Counter,
     fuse_ops: Family<OpLabels, Counter>,
-    fuse_duration: Histograms<OpLabels>,
+    fuse_duration: Family<OpLabels, Latency>,
     commits: Family<ResultLabels, Counter>,
-    commit_duration: Histogram,
+    commit_duration: Latency,
+    asset_hits: Counter,
+    asset_misses: Counter,
     asset_lookups: Family<ResultLabels, Counter>,
     invalidations: Family<OpLabels, Counter>,
     files: Gauge,
@@ -82,12 +165,15 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tsmfs");
         let metrics = Metrics {
             http_requests: Family::default(),
-            http_duration: Family::new_with_constructor(latency),
+            http_duration: Family::default(),
+            http_slots: Default::default(),
             http_sent: Counter::default(),
             fuse_ops: Family::default(),
-            fuse_duration: Family::new_with_constructor(latency),
+            fuse_duration: Family::default(),
             commits: Family::default(),
-            commit_duration: latency(),
+            commit_duration: Latency::default(),
+            asset_hits: Counter::default(),
+            asset_misses: Counter::default(),
             asset_lookups: Family::default(),
             invalidations: Family::default(),
             files: Gauge::default(),
@@ -148,14 +234,27 @@ impl Metrics {
             metrics.stored_bytes.clone(),
         );
         registry.register("dedup_ratio", "Logical bytes per stored byte", metrics.dedup_ratio.clone());
-        Metrics { registry, ..metrics }
+        let asset_hits = metrics.asset_lookups.get_or_create_owned(&ResultLabels { result: "hit" });
+        let asset_misses = metrics.asset_lookups.get_or_create_owned(&ResultLabels { result: "miss" });
+        Metrics { registry, asset_hits, asset_misses, ..metrics }
     }
 
     /// An HTTP request answered `status` after `took`.
     pub fn http_request(&self, method: &http::Method, status: u16, took: Duration) {
-        let method = method_name(method);
-        self.http_requests.get_or_create(&RequestLabels { method, status }).inc();
-        self.http_duration.get_or_create(&OpLabels { op: method }).observe(took.as_secs_f64());
+        let index = METHODS.iter().position(|known| *known == method.as_str()).unwrap_or(METHODS.len());
+        let name = METHODS.get(index).copied().unwrap_or("other");
+        let slots = &self.http_slots[index];
+        let labels = || RequestLabels { method: name, status };
+        match COMMON_STATUSES.iter().position(|&common| common == status) {
+            Some(at) => {
+                slots.statuses[at].get_or_init(|| self.http_requests.get_or_create_owned(&labels())).inc()
+            }
+            None => self.http_requests.get_or_create(&labels()).inc(),
+        };
+        slots
+            .latency
+            .get_or_init(|| self.http_duration.get_or_create_owned(&OpLabels { op: name }))
+            .observe(took);
     }
 
     /// `n` more bytes of a response body sent.
@@ -167,18 +266,22 @@ impl Metrics {
     pub fn fuse_op(&self, op: &'static str, started: Instant) {
         let labels = OpLabels { op };
         self.fuse_ops.get_or_create(&labels).inc();
-        self.fuse_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        self.fuse_duration.get_or_create(&labels).observe(started.elapsed());
     }
 
     /// A write transaction ended (`ok` or not) after `took`.
     pub fn commit(&self, ok: bool, took: Duration) {
         self.commits.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
-        self.commit_duration.observe(took.as_secs_f64());
+        self.commit_duration.observe(took);
     }
 
     /// A GET looked a path up in memory (`hit`) or had to ask the core.
     pub fn asset_lookup(&self, hit: bool) {
-        self.asset_lookups.get_or_create(&ResultLabels { result: if hit { "hit" } else { "miss" } }).inc();
+        if hit {
+            self.asset_hits.inc()
+        } else {
+            self.asset_misses.inc()
+        };
     }
 
     /// An invalidation of kind `kind` sent to the kernel.
@@ -217,30 +320,6 @@ impl Metrics {
     }
 }
 
-/// A method's name as a label: the ones a WebDAV server knows, else
-/// `other` (a label per made-up method would let clients grow the
-/// metrics without bound).
-fn method_name(method: &http::Method) -> &'static str {
-    const KNOWN: [&str; 15] = [
-        "GET",
-        "HEAD",
-        "PUT",
-        "POST",
-        "DELETE",
-        "OPTIONS",
-        "PATCH",
-        "PROPFIND",
-        "PROPPATCH",
-        "MKCOL",
-        "COPY",
-        "MOVE",
-        "LOCK",
-        "UNLOCK",
-        "TRACE",
-    ];
-    KNOWN.into_iter().find(|known| *known == method.as_str()).unwrap_or("other")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +339,9 @@ mod tests {
             "tsmfs_fuse_operations_total{op=\"lookup\"} 1",
             "tsmfs_commits_total{result=\"ok\"} 1",
             "tsmfs_dedup_ratio 3.0",
+            "tsmfs_http_request_duration_seconds_bucket{le=\"0.0016\",op=\"GET\"} 0",
+            "tsmfs_http_request_duration_seconds_bucket{le=\"0.0032\",op=\"GET\"} 1",
+            "tsmfs_http_request_duration_seconds_count{op=\"GET\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line:?} in\n{text}");

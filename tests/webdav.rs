@@ -1377,3 +1377,57 @@ fn a_unix_socket_listener_acts_as_each_clients_user() {
     let root = fs.resolve(b"root.txt").expect("root.txt");
     assert_eq!((root.uid, root.size), (0, 6));
 }
+
+/// A PUT whose precondition fails is answered from its headers, before
+/// its body: the body is read (and dropped) first, so that a client still
+/// sending it reads the 412 and a clean close, instead of a reset.
+#[test]
+fn an_early_412_is_read_by_a_client_still_sending_its_body() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let server = TestServer::new();
+    let put = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-", &server.url("/f.bin")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "201");
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+    let body = vec![b'x'; 2 << 20];
+    let head = format!(
+        "PUT /f.bin HTTP/1.1\r\nHost: {address}\r\nIf-Match: \"0000000000000000000000000000000000000000\"\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("headers");
+    // The answer is decided from the headers; the body follows slowly.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for piece in body.chunks(64 * 1024) {
+        stream.write_all(piece).expect("the server reads the body it did not need");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.starts_with("HTTP/1.1 412"), "{status}");
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = n.trim().parse().expect("length");
+        }
+    }
+    let mut rest = vec![0; length];
+    reader.read_exact(&mut rest).expect("412 body");
+    // dav-server closes after an early answer; cleanly, not with a reset.
+    let mut more = Vec::new();
+    match reader.read_to_end(&mut more) {
+        Ok(_) => {}
+        Err(e) => panic!("the connection ended with {e} after the 412"),
+    }
+}

@@ -243,6 +243,13 @@ impl Shared {
                 }
             }
             self.durable.changed.notify_all();
+            drop(state);
+            // Taken again, if a full disk took it, once there is room.
+            if self.store.reserve_given_back()
+                && let Err(e) = self.store.keep_reserve()
+            {
+                tracing::warn!("{e}");
+            }
         }
     }
 
@@ -403,6 +410,9 @@ impl Fs {
     /// committed; then make it all durable.
     pub(super) fn recover(&self) -> FsResult<()> {
         self.store.clear_staging()?;
+        if let Err(e) = self.store.keep_reserve() {
+            tracing::warn!("{e}");
+        }
         let orphans = self.meta.read(|db| db.orphaned_inodes())?;
         if !orphans.is_empty() {
             self.transact(Origin::Internal, |tx| {

@@ -551,6 +551,17 @@ impl Shared {
         self.metrics.commit(written.is_ok(), started.elapsed());
         let (value, changes, released) = match written {
             Ok(written) => written,
+            Err(e) if e.is_disk_full() && self.store.release_reserve() => {
+                // The commits that free space (the next prune round, a
+                // retried unlink) find room now; the reserve is taken
+                // again once there is room.
+                tracing::warn!(
+                    "the disk is full: gave back the {} MiB kept for metadata",
+                    crate::store::METADATA_RESERVE >> 20
+                );
+                self.remove_unused(&published.into_inner());
+                return Err(e);
+            }
             Err(e) => {
                 // Objects published for a transaction that failed (a full
                 // disk, say) name nothing: free their space now (removal

@@ -65,6 +65,101 @@ where
     })
 }
 
+/// Unread request bodies up to this long are read (and dropped) before
+/// an early answer goes out; see [`Unread`].
+pub(super) const DRAINED_AT_MOST: u64 = 8 << 20;
+
+/// Where a request body that was dropped unread is left, so that it can
+/// be read before the answer goes out. An answer given before the body
+/// (a 412 decided from the headers) is otherwise followed by a close
+/// with the body unread, and a client still sending it gets a reset
+/// instead of the answer.
+pub(super) type Unread<B> = std::sync::Arc<parking_lot::Mutex<Option<std::pin::Pin<Box<B>>>>>;
+
+/// `req` with a body that leaves itself in the returned slot if it is
+/// dropped before its end: only a body whose length is known and small
+/// ([`DRAINED_AT_MOST`]), and not one whose client waits for `100
+/// Continue` (it sends nothing unless asked, which is what it is for).
+pub(super) fn keep_unread<B>(req: Request<B>) -> (Request<LeftOnDrop<B>>, Unread<B>)
+where
+    B: hyper::body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static,
+{
+    let slot: Unread<B> = std::sync::Arc::default();
+    let waits_for_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let small = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n <= DRAINED_AT_MOST);
+    let keep = small && !waits_for_continue;
+    let returned = slot.clone();
+    let req = req.map(|body| LeftOnDrop { body: Some(Box::pin(body)), slot: keep.then_some(returned) });
+    (req, slot)
+}
+
+/// See [`keep_unread`].
+pub(super) struct LeftOnDrop<B> {
+    body: Option<std::pin::Pin<Box<B>>>,
+    slot: Option<Unread<B>>,
+}
+
+impl<B> hyper::body::Body for LeftOnDrop<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = std::io::Error>,
+{
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        match self.body.as_mut() {
+            Some(body) => {
+                let polled = body.as_mut().poll_frame(cx);
+                if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+                    // Ended: nothing left to read later.
+                    self.body = None;
+                }
+                polled
+            }
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|body| body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body
+            .as_ref()
+            .map(|body| body.size_hint())
+            .unwrap_or_else(|| hyper::body::SizeHint::with_exact(0))
+    }
+}
+
+impl<B> Drop for LeftOnDrop<B> {
+    fn drop(&mut self) {
+        if let (Some(body), Some(slot)) = (self.body.take(), &self.slot) {
+            *slot.lock() = Some(body);
+        }
+    }
+}
+
+/// Read what is left of a body (see [`keep_unread`]), dropping it; a
+/// body that fails or stalls just stops being read.
+pub(super) async fn drain<B>(unread: &Unread<B>)
+where
+    B: hyper::body::Body<Data = Bytes, Error = std::io::Error>,
+{
+    let Some(mut body) = unread.lock().take() else { return };
+    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+}
+
 /// The answer to a request whose body stopped arriving.
 pub(super) fn stalled_body() -> Response<ResponseBody> {
     let mut response = refusal(StatusCode::REQUEST_TIMEOUT, "the request body stopped arriving");

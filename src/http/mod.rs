@@ -245,7 +245,7 @@ fn decoded_path(uri: &http::Uri) -> Option<Vec<u8>> {
 /// re-tests their condition at commit time; everything else goes to
 /// dav-server as is.
 async fn handle(
-    shared: Arc<Shared>,
+    shared: &Shared,
     // The connection's identity; with `--auth-file`, each request's user.
     who: Option<Arc<Identity>>,
     client: std::net::IpAddr,
@@ -268,10 +268,10 @@ async fn handle(
         return limits::refusal(http::StatusCode::BAD_REQUEST, "malformed conditional header");
     }
     if req.uri().path() == METRICS_PATH {
-        return metrics(&shared, req.method()).await;
+        return metrics(shared, req.method()).await;
     }
     let req = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
-        match get::get(&shared, who.as_deref(), req).await {
+        match get::get(shared, who.as_deref(), req).await {
             get::Get::Done(response) => return response,
             get::Get::NotAFile(req) => req,
         }
@@ -282,10 +282,14 @@ async fn handle(
     // is dropped, and it holds no thread meanwhile (see `dav::PutFile`).
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let req = limits::with_idle_timeout(req, shared.options.body_timeout(), stalled.clone());
-    let response = dispatch(&shared, who, req).await;
+    let (req, unread) = limits::keep_unread(req);
+    let response = dispatch(shared, who, req).await;
     if stalled.load(std::sync::atomic::Ordering::Acquire) {
         return limits::stalled_body();
     }
+    // An answer decided before the body was read (412 from the headers)
+    // reaches the client only if its body is read first.
+    limits::drain(&unread).await;
     response
 }
 
@@ -564,9 +568,15 @@ fn create_empty(fs: &Fs, path: &[u8], who: Option<&Identity>) -> Result<(), crat
 /// `response`, its body's bytes counted in `metrics` as they go out.
 fn counted(
     response: http::Response<ResponseBody>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> http::Response<ResponseBody> {
-    response.map(|inner| Counted { inner, metrics }.boxed_unsync())
+    // A body of known length (in memory, or empty) is counted whole now:
+    // wrapping it would cost every small response an allocation.
+    if let Some(len) = hyper::body::Body::size_hint(response.body()).exact() {
+        metrics.http_body_sent(len);
+        return response;
+    }
+    response.map(|inner| Counted { inner, metrics: metrics.clone() }.boxed_unsync())
 }
 
 /// A body whose data frames are counted as they are sent. Its length

@@ -217,9 +217,9 @@ impl Server {
                 async move {
                     let sandboxed = !shared.options.trusted_content;
                     let (method, started) = (req.method().clone(), std::time::Instant::now());
-                    let metrics = shared.assets.fs().metrics().clone();
-                    let mut response = answer_even_if_panicking(handle(shared, who, client, req)).await;
+                    let mut response = answer_even_if_panicking(handle(&shared, who, client, req)).await;
                     inert(response.headers_mut(), sandboxed);
+                    let metrics = shared.assets.fs().metrics();
                     metrics.http_request(&method, response.status().as_u16(), started.elapsed());
                     Ok::<_, Infallible>(counted(response, metrics))
                 }

@@ -88,6 +88,8 @@ pub struct Store {
     /// their id since this process opened the store, with the inode
     /// number of the file checked (a replaced file is checked again).
     verified: quick_cache::sync::Cache<ContentId, u64>,
+    /// The metadata reserve is not held (given back, or not yet taken).
+    reserve_missing: std::sync::atomic::AtomicBool,
 }
 
 /// Objects up to this size (one group) are checked whole against their
@@ -197,6 +199,7 @@ impl Store {
             next_staging: AtomicU64::new(0),
             open_chunks: quick_cache::sync::Cache::new(OPEN_CHUNKS),
             verified: quick_cache::sync::Cache::new(VERIFIED),
+            reserve_missing: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -621,11 +624,65 @@ fn make_private_dirs(dir: &Path) -> Result<(), StoreError> {
 /// even record a deletion on a full disk).
 const DERIVED_DATA_HEADROOM: u64 = 8 << 20;
 
+/// Bytes held in `<data>/reserve` for a full disk: given back when a
+/// metadata commit finds no room, so that the commits that free space
+/// (deleting a file, dropping what a rewrite replaced) can still run.
+pub const METADATA_RESERVE: u64 = 4 << 20;
+const RESERVE_FILE: &str = "reserve";
+
 impl Store {
+    fn free_bytes(&self) -> Option<u64> {
+        let vfs = nix::sys::statvfs::statvfs(&self.objects).ok()?;
+        Some(vfs.blocks_available().saturating_mul(vfs.fragment_size()))
+    }
+
     fn room_for_derived_data(&self) -> bool {
-        nix::sys::statvfs::statvfs(&self.objects)
-            .map(|vfs| vfs.blocks_available().saturating_mul(vfs.fragment_size()) > DERIVED_DATA_HEADROOM)
-            .unwrap_or(true)
+        self.free_bytes().is_none_or(|free| free > DERIVED_DATA_HEADROOM)
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        self.objects.with_file_name(RESERVE_FILE)
+    }
+
+    /// Hold [`METADATA_RESERVE`] bytes aside, unless they are held
+    /// already or taking them would leave little room (then later).
+    pub fn keep_reserve(&self) -> Result<(), StoreError> {
+        use std::os::fd::AsRawFd;
+        let path = self.reserve_path();
+        if fs::metadata(&path).is_ok_and(|m| m.len() >= METADATA_RESERVE) {
+            self.reserve_missing.store(false, Ordering::Release);
+            return Ok(());
+        }
+        if self.free_bytes().is_some_and(|free| free < 2 * METADATA_RESERVE + DERIVED_DATA_HEADROOM) {
+            return Ok(());
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&path)
+            .map_err(StoreError::io("create", &path))?;
+        // SAFETY: allocates blocks for a descriptor `file` keeps open.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, METADATA_RESERVE as i64) };
+        if rc != 0 {
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(StoreError::io("allocate", &path)(io::Error::from_raw_os_error(rc)));
+        }
+        self.reserve_missing.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Give the reserve back to the filesystem; whether there was one.
+    pub fn release_reserve(&self) -> bool {
+        self.reserve_missing.store(true, Ordering::Release);
+        fs::remove_file(self.reserve_path()).is_ok()
+    }
+
+    /// Whether the reserve is not held now (see [`Store::keep_reserve`]).
+    pub fn reserve_given_back(&self) -> bool {
+        self.reserve_missing.load(Ordering::Acquire)
     }
 }
 
