@@ -412,10 +412,12 @@ impl Fs {
         if size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
-        if let Some(open) = self.open_files.inode(ino) {
-            let mut inode = open.lock();
+        let open = self.open_files.inode(ino);
+        let mut held = open.as_ref().map(|open| open.lock());
+        if let Some(inode) = held.as_mut().filter(|inode| inode.current.is_some()) {
+            let inode = &mut **inode;
             let had_pending = inode.pending.is_some();
-            self.pending_of(&mut inode)?.truncate(size, now_ns())?;
+            self.pending_of(inode)?.truncate(size, now_ns())?;
             if had_pending {
                 // Not made through a handle: any writer's close commits it.
                 inode.changed_by_all_writers();
@@ -426,9 +428,12 @@ impl Fs {
             let pending = inode.pending.take().ok_or(FsError::BadHandle)?;
             let base = inode.current.clone().ok_or(FsError::BadHandle)?;
             let committed = self.commit_pending(ino, pending, &base, origin)?;
-            self.moved(&mut inode, committed);
+            self.moved(inode, committed);
             return Ok(());
         }
+        // Not open; or an open of it is under way and has not read the
+        // inode yet (it will, once we let go of its state): commit as for
+        // a closed file, and that open sees the new size.
         let pin = self.pins.pin(ino, self.last_seq.load(Ordering::Acquire));
         let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
         if inode.size == size {
@@ -592,4 +597,26 @@ fn with_pending(inode: &OpenInode, mut attr: Attr) -> Attr {
 /// How many of `want` bytes at `offset` lie inside `size`.
 fn fit(want: usize, offset: u64, size: u64) -> usize {
     size.saturating_sub(offset).min(want as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncate_during_an_open_commits_and_the_open_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let caller = Caller::process(Origin::Cli);
+        Fs::init(&data, caller).unwrap();
+        let fs = Fs::open(&data, super::super::FsOptions::default()).unwrap();
+        let attr = fs.put(Ino::ROOT, b"f", &mut &b"hello world"[..], Default::default(), &caller).unwrap();
+        // An open has counted its handle, and not yet read the inode.
+        let open = fs.open_files.count_handle(attr.ino);
+        fs.truncate(attr.ino, 5, Origin::Cli).expect("a truncate, not EBADF");
+        let flags = OpenFlags { read: true, write: false, truncate: false, append: false };
+        let opened = fs.open_counted(attr.ino, &open, flags, None).unwrap();
+        assert_eq!(opened.attr.size, 5);
+        assert_eq!(fs.read(opened.handle, 0, 100).unwrap(), b"hello");
+    }
 }
