@@ -249,6 +249,12 @@ fn rclone_owncloud_syncs_by_md5_with_the_md5_flag() {
     let (up_arg, remote) = (up.to_str().expect("utf-8 path"), ":webdav:oc");
     let rclone = |args: &[&str]| rclone_with(&flags, args);
     rclone(&["sync", "--checksum", up_arg, remote]);
+    let listed = String::from_utf8_lossy(
+        &run("rclone", "rclone", &[&["lsjson", remote][..], &flags].concat(), None, Duration::from_secs(60))
+            .stdout,
+    )
+    .into_owned();
+    assert!(listed.contains("\"ModTime\":\"2020-09-13T12:26:40Z\""), "the mtime was kept: {listed}");
     let check = rclone(&["check", up_arg, remote]);
     assert!(check.contains("Using md5 for hash comparisons"), "{check}");
     assert!(check.contains("0 differences found") && !check.contains("could not be checked"), "{check}");
