@@ -66,8 +66,10 @@ where
 }
 
 /// Unread request bodies up to this long are read (and dropped) before
-/// an early answer goes out; see [`Unread`].
+/// an early answer goes out, for at most [`DRAINED_FOR`]; see [`Unread`].
 pub(super) const DRAINED_AT_MOST: u64 = 8 << 20;
+/// How long an early answer waits for the rest of a body it did not need.
+const DRAINED_FOR: Duration = Duration::from_secs(5);
 
 /// Where a request body that was dropped unread is left, so that it can
 /// be read before the answer goes out. An answer given before the body
@@ -157,7 +159,9 @@ where
     B: hyper::body::Body<Data = Bytes, Error = std::io::Error>,
 {
     let Some(mut body) = unread.lock().take() else { return };
-    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+    let reading = async { while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {} };
+    // A client that sends nothing more gets its answer anyway.
+    let _ = tokio::time::timeout(DRAINED_FOR, reading).await;
 }
 
 /// The answer to a request whose body stopped arriving.
