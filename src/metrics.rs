@@ -163,7 +163,7 @@ impl Metrics {
     /// Every metric at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tsmfs");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             http_requests: Family::default(),
             http_duration: Family::default(),
             http_slots: Default::default(),
@@ -234,9 +234,10 @@ impl Metrics {
             metrics.stored_bytes.clone(),
         );
         registry.register("dedup_ratio", "Logical bytes per stored byte", metrics.dedup_ratio.clone());
-        let asset_hits = metrics.asset_lookups.get_or_create_owned(&ResultLabels { result: "hit" });
-        let asset_misses = metrics.asset_lookups.get_or_create_owned(&ResultLabels { result: "miss" });
-        Metrics { registry, asset_hits, asset_misses, ..metrics }
+        metrics.asset_hits = metrics.asset_lookups.get_or_create_owned(&ResultLabels { result: "hit" });
+        metrics.asset_misses = metrics.asset_lookups.get_or_create_owned(&ResultLabels { result: "miss" });
+        metrics.registry = registry;
+        metrics
     }
 
     /// An HTTP request answered `status` after `took`.

@@ -121,6 +121,16 @@ impl Identity {
         if self.may(node, want) { Ok(()) } else { Err(FsError::AccessDenied) }
     }
 
+    /// Whether `node` may be given explicit times (utimes(2)): by its
+    /// owner, or root.
+    pub fn require_owner(&self, node: &Attr) -> FsResult<()> {
+        if self.is_root() || self.uid == node.uid {
+            Ok(())
+        } else {
+            Err(FsError::NotPermitted("only a file's owner sets its times"))
+        }
+    }
+
     /// Whether `victim` may be unlinked from, or renamed out of, `dir`: a
     /// change of `dir`'s entries, and in a sticky directory only by the
     /// owner of `dir` or of `victim` (or root).

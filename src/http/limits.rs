@@ -81,12 +81,12 @@ pub(super) type Unread<B> = std::sync::Arc<parking_lot::Mutex<Option<std::pin::P
 /// `req` with a body that leaves itself in the returned slot if it is
 /// dropped before its end: only a body whose length is known and small
 /// ([`DRAINED_AT_MOST`]), and not one whose client waits for `100
-/// Continue` (it sends nothing unless asked, which is what it is for).
-pub(super) fn keep_unread<B>(req: Request<B>) -> (Request<LeftOnDrop<B>>, Unread<B>)
+/// Continue` (it sends nothing unless asked, which is what it is for);
+/// other requests get no slot.
+pub(super) fn keep_unread<B>(req: Request<B>) -> (Request<LeftOnDrop<B>>, Option<Unread<B>>)
 where
     B: hyper::body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static,
 {
-    let slot: Unread<B> = std::sync::Arc::default();
     let waits_for_continue = req
         .headers()
         .get(http::header::EXPECT)
@@ -96,10 +96,9 @@ where
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|n| n <= DRAINED_AT_MOST);
-    let keep = small && !waits_for_continue;
+    let slot: Option<Unread<B>> = (small && !waits_for_continue).then(std::sync::Arc::default);
     let returned = slot.clone();
-    let req = req.map(|body| LeftOnDrop { body: Some(Box::pin(body)), slot: keep.then_some(returned) });
-    (req, slot)
+    (req.map(|body| LeftOnDrop { body: Some(Box::pin(body)), slot: returned }), slot)
 }
 
 /// See [`keep_unread`].
@@ -154,11 +153,11 @@ impl<B> Drop for LeftOnDrop<B> {
 
 /// Read what is left of a body (see [`keep_unread`]), dropping it; a
 /// body that fails or stalls just stops being read.
-pub(super) async fn drain<B>(unread: &Unread<B>)
+pub(super) async fn drain<B>(unread: Option<Unread<B>>)
 where
     B: hyper::body::Body<Data = Bytes, Error = std::io::Error>,
 {
-    let Some(mut body) = unread.lock().take() else { return };
+    let Some(mut body) = unread.and_then(|unread| unread.lock().take()) else { return };
     let reading = async { while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {} };
     // A client that sends nothing more gets its answer anyway.
     let _ = tokio::time::timeout(DRAINED_FOR, reading).await;

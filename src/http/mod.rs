@@ -289,7 +289,7 @@ async fn handle(
     }
     // An answer decided before the body was read (412 from the headers)
     // reaches the client only if its body is read first.
-    limits::drain(&unread).await;
+    limits::drain(unread).await;
     response
 }
 
@@ -328,8 +328,14 @@ where
         {
             // The copy keeps the time the client asked for (X-OC-Mtime).
             let to = transfer.roots().to.clone();
-            let set =
-                tokio::task::spawn_blocking(move || set_mtime(&fs, &to, mtime_ns, who.as_deref())).await;
+            let set = tokio::task::spawn_blocking(move || {
+                let change = crate::fs::SetAttr {
+                    mtime: Some(crate::fs::TimeSet::At(mtime_ns)),
+                    ..Default::default()
+                };
+                set_times(&fs, &to, &change, who.as_deref())
+            })
+            .await;
             match set {
                 Ok(Ok(())) => {
                     response.headers_mut().insert("x-oc-mtime", http::HeaderValue::from_static("accepted"));
@@ -447,15 +453,26 @@ fn transfer_name(transfer: &Transfer) -> &'static str {
     }
 }
 
-/// Give `path` the modification time `mtime_ns`, as `who` (setting an
-/// explicit time is its owner's right, as with utimes(2)).
-fn set_mtime(fs: &Fs, path: &[u8], mtime_ns: i64, who: Option<&Identity>) -> Result<(), crate::fs::FsError> {
+/// `path`, if `who` may give it explicit times (its owner's right).
+fn times_settable(
+    fs: &Fs,
+    path: &[u8],
+    who: Option<&Identity>,
+) -> Result<crate::fs::Attr, crate::fs::FsError> {
     let target = fs.resolve_following_as(path, who)?;
-    if who.is_some_and(|who| who.uid != 0 && who.uid != target.uid) {
-        return Err(crate::fs::FsError::AccessDenied);
-    }
-    let change = crate::fs::SetAttr { mtime: Some(crate::fs::TimeSet::At(mtime_ns)), ..Default::default() };
-    fs.setattr(target.ino, &change, &dav::caller_for(who)).map(drop)
+    who.map_or(Ok(()), |who| who.require_owner(&target))?;
+    Ok(target)
+}
+
+/// Give `path` the times `change` sets, as `who`.
+fn set_times(
+    fs: &Fs,
+    path: &[u8],
+    change: &crate::fs::SetAttr,
+    who: Option<&Identity>,
+) -> Result<(), crate::fs::FsError> {
+    let target = times_settable(fs, path, who)?;
+    fs.setattr(target.ino, change, &dav::caller_for(who)).map(drop)
 }
 
 /// Where Prometheus scrapes this server.
@@ -515,7 +532,7 @@ async fn proppatch(
     };
     let (checking, checked_path, checked_who) = (fs.clone(), path.clone(), who.clone());
     let allowed = tokio::task::spawn_blocking(move || {
-        windows::Win32Times::allowed(&checking, &checked_path, checked_who.as_deref()).map(drop)
+        times_settable(&checking, &checked_path, checked_who.as_deref()).map(drop)
     });
     match allowed.await {
         Ok(Ok(())) => {}
@@ -525,7 +542,8 @@ async fn proppatch(
     let response = boxed(handler.handle_with(config, weak_if_none_match(req)).await);
     let (all_set, response) = windows::all_set(response).await;
     if all_set {
-        let applied = tokio::task::spawn_blocking(move || times.apply(&fs, &path, who.as_deref())).await;
+        let applied =
+            tokio::task::spawn_blocking(move || set_times(&fs, &path, &times.change(), who.as_deref())).await;
         match applied {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return get::status(dav::status_of(e)),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 
 use super::propfind::MICROSOFT;
-use crate::fs::{Fs, FsError, Identity, SetAttr, TimeSet};
+use crate::fs::{SetAttr, TimeSet};
 
 /// The times one PROPPATCH sets, in ns since the epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,26 +49,14 @@ impl Win32Times {
         (times != Win32Times::default()).then_some(times)
     }
 
-    /// Whether `who` may set times on `path`: its owner's right, as with
-    /// utimes(2).
-    pub(super) fn allowed(fs: &Fs, path: &[u8], who: Option<&Identity>) -> Result<crate::fs::Attr, FsError> {
-        let target = fs.resolve_following_as(path, who)?;
-        if who.is_some_and(|who| who.uid != 0 && who.uid != target.uid) {
-            return Err(FsError::NotPermitted("only a file's owner sets its times"));
-        }
-        Ok(target)
-    }
-
-    /// Set them on `path`, as `who`.
-    pub(super) fn apply(self, fs: &Fs, path: &[u8], who: Option<&Identity>) -> Result<(), FsError> {
-        let target = Win32Times::allowed(fs, path, who)?;
-        let change = SetAttr {
+    /// The change that sets them.
+    pub(super) fn change(self) -> SetAttr {
+        SetAttr {
             btime: self.created,
             atime: self.accessed.map(TimeSet::At),
             mtime: self.modified.map(TimeSet::At),
             ..SetAttr::default()
-        };
-        fs.setattr(target.ino, &change, &super::dav::caller_for(who)).map(drop)
+        }
     }
 }
 
