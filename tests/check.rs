@@ -13,13 +13,29 @@ use crate::util::{sha1_id, stderr, stdout, tsmfs, tsmfs_stdin};
 fn data_dir(dir: &Path) -> PathBuf {
     let data = dir.join("data");
     assert!(tsmfs(&["init", data.to_str().unwrap()]).status.success());
-    for (name, body) in [("a.txt", "alpha"), ("b.txt", "bravo"), ("c.txt", "alpha")] {
+    for (name, word) in [("a.txt", "alpha"), ("b.txt", "bravo"), ("c.txt", "alpha")] {
         let src = dir.join(name);
-        std::fs::write(&src, body).unwrap();
+        std::fs::write(&src, body_of(word)).unwrap();
         let out = tsmfs(&["put", data.to_str().unwrap(), src.to_str().unwrap(), &format!("/d/{name}")]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
     data
+}
+
+/// The bytes of a test file: `word` repeated, long enough to be stored as
+/// an object file.
+fn body_of(word: &str) -> Vec<u8> {
+    crate::util::object_sized(word.as_bytes())
+}
+
+/// `body_of(word)` with its last byte changed: the same length, so only
+/// hashing can tell.
+fn damaged(word: &str) -> Vec<u8> {
+    let mut bytes = body_of(word);
+    if let Some(last) = bytes.last_mut() {
+        *last ^= 0x20;
+    }
+    bytes
 }
 
 fn object_path(data: &Path, bytes: &[u8]) -> PathBuf {
@@ -63,14 +79,14 @@ fn fsck_finds_and_repairs_what_it_safely_can() {
     assert!(repaired.status.success(), "{}", stdout(&repaired));
     assert!(!stray.exists() && !orphan.exists());
     assert!(stdout(&tsmfs(&["fsck", d])).contains("0 problems"));
-    assert_eq!(stdout(&tsmfs(&["get", d, "/d/a.txt"])), "alpha", "the files are intact");
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/a.txt"])).as_bytes(), body_of("alpha"), "the files are intact");
 }
 
 #[test]
 fn fsck_reports_a_lost_object_as_not_repairable() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path());
-    std::fs::remove_file(object_path(&data, b"bravo")).unwrap();
+    std::fs::remove_file(object_path(&data, &body_of("bravo"))).unwrap();
     let out = tsmfs(&["fsck", "--repair", data.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("its object file is missing [not repairable]"), "{}", stdout(&out));
@@ -86,8 +102,8 @@ fn scrub_quarantines_a_corrupt_object_and_reads_of_it_fail() {
     assert!(stdout(&clean).contains("2 objects"), "{}", stdout(&clean));
 
     // Same length, one byte different: only hashing can tell.
-    let object = object_path(&data, b"alpha");
-    std::fs::write(&object, b"alphA").unwrap();
+    let object = object_path(&data, &body_of("alpha"));
+    std::fs::write(&object, damaged("alpha")).unwrap();
     let out = tsmfs(&["scrub", d]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("SHA-1 differs from its id"), "{}", stdout(&out));
@@ -104,7 +120,7 @@ fn scrub_quarantines_a_corrupt_object_and_reads_of_it_fail() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&status.stdout), "500", "a file with the same content fails too");
     server.stop();
-    assert_eq!(stdout(&tsmfs(&["get", d, "/d/b.txt"])), "bravo", "the rest reads");
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/b.txt"])).as_bytes(), body_of("bravo"), "the rest reads");
     assert_eq!(tsmfs(&["fsck", d]).status.code(), Some(1), "fsck knows the object is gone");
 }
 
@@ -121,7 +137,7 @@ fn gc_removes_garbage_beside_a_server_without_touching_live_data() {
     std::fs::create_dir_all(&variants).unwrap();
     let gone = variants.join(format!("aa{}-0000000000000000.gzip", "0".repeat(38)));
     std::fs::write(&gone, b"orphan").unwrap();
-    let kept_id = crate::util::sha1_id(b"alpha");
+    let kept_id = crate::util::sha1_id(&body_of("alpha"));
     let kept =
         data.join(format!("variants/{}/{}-{:016x}.br", &kept_id.lo_hex()[..2], kept_id.lo_hex(), kept_id.hi));
     std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
@@ -164,7 +180,7 @@ fn gc_removes_garbage_beside_a_server_without_touching_live_data() {
     assert!(stdout(out).contains("1 orphaned compressed variants"), "{}", stdout(out));
     assert!(!orphan.exists());
     assert!(!gone.exists() && kept.exists() && foreign.exists());
-    assert_eq!(stdout(&tsmfs(&["get", d, "/d/c.txt"])), "alpha");
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/c.txt"])).as_bytes(), body_of("alpha"));
 }
 
 fn curl_status(args: &[&str]) -> (String, Vec<u8>) {
@@ -184,18 +200,18 @@ fn a_corrupt_object_is_never_served_and_is_quarantined_when_read() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path());
     let d = data.to_str().unwrap();
-    let object = object_path(&data, b"bravo");
-    std::fs::write(&object, b"bravO").unwrap();
+    let object = object_path(&data, &body_of("bravo"));
+    std::fs::write(&object, damaged("bravo")).unwrap();
     let read = tsmfs(&["get", d, "/d/b.txt"]);
     assert!(!read.status.success() && stdout(&read).is_empty(), "the CLI read fails");
     assert!(!object.exists(), "quarantined by the read that found it");
     assert_eq!(data.join("quarantine").read_dir().unwrap().count(), 1);
 
-    std::fs::write(object_path(&data, b"alpha"), b"alphA").unwrap();
+    std::fs::write(object_path(&data, &body_of("alpha")), damaged("alpha")).unwrap();
     let mut server = crate::webdav::TestServer::start_on(&data);
     let (status, body) = curl_status(&[&server.url("/d/a.txt")]);
     assert_eq!((status.as_str(), body.as_slice()), ("500", &b""[..]), "refused before any byte");
-    assert!(!object_path(&data, b"alpha").exists(), "quarantined");
+    assert!(!object_path(&data, &body_of("alpha")).exists(), "quarantined");
     assert_eq!(curl_status(&[&server.url("/d/c.txt")]).0, "500", "the other file with that content too");
     server.stop();
 }
@@ -441,7 +457,7 @@ fn everything_in_a_data_directory_is_private_whatever_the_umask() {
         run(&["init", d], b"");
         let page = "<p>a private page</p>\n".repeat(100);
         run(&["put", d, "-", "/page.html"], page.as_bytes());
-        run(&["put", d, "-", "/alpha.txt"], b"alpha");
+        run(&["put", d, "-", "/alpha.txt"], &body_of("alpha"));
 
         // A server: the log beside the database, and a gzip variant.
         let mut server = StopOnDrop(
@@ -482,7 +498,7 @@ fn everything_in_a_data_directory_is_private_whatever_the_umask() {
         assert!(server.stop().success());
 
         // A corrupt object, quarantined.
-        std::fs::write(object_path(&data, b"alpha"), b"alphA").unwrap();
+        std::fs::write(object_path(&data, &body_of("alpha")), damaged("alpha")).unwrap();
         let scrub = tsmfs_under_umask(umask).args(["scrub", d]).output().unwrap();
         assert_eq!(scrub.status.code(), Some(1), "{}", stdout(&scrub));
 
@@ -512,7 +528,7 @@ fn fsck_reports_and_repair_fixes_modes_that_let_others_in() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path());
     let d = data.to_str().unwrap();
-    let object = object_path(&data, b"alpha");
+    let object = object_path(&data, &body_of("alpha"));
     let variants = data.join("variants/aa");
     std::fs::create_dir_all(&variants).unwrap();
     let variant = variants.join(format!("aa{}-0000000000000000.gzip", "0".repeat(38)));
@@ -547,5 +563,66 @@ fn fsck_reports_and_repair_fixes_modes_that_let_others_in() {
     assert_private(&data, "after fsck --repair");
     let clean = tsmfs(&["fsck", d]);
     assert!(stdout(&clean).contains("0 problems"), "{}", stdout(&clean));
-    assert_eq!(stdout(&tsmfs(&["get", d, "/d/a.txt"])), "alpha", "the files are intact");
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/a.txt"])).as_bytes(), body_of("alpha"), "the files are intact");
+}
+
+/// Small chunks live in the database, which keeps no checksums: a read
+/// checks them against their SHA-1 and fails rather than serve bad
+/// bytes; scrub moves them out to the quarantine.
+#[test]
+fn a_corrupt_small_chunk_in_the_database_is_never_served_and_scrub_quarantines_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let src = dir.path().join("small");
+    std::fs::write(&src, "small and precious").unwrap();
+    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/small.txt"]).status.success());
+    assert!(!object_path(&data, b"small and precious").exists(), "no object file for a small chunk");
+    assert_eq!(stdout(&tsmfs(&["get", d, "/small.txt"])), "small and precious");
+    assert!(tsmfs(&["fsck", d]).status.success(), "{}", stdout(&tsmfs(&["fsck", d])));
+
+    sql(&data, "UPDATE chunk_bytes SET bytes = CAST('small and preciouS' AS BLOB) WHERE length(bytes) = 18");
+    let read = tsmfs(&["get", d, "/small.txt"]);
+    assert!(!read.status.success() && stdout(&read).is_empty(), "the read fails: {}", stdout(&read));
+    let mut server = crate::webdav::TestServer::start_on(&data);
+    let (status, body) = curl_status(&[&server.url("/small.txt")]);
+    assert_eq!((status.as_str(), body.as_slice()), ("500", &b""[..]), "refused before any byte");
+    server.stop();
+
+    let out = tsmfs(&["scrub", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("SHA-1 differs from its id"), "{}", stdout(&out));
+    let quarantined: Vec<_> =
+        data.join("quarantine").read_dir().unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(std::fs::read(&quarantined[0]).unwrap(), b"small and preciouS", "kept for a look");
+    assert!(!tsmfs(&["get", d, "/small.txt"]).status.success(), "still never served");
+    assert_eq!(tsmfs(&["fsck", d]).status.code(), Some(1), "fsck knows the bytes are gone");
+    assert_eq!(stdout(&tsmfs(&["get", d, "/d/b.txt"])).as_bytes(), body_of("bravo"), "the rest reads");
+}
+
+/// A data directory from before schema 6 keeps its small chunks as
+/// object files: they read, check and dedupe as before.
+#[test]
+fn small_chunks_stored_as_object_files_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let d = data.to_str().unwrap();
+    let src = dir.path().join("small");
+    std::fs::write(&src, "an older small file").unwrap();
+    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/old.txt"]).status.success());
+    // What an older tsmfs would have stored: the bytes in an object file.
+    let object = object_path(&data, b"an older small file");
+    std::fs::write(&object, "an older small file").unwrap();
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o400)).unwrap();
+    sql(&data, "DELETE FROM chunk_bytes");
+
+    assert_eq!(stdout(&tsmfs(&["get", d, "/old.txt"])), "an older small file");
+    let fsck = tsmfs(&["fsck", d]);
+    assert!(fsck.status.success(), "{}", stdout(&fsck));
+    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/again.txt"]).status.success());
+    assert_eq!(stdout(&tsmfs(&["get", d, "/again.txt"])), "an older small file");
+    assert!(object.exists(), "the new file shares the object");
+    let scrub = tsmfs(&["scrub", d]);
+    assert!(scrub.status.success(), "{}", stdout(&scrub));
 }

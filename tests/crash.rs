@@ -611,17 +611,25 @@ fn objects_lost_before_their_sync_roll_their_files_back() {
         };
         put("kept", b"synced, then untouched");
         let edited = put("edited", &big);
+        let whole = put("whole", &crate::util::object_sized(b"a file rewritten whole, synced"));
         let small = put("small", b"a small file, synced");
         fs.sync().expect("sync");
-        // Changes the power cut undoes: a patch of a large file, a small
-        // file rewritten whole, and a new file.
+        // Changes the power cut undoes, each of which wrote an object: a
+        // patch of a large file, a file rewritten whole, and a new file.
         let rw = OpenFlags { read: true, write: true, ..Default::default() };
-        for (ino, at) in [(edited.ino, 1u64 << 20), (small.ino, 2)] {
-            let h = fs.open_file(ino, rw).expect("open").handle;
-            fs.write(h, at, b"LOST").expect("write");
-            fs.release(h, Origin::Cli).expect("commit");
-        }
-        put("fresh", b"created after the last sync");
+        let lost = crate::util::object_sized(b"LOST");
+        let h = fs.open_file(edited.ino, rw).expect("open").handle;
+        fs.write(h, 1 << 20, &lost).expect("write");
+        fs.release(h, Origin::Cli).expect("commit");
+        let h = fs.open_file(whole.ino, OpenFlags { truncate: true, ..rw }).expect("open").handle;
+        fs.write(h, 0, &crate::util::object_sized(b"LOST too")).expect("write");
+        fs.release(h, Origin::Cli).expect("commit");
+        put("fresh", &crate::util::object_sized(b"created after the last sync"));
+        // A change whose bytes are kept in the database: the log has them,
+        // so it stays.
+        let h = fs.open_file(small.ino, rw).expect("open").handle;
+        fs.write(h, 2, b"KEPT").expect("write");
+        fs.release(h, Origin::Cli).expect("commit");
         // Stop dead: no release, no sync, no clean close.
         std::process::exit(0);
     }
@@ -659,7 +667,8 @@ fn objects_lost_before_their_sync_roll_their_files_back() {
     };
     assert_eq!(read("kept").expect("kept"), b"synced, then untouched");
     assert!(read("edited").expect("edited") == big, "the patch is undone, the rest is as synced");
-    assert_eq!(read("small").expect("small"), b"a small file, synced");
+    assert_eq!(read("whole").expect("whole"), crate::util::object_sized(b"a file rewritten whole, synced"));
+    assert_eq!(read("small").expect("small"), b"a KEPTl file, synced", "its chunk was not lost");
     assert!(matches!(read("fresh"), Err(tsmfs::fs::FsError::NotFound)), "created by a lost change: gone");
     let report = fs.check(false, &|_, _| {}).expect("fsck");
     let problems: Vec<String> =

@@ -545,7 +545,8 @@ fn copy_file_range_of_a_whole_file_moves_only_the_content_id() {
 #[test]
 fn a_file_whose_object_is_missing_reads_as_eio_and_can_be_rewritten() {
     let m = crate::util::TestMount::new();
-    std::fs::write(m.path("small.txt"), b"small").expect("write");
+    // Both past 64 KiB: object files (smaller chunks live in the database).
+    std::fs::write(m.path("medium.bin"), crate::util::noise(2, 70_000)).expect("write");
     std::fs::write(m.path("big.bin"), crate::util::noise(3, 200_000)).expect("write");
     m.fs.sync().expect("sync");
     let objects = m.mnt.parent().expect("temp dir").join("data/objects");
@@ -554,7 +555,7 @@ fn a_file_whose_object_is_missing_reads_as_eio_and_can_be_rewritten() {
             std::fs::remove_file(entry.path()).expect("remove object");
         }
     }
-    for name in ["small.txt", "big.bin"] {
+    for name in ["medium.bin", "big.bin"] {
         // Dropped from the kernel's cache, so the read reaches tsmfs.
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
         let err = std::fs::read(m.path(name)).expect_err("read of a lost file");

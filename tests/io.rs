@@ -3,7 +3,7 @@
 use tsmfs::fs::{FsError, FsOptions, OpenFlags, Origin, PutOptions, SetAttr};
 use tsmfs::id::Ino;
 
-use crate::util::{TestFs, caller, rw, sha1_id};
+use crate::util::{TestFs, caller, object_sized, rw, sha1_id};
 
 const O: Origin = Origin::Cli;
 
@@ -44,21 +44,31 @@ fn writes_commit_on_flush_and_hash_to_the_sha1() {
 #[test]
 fn a_partial_overwrite_copies_on_write_and_keeps_the_old_object_intact() {
     let t = TestFs::new();
-    let f = t.put(Ino::ROOT, "f", b"0123456789");
+    let base = object_sized(b"0123456789");
+    let f = t.put(Ino::ROOT, "f", &base);
     let old = f.content_id().unwrap();
     let reader = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap();
     assert!(reader.backing.is_some(), "a read-only handle gets the immutable object");
     let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
     t.fs.write(h, 3, b"abc").unwrap();
-    t.fs.write(h, 12, b"Z").unwrap(); // leaves a hole of zeros
+    let end = base.len() as u64;
+    t.fs.write(h, end + 2, b"Z").unwrap(); // leaves a hole of zeros
     t.fs.release(h, O).unwrap();
-    assert_eq!(t.read_all(f.ino), b"012abc6789\0\0Z");
+    let mut expected = base.clone();
+    expected[3..6].copy_from_slice(b"abc");
+    expected.extend_from_slice(b"\0\0Z");
+    assert_eq!(t.read_all(f.ino), expected);
     // The reader's handle moved to the new content (a commit through the
-    // mount is visible to every handle); the old object is gone.
-    assert_eq!(read_handle(&t, reader.handle), b"012abc6789\0\0Z");
+    // mount is visible to every handle).
+    assert_eq!(read_handle(&t, reader.handle), expected);
     assert_ne!(t.fs.getattr(f.ino).unwrap().content_id(), Some(old));
     t.fs.release(reader.handle, O).unwrap();
-    assert_eq!(t.object_files(), 1);
+    // The old object stays, whole, as the slices around the new bytes;
+    // the new bytes are one small chunk each.
+    let hex = old.lo_hex();
+    let path = t.data().join("objects").join(&hex[0..2]).join(format!("{hex}-0000000000000000"));
+    assert_eq!(std::fs::read(path).unwrap(), base);
+    assert_eq!(t.stored_chunks(), 3);
 }
 
 #[test]
@@ -90,7 +100,7 @@ fn o_trunc_empties_at_once_and_o_append_writes_at_the_end() {
     t.fs.release(empty, O).unwrap();
     let attr = t.fs.getattr(f.ino).unwrap();
     assert_eq!((attr.size, attr.content), (0, None));
-    assert_eq!(t.object_files(), 0);
+    assert_eq!(t.stored_chunks(), 0);
 }
 
 #[test]
@@ -107,7 +117,7 @@ fn an_unlinked_open_file_stays_readable_and_writable_until_closed() {
     assert_eq!(read_handle(&t, h), b"still here!");
     t.fs.release(h, O).unwrap();
     assert!(matches!(t.fs.getattr(f.ino), Err(FsError::NotFound)));
-    assert_eq!(t.object_files(), 0);
+    assert_eq!(t.stored_chunks(), 0);
 }
 
 #[test]
@@ -122,7 +132,7 @@ fn a_created_file_is_open_at_once_and_an_unlink_right_after_keeps_it_until_close
     assert_eq!(read_handle(&t, made.handle), b"written after the unlink");
     t.fs.release(made.handle, O).unwrap();
     assert!(matches!(t.fs.getattr(made.attr.ino), Err(FsError::NotFound)));
-    assert_eq!(t.object_files(), 0);
+    assert_eq!(t.stored_chunks(), 0);
 }
 
 #[test]
@@ -141,7 +151,7 @@ fn an_open_file_replaced_by_a_rename_is_deleted_at_its_last_close_not_before() {
     t.fs.release(second, O).unwrap();
     assert!(matches!(t.fs.getattr(old.ino), Err(FsError::NotFound)));
     assert_eq!(t.read_all(t.fs.lookup(Ino::ROOT, b"target").unwrap().ino), b"new version");
-    assert_eq!(t.object_files(), 1);
+    assert_eq!(t.stored_chunks(), 1);
 }
 
 #[test]
@@ -163,7 +173,7 @@ fn an_unclean_stop_loses_uncommitted_writes_and_orphans_only() {
     assert_eq!(t.read_all(kept.ino), b"committed");
     assert!(matches!(t.fs.getattr(orphan.ino), Err(FsError::NotFound)));
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "staging leftovers removed");
-    assert_eq!(t.object_files(), 1);
+    assert_eq!(t.stored_chunks(), 1);
 }
 
 #[test]
@@ -325,7 +335,7 @@ fn concurrent_writers_and_readers_on_many_files() {
             }
         });
     });
-    assert_eq!(t.object_files(), 8);
+    assert_eq!(t.stored_chunks(), 8);
 }
 
 /// Opens and releases churning on a file while it is rewritten: every
@@ -379,7 +389,7 @@ fn put_if_commits_only_when_its_precondition_holds_at_commit() {
     let put = t.fs.put_if(Ino::ROOT, b"f", &mut &b"third"[..], PutOptions::default(), &caller(), &absent);
     assert!(matches!(put, Err(FsError::PreconditionFailed)));
     t.fs.put_if(Ino::ROOT, b"g", &mut &b"new"[..], PutOptions::default(), &caller(), &absent).unwrap();
-    assert_eq!(t.object_files(), 2, "refused puts leave no objects behind");
+    assert_eq!(t.stored_chunks(), 2, "refused puts leave no objects behind");
 }
 
 /// A small write into a large file stores one small chunk: the file's
@@ -390,22 +400,22 @@ fn a_small_write_into_a_large_file_adds_one_chunk_and_frees_what_it_replaced() {
     let t = TestFs::new();
     let mut expected: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
     let f = t.put(Ino::ROOT, "big", &expected);
-    assert_eq!(t.object_files(), 1, "written front to back: one object");
-    let used = t.object_bytes();
+    assert_eq!(t.stored_chunks(), 1, "written front to back: one object");
+    let used = t.stored_bytes();
     for round in 1..4u8 {
         let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
         t.fs.write(h, 3 << 20, &[round; 4096]).unwrap();
         t.fs.release(h, O).unwrap();
         expected[3 << 20..(3 << 20) + 4096].fill(round);
-        assert_eq!(t.object_files(), 2, "round {round}: the large object and one 4 KiB chunk");
-        assert!(t.object_bytes() <= used + 8192, "round {round}: {} bytes", t.object_bytes() - used);
+        assert_eq!(t.stored_chunks(), 2, "round {round}: the large object and one 4 KiB chunk");
+        assert!(t.stored_bytes() <= used + 8192, "round {round}: {} bytes", t.stored_bytes() - used);
     }
     // Zeros are a hole: no chunk at all.
     let h = t.fs.open_file(f.ino, rw()).unwrap().handle;
     t.fs.write(h, 5 << 20, &[0; 65536]).unwrap();
     t.fs.release(h, O).unwrap();
     expected[5 << 20..(5 << 20) + 65536].fill(0);
-    assert_eq!(t.object_files(), 2);
+    assert_eq!(t.stored_chunks(), 2);
     let attr = t.fs.getattr(f.ino).unwrap();
     assert_eq!(attr.content, None, "a large file's id is computed after its commit");
     let attr = t.fs.with_content_id(attr).unwrap();
@@ -464,7 +474,7 @@ fn an_inode_still_looked_up_outlives_its_last_name() {
     t.fs.forget(old.ino, 1);
     t.fs.sync().unwrap();
     assert!(matches!(t.fs.getattr(old.ino), Err(FsError::NotFound)), "gone with the last reference");
-    assert_eq!(t.object_files(), 1);
+    assert_eq!(t.stored_chunks(), 1);
 }
 
 /// Chunks that an open handle still reads stay while it reads them (the
@@ -477,11 +487,11 @@ fn chunks_a_reader_kept_are_freed_soon_after_it_closes() {
     let f = t.put(Ino::ROOT, "big", &old);
     let reader = t.fs.open_file(f.ino, OpenFlags { read: true, ..Default::default() }).unwrap().handle;
     t.put(Ino::ROOT, "big", b"replaced whole");
-    assert_eq!(t.object_files(), 2, "the old object stays while a handle reads it");
+    assert_eq!(t.stored_chunks(), 2, "the old object stays while a handle reads it");
     assert_eq!(t.fs.read(reader, (2 << 20) + 7, 5).unwrap(), old[(2 << 20) + 7..(2 << 20) + 12]);
     t.fs.release(reader, O).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while t.object_files_on_disk() > 1 {
+    while t.stored_chunks_now() > 1 {
         assert!(std::time::Instant::now() < deadline, "the old object is still there 10 s after the close");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

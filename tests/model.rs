@@ -146,7 +146,7 @@ fn check(t: &TestFs, m: &Model) {
     // durable point): one object per distinct non-empty content (these
     // files are small: one chunk each), and the contents table agrees.
     let distinct: BTreeSet<&Vec<u8>> = m.files.values().filter(|b| !b.is_empty()).collect();
-    assert_eq!(t.object_files(), distinct.len());
+    assert_eq!(t.stored_chunks(), distinct.len());
     let totals = t.fs.totals().unwrap();
     assert_eq!(totals.contents as usize, distinct.len());
     assert_eq!(totals.files as usize, m.files.len());

@@ -116,7 +116,7 @@ fn rename_moves_and_replaces() {
     assert_eq!(g.ino, f.ino);
     assert_eq!(t.read_all(g.ino), b"one");
     assert!(matches!(t.fs.lookup(a.ino, b"f"), Err(FsError::NotFound)));
-    assert_eq!(t.object_files(), 1, "the replaced file's content is released");
+    assert_eq!(t.stored_chunks(), 1, "the replaced file's content is released");
 
     // Directories: link counts follow, empty targets are replaced.
     let sub = t.fs.mkdir(a.ino, b"sub", 0o755, &caller()).unwrap();
@@ -248,7 +248,7 @@ fn copy_file_shares_content_and_counts_its_references() {
     let src = t.put(Ino::ROOT, "src", b"shared bytes");
     t.fs.patch_dead_props(src.ino, &[("DAV:x".into(), Some(b"v".to_vec()))], &caller()).unwrap();
     t.put(Ino::ROOT, "old", b"replaced by the copy");
-    assert_eq!(t.object_files(), 2);
+    assert_eq!(t.stored_chunks(), 2);
 
     let new = t.fs.copy_file(src.ino, Ino::ROOT, b"new", &caller()).unwrap();
     let over = t.fs.copy_file(src.ino, Ino::ROOT, b"old", &caller()).unwrap();
@@ -257,7 +257,7 @@ fn copy_file_shares_content_and_counts_its_references() {
     assert_eq!(over.content, src.content);
     assert_eq!((new.size, new.nlink, new.perm & 0o777), (12, 1, 0o644));
     assert_eq!(t.fs.dead_props(new.ino).unwrap(), vec![("DAV:x".to_string(), b"v".to_vec())]);
-    assert_eq!(t.object_files(), 1, "the overwritten file's content is released, no bytes copied");
+    assert_eq!(t.stored_chunks(), 1, "the overwritten file's content is released, no bytes copied");
     // A copy onto itself changes nothing.
     assert_eq!(t.fs.copy_file(src.ino, Ino::ROOT, b"src", &caller()).unwrap().ino, src.ino);
 
@@ -265,9 +265,9 @@ fn copy_file_shares_content_and_counts_its_references() {
     t.fs.unlink(Ino::ROOT, b"src", &caller()).unwrap();
     t.fs.unlink(Ino::ROOT, b"old", &caller()).unwrap();
     assert_eq!(t.read_all(new.ino), b"shared bytes");
-    assert_eq!(t.object_files(), 1);
+    assert_eq!(t.stored_chunks(), 1);
     t.fs.unlink(Ino::ROOT, b"new", &caller()).unwrap();
-    assert_eq!(t.object_files(), 0);
+    assert_eq!(t.stored_chunks(), 0);
     assert!(matches!(t.fs.copy_file(Ino(999), Ino::ROOT, b"x", &caller()), Err(FsError::NotFound)));
 }
 

@@ -3,7 +3,7 @@
 use tsmfs::fs::{FsError, PutOptions};
 use tsmfs::id::{ContentId, Ino};
 
-use crate::util::{TestFs, caller, collision_pair, sha1_id};
+use crate::util::{TestFs, caller, collision_pair, object_sized, sha1_id};
 
 #[test]
 fn the_real_sha1_collision_pair_is_stored_apart() {
@@ -20,14 +20,14 @@ fn the_real_sha1_collision_pair_is_stored_apart() {
     assert_eq!(ib.etag(), format!("\"{}-0000000000000001\"", ia.lo_hex()));
     assert_eq!(t.read_all(fa.ino), a);
     assert_eq!(t.read_all(fb.ino), b);
-    assert_eq!(t.object_files(), 2);
+    assert_eq!(t.stored_chunks(), 2);
 
     // Storing either again dedupes onto the right one.
     let again = t.put(Ino::ROOT, "again-2", &b);
     assert_eq!(again.content_id(), Some(ib));
     let again = t.put(Ino::ROOT, "again-1", &a);
     assert_eq!(again.content_id(), Some(ia));
-    assert_eq!(t.object_files(), 2);
+    assert_eq!(t.stored_chunks(), 2);
 
     // And the pair survives a restart byte for byte.
     let t = t.reopen();
@@ -43,15 +43,15 @@ fn identical_content_is_stored_once_and_freed_with_its_last_name() {
     let two = t.put(Ino::ROOT, "two", &data);
     assert_eq!(one.content_id(), two.content_id());
     assert_eq!(one.content_id(), Some(sha1_id(&data)));
-    assert_eq!(t.object_files(), 1);
+    assert_eq!(t.stored_chunks(), 1);
     let totals = t.fs.totals().unwrap();
     assert_eq!((totals.contents, totals.content_bytes), (1, data.len() as u64));
     assert_eq!(totals.logical_bytes_by_name, 2 * data.len() as u64);
 
     t.fs.unlink(Ino::ROOT, b"one", &caller()).unwrap();
-    assert_eq!(t.object_files(), 1, "still referenced by 'two'");
+    assert_eq!(t.stored_chunks(), 1, "still referenced by 'two'");
     t.fs.unlink(Ino::ROOT, b"two", &caller()).unwrap();
-    assert_eq!(t.object_files(), 0, "last reference gone");
+    assert_eq!(t.stored_chunks(), 0, "last reference gone");
     assert_eq!(t.fs.totals().unwrap().contents, 0);
 }
 
@@ -60,7 +60,7 @@ fn replacing_content_releases_the_old_object() {
     let t = TestFs::new();
     t.put(Ino::ROOT, "f", b"version one");
     t.put(Ino::ROOT, "f", b"version two");
-    assert_eq!(t.object_files(), 1);
+    assert_eq!(t.stored_chunks(), 1);
     let f = t.fs.resolve(b"f").unwrap();
     assert_eq!(t.read_all(f.ino), b"version two");
     assert_eq!(f.content_id(), Some(sha1_id(b"version two")));
@@ -73,20 +73,20 @@ fn a_released_object_is_removed_only_once_its_release_is_durable() {
     let t = TestFs::new();
     t.put(Ino::ROOT, "f", b"version one");
     t.put(Ino::ROOT, "f", b"version two");
-    assert_eq!(t.object_files_on_disk(), 2, "not yet durable: the old object stays");
+    assert_eq!(t.stored_chunks_now(), 2, "not yet durable: the old object stays");
     t.fs.sync().unwrap();
-    assert_eq!(t.object_files_on_disk(), 1);
+    assert_eq!(t.stored_chunks_now(), 1);
     // A durable commit removes at once.
     let durable = PutOptions { durable: true, ..PutOptions::default() };
     t.fs.put(Ino::ROOT, b"f", &mut &b"version three"[..], durable, &caller()).unwrap();
-    assert_eq!(t.object_files_on_disk(), 1);
+    assert_eq!(t.stored_chunks_now(), 1);
     // Content released and then stored again before the durable point is
     // kept.
     t.put(Ino::ROOT, "f", b"version four");
     t.put(Ino::ROOT, "f", b"version three");
     t.fs.sync().unwrap();
     assert_eq!(t.read_all(t.fs.resolve(b"f").unwrap().ino), b"version three");
-    assert_eq!(t.object_files_on_disk(), 1);
+    assert_eq!(t.stored_chunks_now(), 1);
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn empty_files_store_no_object_but_have_the_empty_sha1_etag() {
     let t = TestFs::new();
     let f = t.put(Ino::ROOT, "empty", b"");
     assert_eq!(f.size, 0);
-    assert_eq!(t.object_files(), 0);
+    assert_eq!(t.stored_chunks(), 0);
     assert_eq!(f.content_id().unwrap().etag(), "\"da39a3ee5e6b4b0d3255bfef95601890afd80709\"");
     assert_eq!(t.read_all(f.ino), b"");
 }
@@ -102,7 +102,8 @@ fn empty_files_store_no_object_but_have_the_empty_sha1_etag() {
 #[test]
 fn objects_are_read_only_and_fanned_out_under_their_id() {
     let t = TestFs::new();
-    let f = t.put(Ino::ROOT, "f", b"fan out");
+    let bytes = object_sized(b"fan out");
+    let f = t.put(Ino::ROOT, "f", &bytes);
     let id: ContentId = f.content_id().unwrap();
     let hex = id.lo_hex();
     let path = t.data().join("objects").join(&hex[0..2]).join(format!("{hex}-0000000000000000"));
@@ -112,18 +113,19 @@ fn objects_are_read_only_and_fanned_out_under_their_id() {
         0o400,
         "read-only, the owner's alone"
     );
-    assert_eq!(std::fs::read(&path).unwrap(), b"fan out");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
 #[test]
 fn a_lost_object_is_restored_by_storing_its_bytes_again() {
     let t = TestFs::new();
-    let f = t.put(Ino::ROOT, "f", b"precious");
+    let bytes = object_sized(b"precious");
+    let f = t.put(Ino::ROOT, "f", &bytes);
     let hex = f.content_id().unwrap().lo_hex();
     let path = t.data().join("objects").join(&hex[0..2]).join(format!("{hex}-0000000000000000"));
     std::fs::remove_file(&path).unwrap();
-    t.put(Ino::ROOT, "g", b"precious");
-    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    t.put(Ino::ROOT, "g", &bytes);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
 #[test]
@@ -139,7 +141,7 @@ fn batch_put_commits_all_files_with_one_sync() {
         .collect();
     let attrs = t.fs.put_batch(&mut batch, &caller()).unwrap();
     assert_eq!(attrs.len(), 50);
-    assert_eq!(t.object_files(), 10);
+    assert_eq!(t.stored_chunks(), 10);
     assert_eq!(t.read_all(t.fs.resolve(b"f17").unwrap().ino), b"content 7");
 }
 

@@ -52,32 +52,38 @@ impl TestFs {
         out
     }
 
-    /// Number of object files in the store, once unreferenced ones are
-    /// removed (which waits for a durable point).
-    pub fn object_files(&self) -> usize {
+    /// Number of chunks stored (object files and chunks kept in the
+    /// database), once unreferenced ones are removed (which waits for a
+    /// durable point).
+    pub fn stored_chunks(&self) -> usize {
         self.fs.sync().expect("sync");
-        self.object_files_on_disk()
+        self.stored_chunks_now()
     }
 
-    /// Bytes of the object files in the store, once unreferenced ones are
-    /// removed.
-    pub fn object_bytes(&self) -> u64 {
+    /// Bytes of the chunks stored, once unreferenced ones are removed.
+    pub fn stored_bytes(&self) -> u64 {
         self.fs.sync().expect("sync");
+        let files: u64 = self.object_files().map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum();
+        files + self.inline_chunks("SELECT COALESCE(SUM(length(bytes)), 0) FROM chunk_bytes")
+    }
+
+    /// Number of chunks stored right now.
+    pub fn stored_chunks_now(&self) -> usize {
+        self.object_files().count() + self.inline_chunks("SELECT COUNT(*) FROM chunk_bytes") as usize
+    }
+
+    fn object_files(&self) -> impl Iterator<Item = walkdir::DirEntry> {
         walkdir::WalkDir::new(self.data().join("objects"))
             .into_iter()
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_file())
-            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-            .sum()
     }
 
-    /// Number of object files in the store right now.
-    pub fn object_files_on_disk(&self) -> usize {
-        walkdir::WalkDir::new(self.data().join("objects"))
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file())
-            .count()
+    /// A number about the chunks kept in the database, read beside the
+    /// open `Fs` (it sees every commit).
+    fn inline_chunks(&self, sql: &str) -> u64 {
+        let conn = rusqlite::Connection::open(self.data().join("meta.sqlite")).expect("open the database");
+        conn.query_row(sql, [], |row| row.get::<_, i64>(0)).expect("count chunks") as u64
     }
 }
 
@@ -87,6 +93,12 @@ pub fn caller() -> Caller {
 
 pub fn rw() -> OpenFlags {
     OpenFlags { read: true, write: true, ..Default::default() }
+}
+
+/// `pattern` repeated past 64 KiB: bytes stored as an object file, not in
+/// the database.
+pub fn object_sized(pattern: &[u8]) -> Vec<u8> {
+    pattern.iter().copied().cycle().take(70_000 + pattern.len()).collect()
 }
 
 pub fn sha1_id(bytes: &[u8]) -> ContentId {

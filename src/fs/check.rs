@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::{FileKind, Fs, FsResult, Origin};
 use crate::id::{ContentId, Ino};
-use crate::store::{ObjectFile, StoreError};
+use crate::meta::ContentRecord;
+use crate::store::{ContentDigest, ObjectFile, StoreError};
 
 /// One inconsistency. (Fields are named for what they hold.)
 #[allow(missing_docs)]
@@ -165,6 +166,7 @@ impl Fs {
                 db.all_extents()?,
             ))
         })?;
+        let inline = self.meta.read(|db| db.inline_chunk_sizes())?;
         report.contents = references.len();
         report.inodes = links.len();
         for (id, recorded, actual) in &references {
@@ -219,6 +221,9 @@ impl Fs {
             chunk_uses.iter().filter(|(_, _, actual)| *actual > 0).map(|(id, _, _)| (*id, 0)).collect();
         let sizes: HashMap<ContentId, u64> = live.iter().map(|c| (c.id, c.size)).collect();
         let mut on_disk: HashMap<ContentId, u64> = HashMap::new();
+        // Chunks kept in the database are checked as object files are.
+        let objects: Vec<ObjectFile> =
+            inline.into_iter().map(|(id, len)| ObjectFile::Object { id, len }).chain(objects).collect();
         let total = objects.len() as u64;
         for (done, object) in objects.into_iter().enumerate() {
             progress(done as u64, total);
@@ -346,6 +351,20 @@ impl Fs {
         let mut report = ScrubReport::default();
         for record in live {
             progress(report.bytes, total);
+            if let Some(bytes) = self.meta.read(|db| db.chunk_bytes(&record.id))? {
+                report.objects += 1;
+                report.bytes += bytes.len() as u64;
+                if let Some(reason) = wrong_bytes(&record, &ContentDigest::of(&bytes)) {
+                    let moved = self.quarantine_inline(&record.id, &bytes)?;
+                    tracing::error!(
+                        "scrub: chunk {} in the database is corrupt ({reason}); its bytes moved to {}",
+                        record.id.etag_tag(),
+                        moved.display()
+                    );
+                    report.corrupt.push((record.id, reason, moved));
+                }
+                continue;
+            }
             // Also makes the object's outboard good, when its bytes are.
             let digest = match self.store.digest_of_object(&record.id) {
                 Ok(digest) => digest,
@@ -357,16 +376,7 @@ impl Fs {
             };
             report.objects += 1;
             report.bytes += digest.size;
-            let wrong = if digest.size != record.size {
-                Some(format!("{} bytes, not {}", digest.size, record.size))
-            } else if digest.sha1 != record.id.lo {
-                Some("SHA-1 differs from its id".to_owned())
-            } else if digest.blake3 != record.blake3 {
-                Some("blake3 differs from the record".to_owned())
-            } else {
-                None
-            };
-            if let Some(reason) = wrong {
+            if let Some(reason) = wrong_bytes(&record, &digest) {
                 let moved = self.store.quarantine(&record.id)?;
                 tracing::error!(
                     "scrub: object {} is corrupt ({reason}); moved to {}",
@@ -400,17 +410,34 @@ impl Fs {
             })
             .collect();
         for problem in &garbage {
-            if let Problem::UnreferencedObject { id } | Problem::ChunkRefsWrong { id, .. } = problem
-                && let Ok(file) = self.store.open_object(id)
-            {
-                gc.objects += 1;
-                gc.bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
+            if let Problem::UnreferencedObject { id } | Problem::ChunkRefsWrong { id, .. } = problem {
+                let len = match self.store.open_object(id) {
+                    Ok(file) => file.metadata().map(|m| m.len()).ok(),
+                    Err(_) => self.meta.read(|db| db.chunk_bytes(id))?.map(|bytes| bytes.len() as u64),
+                };
+                if let Some(len) = len {
+                    gc.objects += 1;
+                    gc.bytes += len;
+                }
             }
         }
         self.repair(&garbage)?;
         (gc.orphan_variants, gc.orphan_variant_bytes) = self.store.remove_orphan_variants()?;
         gc.orphan_outboards = self.store.remove_orphan_outboards()?;
         Ok(gc)
+    }
+}
+
+/// What is wrong with bytes hashed as `digest` for content `record`.
+fn wrong_bytes(record: &ContentRecord, digest: &ContentDigest) -> Option<String> {
+    if digest.size != record.size {
+        Some(format!("{} bytes, not {}", digest.size, record.size))
+    } else if digest.sha1 != record.id.lo {
+        Some("SHA-1 differs from its id".to_owned())
+    } else if digest.blake3 != record.blake3 {
+        Some("blake3 differs from the record".to_owned())
+    } else {
+        None
     }
 }
 

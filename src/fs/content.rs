@@ -6,6 +6,7 @@
 //! equal SHA-1 with another blake3 is a genuine collision, stored under
 //! the next free `hi`.
 
+use super::inline::INLINE_MAX;
 use super::{EMPTY_SHA1, FsError, FsResult, Tx};
 use crate::id::ContentId;
 use crate::meta::{ContentRecord, Db, MetaError};
@@ -46,7 +47,7 @@ impl Tx<'_, '_> {
             // Its object is in use, unless it was lost (quarantined or
             // deleted by hand): these bytes are a verified copy.
             Some(record) if record.chunk_refs > 0 => {
-                let there = self.store.contains(&id);
+                let there = self.db.has_chunk_bytes(&id)? || self.store.contains(&id);
                 if !there {
                     tracing::warn!("restoring missing object {id}");
                 }
@@ -55,9 +56,15 @@ impl Tx<'_, '_> {
             _ => false,
         };
         if !present {
-            self.store.publish_sealed(chunk, &id)?;
-            self.published.borrow_mut().push(id);
-            self.db.mark_unsynced(&id, seq)?;
+            match chunk.bytes().filter(|bytes| bytes.len() as u64 <= INLINE_MAX) {
+                // Durable with this transaction: nothing to sync or check.
+                Some(bytes) => self.db.put_chunk_bytes(&id, bytes)?,
+                None => {
+                    self.store.publish_sealed(chunk, &id)?;
+                    self.published.borrow_mut().push(id);
+                    self.db.mark_unsynced(&id, seq)?;
+                }
+            }
         }
         Ok(id)
     }

@@ -64,6 +64,9 @@ struct SyncState {
     pruned: u64,
     /// A caller waits for changes up to this one to be pruned.
     wanted: u64,
+    /// Every change up to this one is in the metadata log on disk (its
+    /// small chunks too; its chunk objects maybe not).
+    logged: u64,
     /// A `syncfs` is under way.
     syncing: bool,
     /// Syncs finished so far.
@@ -86,6 +89,7 @@ impl DurableState {
         DurableState {
             state: Mutex::new(SyncState {
                 durable,
+                logged: durable,
                 pruned: 0,
                 wanted: 0,
                 syncing: false,
@@ -162,6 +166,42 @@ impl Shared {
         }
     }
 
+    /// Make every change so far that `ino` (none: any file) depends on
+    /// durable, as an `fsync` of it must. When it reads no chunk object
+    /// written since the last filesystem sync, a sync of the metadata log
+    /// is enough: small chunks are kept in it, and a power cut that loses
+    /// other files' objects rolls back only those files (see the module
+    /// comment). Otherwise, and for the record of what is durable, a
+    /// `syncfs` as [`Shared::sync_to`] does.
+    pub(crate) fn sync_for(&self, ino: Option<Ino>) -> FsResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let seq = self.last_seq.load(Ordering::Acquire);
+        if self.durable.state.lock().durable >= seq {
+            return Ok(());
+        }
+        let reads_unsynced = self.meta.read_point(|db| match ino {
+            Some(ino) => db.reads_unsynced_chunk(ino),
+            None => db.any_unsynced_chunk(),
+        })?;
+        if reads_unsynced {
+            return self.sync_to(seq, Wait::Durable);
+        }
+        // A directory fsync right after a file's (SQLite's journal) finds
+        // nothing new in the log.
+        if self.durable.state.lock().logged >= seq {
+            return Ok(());
+        }
+        self.meta.sync_wal().map_err(|e| {
+            tracing::error!("{e}");
+            FsError::Internal("the sync of the metadata log failed")
+        })?;
+        let mut state = self.durable.state.lock();
+        state.logged = state.logged.max(seq);
+        Ok(())
+    }
+
     /// One `syncfs` covering every change committed so far; the caller
     /// has set `syncing`.
     fn sync_now(&self) {
@@ -173,6 +213,7 @@ impl Shared {
         match synced {
             Ok(()) => {
                 state.durable = state.durable.max(target);
+                state.logged = state.logged.max(target);
                 state.failure = None;
             }
             Err(e) => {
@@ -355,6 +396,8 @@ impl Shared {
     fn remove_unused_batch(&self, ids: &[ContentId]) {
         let removed = self.meta.write(false, |db| {
             for id in ids {
+                self.inline.forget(id);
+                // Bytes kept in the database go with the row, or on their own.
                 let removal = match db.content(id)? {
                     None => self.store.remove_object(id),
                     Some(record) if record.chunk_refs == 0 => {
@@ -362,6 +405,7 @@ impl Shared {
                             db.delete_content(id)?;
                             self.store.remove_object(id)
                         } else {
+                            db.delete_chunk_bytes(id)?;
                             self.store.remove_object_file(id)
                         }
                     }
@@ -515,5 +559,53 @@ impl Fs {
             })?;
         }
         Err(FsError::Internal("rolling files back after an unclean stop did not converge"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{Caller, FsOptions, OpenFlags};
+
+    fn filesystem_syncs(fs: &Fs) -> u64 {
+        fs.durable.state.lock().syncs
+    }
+
+    /// An fsync of a file whose chunks are all in the database syncs the
+    /// metadata log, not the filesystem; one that reads a chunk object
+    /// written since the last sync gets a filesystem sync.
+    #[test]
+    fn an_fsync_syncs_the_filesystem_only_for_a_file_that_reads_unsynced_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let caller = Caller::process(Origin::Cli);
+        Fs::init(&data, caller).unwrap();
+        // No background sync during the test.
+        let options = FsOptions { sync_interval: Duration::from_secs(3600), ..FsOptions::default() };
+        let fs = Fs::open(&data, options).unwrap();
+        let rw = OpenFlags { read: true, write: true, ..OpenFlags::default() };
+
+        let small = fs.create_file(Ino::ROOT, b"journal", 0o644, &caller, rw).unwrap();
+        fs.write(small.handle, 0, &[7u8; 9000]).unwrap();
+        let before = filesystem_syncs(&fs);
+        fs.fsync(small.handle, Origin::Cli).unwrap();
+        assert_eq!(filesystem_syncs(&fs), before, "small chunks: the log sync is enough");
+        assert!(fs.durable.state.lock().logged >= fs.last_seq.load(Ordering::Acquire));
+        fs.sync_changes().unwrap();
+        assert_eq!(filesystem_syncs(&fs), before, "nothing new for a directory fsync to sync");
+
+        let large = fs.create_file(Ino::ROOT, b"large", 0o644, &caller, rw).unwrap();
+        fs.write(large.handle, 0, &vec![9u8; 3 << 20]).unwrap();
+        fs.fsync(large.handle, Origin::Cli).unwrap();
+        assert_eq!(filesystem_syncs(&fs), before + 1, "an object written since the last sync");
+        assert!(fs.durable.state.lock().durable >= fs.last_seq.load(Ordering::Acquire));
+
+        // The small file again: the object is synced now, so the log is enough.
+        fs.write(small.handle, 0, b"again").unwrap();
+        fs.fsync(small.handle, Origin::Cli).unwrap();
+        assert_eq!(filesystem_syncs(&fs), before + 1);
+        for handle in [small.handle, large.handle] {
+            fs.release(handle, Origin::Cli).unwrap();
+        }
     }
 }

@@ -87,7 +87,7 @@ impl Shared {
                 Span::Hole { off, len } => buf[(off - at) as usize..(off - at + len) as usize].fill(0),
                 Span::Data(extent) => {
                     let part = &mut buf[(extent.off - at) as usize..(extent.end() - at) as usize];
-                    let n = self.store.read_chunk(&extent.chunk, extent.chunk_off, part)?;
+                    let n = self.read_chunk(&extent.chunk, extent.len, extent.chunk_off, part)?;
                     if n < part.len() {
                         tracing::error!(
                             "chunk {} is shorter than its extents say; run `tsmfs fsck`",

@@ -196,6 +196,9 @@ impl Fs {
         }
         let extents = self.extents_of(version)?;
         let Some(sole) = extents.sole_extent(version.size) else { return Ok(None) };
+        if self.is_inline(sole)? {
+            return Ok(None);
+        }
         let object = self.store.open_chunk(&sole.chunk)?;
         // Until this process has checked all of the object, reads go
         // through it, which checks them.
@@ -475,7 +478,7 @@ impl Fs {
         let committed = hear_of_lost_writes(&mut inode, handle, committed);
         drop(inode);
         let committed = committed?;
-        self.sync_changes()?;
+        self.sync_for(Some(open.ino))?;
         Ok(committed)
     }
 

@@ -20,6 +20,7 @@ mod error;
 mod etag;
 mod events;
 mod extents;
+mod inline;
 mod io;
 mod locks;
 mod namespace;
@@ -254,6 +255,8 @@ pub struct Shared {
     orphans: parking_lot::Mutex<Vec<Ino>>,
     /// What the core and its frontends count.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Where recently read small chunks are.
+    inline: inline::InlineChunks,
 }
 
 /// An open data directory.
@@ -357,6 +360,7 @@ impl Fs {
             open_files: open::OpenFiles::default(),
             orphans: parking_lot::Mutex::new(Vec::new()),
             metrics: Arc::default(),
+            inline: inline::InlineChunks::default(),
         });
         let fs = Fs {
             shared,
@@ -430,9 +434,10 @@ impl Fs {
         Ok(self.meta.read(|db| db.totals())?)
     }
 
-    /// Bytes the content store occupies on disk.
+    /// Bytes the content store occupies on disk: object files, and the
+    /// chunks kept in the database.
     pub fn stored_bytes(&self) -> FsResult<u64> {
-        Ok(self.store.disk_usage()?)
+        Ok(self.store.disk_usage()? + self.meta.read(|db| db.inline_bytes())?)
     }
 
     /// statfs: space of the filesystem holding the data directory.
@@ -478,13 +483,10 @@ impl Fs {
     }
 
     /// Make every committed change durable (fsync of a directory: its
-    /// entries are changes like any other). Returns at once if nothing
-    /// changed since the last sync.
+    /// entries are changes like any other, and so are the files they
+    /// name). Returns at once if nothing changed since the last sync.
     pub fn sync_changes(&self) -> FsResult<()> {
-        if self.read_only {
-            return Ok(());
-        }
-        self.sync_to(self.last_seq.load(Ordering::Acquire), durable::Wait::Durable)
+        self.sync_for(None)
     }
 
     /// Clean shutdown: make everything durable, stop the background

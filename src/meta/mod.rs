@@ -454,12 +454,15 @@ impl Meta {
         result
     }
 
-    fn sync_wal(&self) -> Result<(), MetaError> {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+    /// Make every commit so far durable: sync the write-ahead log (what
+    /// it holds of committed transactions reaches the disk; what a
+    /// checkpoint moved out of it was synced by the checkpoint).
+    pub fn sync_wal(&self) -> Result<(), MetaError> {
+        let wal = wal_path(&self.path);
         match std::fs::File::open(&wal) {
-            Ok(file) => file.sync_all().map_err(|source| MetaError::Io { action: "sync", path: wal, source }),
+            Ok(file) => {
+                file.sync_data().map_err(|source| MetaError::Io { action: "sync", path: wal, source })
+            }
             // No WAL: everything is in the (synced) database file.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(MetaError::Io { action: "open", path: wal, source }),

@@ -101,6 +101,18 @@ const FIRST_UNDO_FROM: &str = "SELECT seq, size, mtime_ns, ctime_ns, created FRO
 const MARK_UNSYNCED: &str = "INSERT OR REPLACE INTO unsynced_chunks (chunk, seq) VALUES ((SELECT id FROM contents WHERE lo = ?1 AND hi = ?2), ?3)";
 const UNSYNCED_CHUNKS: &str = "SELECT c.hi, c.lo, c.size, c.blake3, c.refcount, c.chunk_refs FROM unsynced_chunks u JOIN contents c ON c.id = u.chunk ORDER BY c.lo";
 const PRUNE_UNSYNCED: &str = "DELETE FROM unsynced_chunks WHERE seq <= ?1";
+const READS_UNSYNCED: &str =
+    "SELECT EXISTS (SELECT 1 FROM unsynced_chunks u JOIN extents e ON e.chunk = u.chunk WHERE e.ino = +?1)";
+const ANY_UNSYNCED: &str = "SELECT EXISTS (SELECT 1 FROM unsynced_chunks)";
+const PUT_CHUNK_BYTES: &str = "INSERT OR REPLACE INTO chunk_bytes (chunk, bytes) VALUES ((SELECT id FROM contents WHERE lo = ?1 AND hi = ?2), ?3)";
+const CHUNK_BYTES: &str =
+    "SELECT bytes FROM chunk_bytes WHERE chunk = (SELECT id FROM contents WHERE lo = ?1 AND hi = ?2)";
+const HAS_CHUNK_BYTES: &str = "SELECT EXISTS (SELECT 1 FROM chunk_bytes WHERE chunk = (SELECT id FROM contents WHERE lo = ?1 AND hi = ?2))";
+const DELETE_CHUNK_BYTES: &str =
+    "DELETE FROM chunk_bytes WHERE chunk = (SELECT id FROM contents WHERE lo = ?1 AND hi = ?2)";
+const INLINE_BYTES: &str = "SELECT COALESCE(SUM(length(bytes)), 0) FROM chunk_bytes";
+const INLINE_CHUNK_SIZES: &str =
+    "SELECT c.hi, c.lo, length(b.bytes) FROM chunk_bytes b JOIN contents c ON c.id = b.chunk";
 const LIVE_EXTENT_USERS: &str = "SELECT e.ino, MIN(e.added_seq) FROM extents e JOIN contents c ON c.id = e.chunk WHERE c.lo = +?1 AND c.hi = +?2 GROUP BY e.ino";
 const RETIRE_LIVE_SINCE: &str = "INSERT INTO retired_extents (seq, ino, off, len, chunk, chunk_off, added_seq) SELECT ?3, ino, off, len, chunk, chunk_off, added_seq FROM extents WHERE ino = ?1 AND added_seq >= ?2";
 const DELETE_LIVE_SINCE: &str = "DELETE FROM extents WHERE ino = ?1 AND added_seq >= ?2";
@@ -190,6 +202,14 @@ const ALL_STATEMENTS: &[&str] = &[
     FIRST_UNDO_FROM,
     MARK_UNSYNCED,
     UNSYNCED_CHUNKS,
+    READS_UNSYNCED,
+    ANY_UNSYNCED,
+    PUT_CHUNK_BYTES,
+    CHUNK_BYTES,
+    HAS_CHUNK_BYTES,
+    DELETE_CHUNK_BYTES,
+    INLINE_CHUNK_SIZES,
+    INLINE_BYTES,
     PRUNE_UNSYNCED,
     LIVE_EXTENT_USERS,
     RETIRE_LIVE_SINCE,
@@ -870,6 +890,63 @@ impl<'c> Db<'c> {
         self.collect(UNSYNCED_CHUNKS, [], content_from_row, "list unsynced chunks")
     }
 
+    /// Whether a live extent of `ino` reads a chunk whose object is not
+    /// yet known to be on disk.
+    pub fn reads_unsynced_chunk(&self, ino: Ino) -> Result<bool, MetaError> {
+        self.flag(READS_UNSYNCED, [ino.0 as i64], "look for unsynced chunks of a file")
+    }
+
+    /// Whether any chunk object is not yet known to be on disk.
+    pub fn any_unsynced_chunk(&self) -> Result<bool, MetaError> {
+        self.flag(ANY_UNSYNCED, [], "look for unsynced chunks")
+    }
+
+    /// Keep the bytes of chunk `id` (recorded) in the database.
+    pub fn put_chunk_bytes(&self, id: &ContentId, bytes: &[u8]) -> Result<(), MetaError> {
+        self.execute(PUT_CHUNK_BYTES, params![id.lo, id.hi as i64, bytes], "store chunk bytes")?;
+        Ok(())
+    }
+
+    /// The bytes of chunk `id` if the database keeps them.
+    pub fn chunk_bytes(&self, id: &ContentId) -> Result<Option<Vec<u8>>, MetaError> {
+        self.conn
+            .prepare_cached(CHUNK_BYTES)
+            .and_then(|mut st| st.query_row(params![id.lo, id.hi as i64], |r| r.get(0)).optional())
+            .map_err(MetaError::sql("read chunk bytes"))
+    }
+
+    /// Whether the database keeps the bytes of chunk `id`.
+    pub fn has_chunk_bytes(&self, id: &ContentId) -> Result<bool, MetaError> {
+        self.flag(HAS_CHUNK_BYTES, params![id.lo, id.hi as i64], "look for chunk bytes")
+    }
+
+    /// Drop the bytes of chunk `id` kept in the database, if any.
+    pub fn delete_chunk_bytes(&self, id: &ContentId) -> Result<(), MetaError> {
+        self.execute(DELETE_CHUNK_BYTES, params![id.lo, id.hi as i64], "delete chunk bytes")?;
+        Ok(())
+    }
+
+    /// Bytes of the chunks kept in the database.
+    pub fn inline_bytes(&self) -> Result<u64, MetaError> {
+        self.conn
+            .prepare_cached(INLINE_BYTES)
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(MetaError::sql("sum chunks kept in the database"))
+    }
+
+    /// Every chunk kept in the database, with the length of its bytes.
+    pub fn inline_chunk_sizes(&self) -> Result<Vec<(ContentId, u64)>, MetaError> {
+        self.collect(
+            INLINE_CHUNK_SIZES,
+            [],
+            |row| {
+                Ok((ContentId::new(row.get::<_, i64>(0)? as u64, row.get(1)?), row.get::<_, i64>(2)? as u64))
+            },
+            "list chunks kept in the database",
+        )
+    }
+
     /// The files whose live extents read chunk `id`, with the earliest
     /// change that wrote such an extent (recovery).
     pub fn live_extent_users(&self, id: &ContentId) -> Result<Vec<(Ino, u64)>, MetaError> {
@@ -1265,6 +1342,18 @@ impl<'c> Db<'c> {
         action: &'static str,
     ) -> Result<usize, MetaError> {
         self.conn.prepare_cached(sql).and_then(|mut st| st.execute(params)).map_err(MetaError::sql(action))
+    }
+
+    fn flag<P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        action: &'static str,
+    ) -> Result<bool, MetaError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(params, |r| r.get::<_, bool>(0)))
+            .map_err(MetaError::sql(action))
     }
 
     fn collect<T, P: rusqlite::Params>(

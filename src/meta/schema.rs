@@ -186,6 +186,15 @@ const MIGRATIONS: &[&str] = &[
         md5         BLOB NOT NULL
     );
     "#,
+    // 6: small chunks kept in the database itself, written by the
+    // transaction that first names them and durable with it (no object
+    // file, no filesystem sync). Read in place of an object file.
+    r#"
+    CREATE TABLE chunk_bytes (
+        chunk       INTEGER PRIMARY KEY REFERENCES contents (id) ON DELETE CASCADE,
+        bytes       BLOB NOT NULL
+    );
+    "#,
 ];
 
 /// The SQL of migration `index` (to version `index + 1`).

@@ -96,6 +96,14 @@ impl SealedChunk {
         self.digest.size == 0
     }
 
+    /// Its bytes, when it is held in memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.body {
+            Body::Bytes(bytes) => Some(bytes),
+            Body::File(_) => None,
+        }
+    }
+
     /// Read up to `buf.len()` bytes at `offset`; the count read.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
         match &self.body {

@@ -22,6 +22,15 @@ pub struct ContentDigest {
     pub size: u64,
 }
 
+impl ContentDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> ContentDigest {
+        let mut hasher = ContentHasher::new();
+        hasher.update(bytes);
+        hasher.finish_with_groups().0
+    }
+}
+
 /// Incremental hasher over a byte stream.
 #[derive(Clone, Default)]
 pub struct ContentHasher {

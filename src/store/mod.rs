@@ -411,6 +411,17 @@ impl Store {
         Ok(to)
     }
 
+    /// Keep `bytes`, found corrupt as chunk `id`'s, in `quarantine/` (for
+    /// a look by hand) and return where.
+    pub fn quarantine_bytes(&self, id: &ContentId, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let dir = self.objects.with_file_name(QUARANTINE_DIR);
+        make_private_dirs(&dir)?;
+        let to = dir.join(format!("{}-{:016x}.db", id.lo_hex(), id.hi));
+        self.remove_variants(id)?;
+        fs::write(&to, bytes).map_err(StoreError::io("quarantine", &to))?;
+        Ok(to)
+    }
+
     /// Remove a file found in the object area that is no object.
     pub fn remove_stray(&self, path: &Path) -> Result<(), StoreError> {
         if !path.starts_with(&self.objects) {
