@@ -39,7 +39,7 @@ pub fn fsck(fs: &Fs, repair: bool) -> Result<ExitCode> {
     let (garbage, problems): (Vec<_>, Vec<_>) = report.problems.iter().partition(|p| p.is_garbage());
     let left = if repair { problems.iter().filter(|p| !p.repairable()).count() } else { problems.len() };
     println!(
-        "fsck: {} contents, {} inodes, {} object files; {} problems, {} garbage, {} repaired, {left} left",
+        "fsck: {} contents, {} inodes, {} chunks; {} problems, {} garbage, {} repaired, {left} left",
         report.contents,
         report.inodes,
         report.objects,

@@ -114,7 +114,7 @@ pub struct CheckReport {
     pub contents: usize,
     /// Inodes looked at.
     pub inodes: usize,
-    /// Object files looked at.
+    /// Chunks looked at: object files and chunks kept in the database.
     pub objects: usize,
 }
 
