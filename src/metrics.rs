@@ -229,7 +229,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "stored",
-            "Sum of the sizes of the chunk objects stored",
+            "Sum of the sizes of the chunks stored (object files and the database)",
             Unit::Bytes,
             metrics.stored_bytes.clone(),
         );

@@ -574,9 +574,7 @@ fn a_corrupt_small_chunk_in_the_database_is_never_served_and_scrub_quarantines_i
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path());
     let d = data.to_str().unwrap();
-    let src = dir.path().join("small");
-    std::fs::write(&src, "small and precious").unwrap();
-    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/small.txt"]).status.success());
+    assert!(tsmfs_stdin(&["put", d, "-", "/small.txt"], b"small and precious").status.success());
     assert!(!object_path(&data, b"small and precious").exists(), "no object file for a small chunk");
     assert_eq!(stdout(&tsmfs(&["get", d, "/small.txt"])), "small and precious");
     assert!(tsmfs(&["fsck", d]).status.success(), "{}", stdout(&tsmfs(&["fsck", d])));
@@ -608,9 +606,7 @@ fn small_chunks_stored_as_object_files_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path());
     let d = data.to_str().unwrap();
-    let src = dir.path().join("small");
-    std::fs::write(&src, "an older small file").unwrap();
-    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/old.txt"]).status.success());
+    assert!(tsmfs_stdin(&["put", d, "-", "/old.txt"], b"an older small file").status.success());
     // What an older tsmfs would have stored: the bytes in an object file.
     let object = object_path(&data, b"an older small file");
     std::fs::write(&object, "an older small file").unwrap();
@@ -620,7 +616,7 @@ fn small_chunks_stored_as_object_files_still_read() {
     assert_eq!(stdout(&tsmfs(&["get", d, "/old.txt"])), "an older small file");
     let fsck = tsmfs(&["fsck", d]);
     assert!(fsck.status.success(), "{}", stdout(&fsck));
-    assert!(tsmfs(&["put", d, src.to_str().unwrap(), "/again.txt"]).status.success());
+    assert!(tsmfs_stdin(&["put", d, "-", "/again.txt"], b"an older small file").status.success());
     assert_eq!(stdout(&tsmfs(&["get", d, "/again.txt"])), "an older small file");
     assert!(object.exists(), "the new file shares the object");
     let scrub = tsmfs(&["scrub", d]);

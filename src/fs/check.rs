@@ -156,7 +156,7 @@ impl Fs {
     /// object files.
     pub fn check(&self, repair: bool, progress: &dyn Fn(u64, u64)) -> FsResult<CheckReport> {
         let mut report = CheckReport::default();
-        let (references, chunk_uses, links, dangling, live, extents) = self.meta.read(|db| {
+        let (references, chunk_uses, links, dangling, live, extents, inline) = self.meta.read(|db| {
             Ok::<_, crate::meta::MetaError>((
                 db.content_references()?,
                 db.chunk_uses()?,
@@ -164,9 +164,9 @@ impl Fs {
                 db.dangling_entries()?,
                 db.live_contents()?,
                 db.all_extents()?,
+                db.inline_chunk_sizes()?,
             ))
         })?;
-        let inline = self.meta.read(|db| db.inline_chunk_sizes())?;
         report.contents = references.len();
         report.inodes = links.len();
         for (id, recorded, actual) in &references {

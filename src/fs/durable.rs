@@ -1,16 +1,19 @@
 //! Durability without an fsync per close.
 //!
-//! A commit writes its new chunk objects without syncing them and commits
-//! its metadata without syncing the write-ahead log: it survives a crash
-//! of the process (the page cache does), but after a power cut the log
-//! may have reached the disk before some object did. Two mechanisms make
-//! that safe:
+//! A commit writes its new chunk objects without syncing them (small
+//! chunks go into its own transaction, see `inline.rs`) and commits its
+//! metadata without syncing the write-ahead log: it survives a crash of
+//! the process (the page cache does), but after a power cut the log may
+//! have reached the disk before some object did. Two mechanisms make that
+//! safe:
 //!
-//! - A sync thread makes every commit durable within [`SYNC_INTERVAL`],
-//!   and at once for `fsync`: one `syncfs` of the data directory's
-//!   filesystem (objects, log and database together), after which the
-//!   newest change it covers is recorded as durable. Commits waiting for
-//!   it share one `syncfs`.
+//! - A sync thread makes every commit durable within [`SYNC_INTERVAL`]:
+//!   one `syncfs` of the data directory's filesystem (objects, log and
+//!   database together), after which the newest change it covers is
+//!   recorded as durable. An `fsync` of a file that reads an object
+//!   written since then does the same at once (callers waiting share one
+//!   `syncfs`); for any other file a sync of the log is enough
+//!   ([`Shared::sync_for`]).
 //! - Every chunk object written since the last sync is listed
 //!   (`unsynced_chunks`), and every commit keeps, until it is durable, what
 //!   it replaced: the extents it retired and the file's size and times
@@ -178,7 +181,11 @@ impl Shared {
             return Ok(());
         }
         let seq = self.last_seq.load(Ordering::Acquire);
-        if self.durable.state.lock().durable >= seq {
+        let (durable, logged) = {
+            let state = self.durable.state.lock();
+            (state.durable, state.logged)
+        };
+        if durable >= seq {
             return Ok(());
         }
         let reads_unsynced = self.meta.read_point(|db| match ino {
@@ -190,7 +197,7 @@ impl Shared {
         }
         // A directory fsync right after a file's (SQLite's journal) finds
         // nothing new in the log.
-        if self.durable.state.lock().logged >= seq {
+        if logged >= seq {
             return Ok(());
         }
         self.meta.sync_wal().map_err(|e| {
@@ -565,7 +572,7 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::{Caller, FsOptions, OpenFlags};
+    use crate::fs::{FsOptions, OpenFlags};
 
     fn filesystem_syncs(fs: &Fs) -> u64 {
         fs.durable.state.lock().syncs
@@ -576,13 +583,9 @@ mod tests {
     /// written since the last sync gets a filesystem sync.
     #[test]
     fn an_fsync_syncs_the_filesystem_only_for_a_file_that_reads_unsynced_objects() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let caller = Caller::process(Origin::Cli);
-        Fs::init(&data, caller).unwrap();
         // No background sync during the test.
         let options = FsOptions { sync_interval: Duration::from_secs(3600), ..FsOptions::default() };
-        let fs = Fs::open(&data, options).unwrap();
+        let (_dir, fs, caller) = crate::fs::testing::fresh_fs(options);
         let rw = OpenFlags { read: true, write: true, ..OpenFlags::default() };
 
         let small = fs.create_file(Ino::ROOT, b"journal", 0o644, &caller, rw).unwrap();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::{FsResult, Shared};
 use crate::id::ContentId;
-use crate::store::{MEMORY_CHUNK_MAX, StoreError};
+use crate::store::{MEMORY_CHUNK_MAX, StoreError, wrong_sha1};
 
 /// Largest chunk kept in the database: every chunk a commit holds in
 /// memory.
@@ -97,9 +97,7 @@ impl Shared {
         }
         let found = match self.meta.read_point(|db| db.chunk_bytes(id))? {
             Some(bytes) => {
-                use sha1::Digest;
-                let sha1: [u8; 20] = sha1::Sha1::digest(&bytes).into();
-                if sha1 != id.lo {
+                if let Some(sha1) = wrong_sha1(id, &bytes) {
                     let detail = format!("its bytes in the database hash to {}", hex::encode(sha1));
                     tracing::error!("chunk {id} is corrupt: {detail}; run `tsmfs scrub`");
                     return Err(StoreError::Corrupt { id: *id, detail }.into());

@@ -608,11 +608,7 @@ mod tests {
 
     #[test]
     fn a_truncate_during_an_open_commits_and_the_open_sees_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let caller = Caller::process(Origin::Cli);
-        Fs::init(&data, caller).unwrap();
-        let fs = Fs::open(&data, super::super::FsOptions::default()).unwrap();
+        let (_dir, fs, caller) = crate::fs::testing::fresh_fs(Default::default());
         let attr = fs.put(Ino::ROOT, b"f", &mut &b"hello world"[..], Default::default(), &caller).unwrap();
         // An open has counted its handle, and not yet read the inode.
         let open = fs.open_files.count_handle(attr.ino);

@@ -750,3 +750,20 @@ fn lock_holder(file: &File) -> Option<LockHolderProcess> {
     let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
     Some(LockHolderProcess { pid, dying: state == "Z" })
 }
+
+/// What the core's unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Caller, Fs, FsOptions, Origin};
+
+    /// A data directory made in a new temporary directory and opened with
+    /// `options`; the caller that made it.
+    pub(crate) fn fresh_fs(options: FsOptions) -> (tempfile::TempDir, Fs, Caller) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let caller = Caller::process(Origin::Cli);
+        Fs::init(&data, caller).expect("init");
+        let fs = Fs::open(&data, options).expect("open");
+        (dir, fs, caller)
+    }
+}

@@ -22,6 +22,14 @@ pub struct ContentDigest {
     pub size: u64,
 }
 
+/// The SHA-1 of `bytes` when it is not chunk `id`'s: they are not its
+/// bytes. (A whole-object check that needs no blake3: reads of small
+/// chunks.)
+pub fn wrong_sha1(id: &crate::id::ContentId, bytes: &[u8]) -> Option<[u8; 20]> {
+    let sha1: [u8; 20] = Sha1::digest(bytes).into();
+    (sha1 != id.lo).then_some(sha1)
+}
+
 impl ContentDigest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> ContentDigest {
