@@ -101,6 +101,51 @@ fn writing_or_chowning_clears_setuid_and_setgid() {
     fs::set_permissions(&f, fs::Permissions::from_mode(0o6755)).unwrap();
     std::os::unix::fs::chown(&f, Some(1), Some(1)).unwrap();
     assert_eq!(mode(&f) & 0o6000, 0, "chown clears both bits");
+
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o6777)).unwrap();
+    assert_eq!(sh_as_nobody(&format!("truncate -s 3 {}", f.display())), 0);
+    assert_eq!(mode(&f) & 0o6000, 0, "a truncate by another user clears both bits");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o6777)).unwrap();
+    assert_eq!(sh_as_nobody(&format!(": > {}", f.display())), 0);
+    assert_eq!(mode(&f) & 0o6000, 0, "an O_TRUNC open by another user clears both bits");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o2767)).unwrap();
+    assert_eq!(sh_as_nobody(&format!("echo more >> {}", f.display())), 0);
+    assert_eq!(mode(&f) & 0o7777, 0o2767, "setgid without group execute stays");
+
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o6755)).unwrap();
+    fs::write(&f, b"root rewrites it\n").unwrap();
+    fs::OpenOptions::new().append(true).open(&f).unwrap().write_all(b"and appends\n").unwrap();
+    assert_eq!(mode(&f) & 0o6000, 0o6000, "root (CAP_FSETID) keeps both bits");
+}
+
+/// File capabilities go with a change of the file's bytes, size or owner,
+/// whoever makes it, as on a local filesystem.
+#[test]
+fn writing_truncating_or_chowning_removes_file_capabilities() {
+    type Change = fn(&std::path::Path) -> std::io::Result<()>;
+    let m = TestMount::new();
+    let f = m.path("tool");
+    fs::write(&f, b"#!/bin/sh\n").unwrap();
+    // A VFS_CAP_REVISION_2 value granting cap_net_raw (bit 13), effective.
+    let mut caps = 0x0200_0001u32.to_le_bytes().to_vec();
+    caps.extend_from_slice(&(1u32 << 13).to_le_bytes());
+    caps.extend_from_slice(&[0; 12]);
+    let changes: [(&str, Change); 4] = [
+        ("a write", |f| OpenOptions::new().append(true).open(f)?.write_all(b"more\n")),
+        ("a rewrite", |f| fs::write(f, b"new\n")),
+        ("a truncate", |f| OpenOptions::new().write(true).open(f)?.set_len(1)),
+        ("a chown", |f| std::os::unix::fs::chown(f, Some(1), None)),
+    ];
+    for (what, change) in changes {
+        setxattr(&f, "security.capability", &caps, 0).unwrap_or_else(|e| panic!("{what}: set: errno {e}"));
+        assert_eq!(getxattr(&f, "security.capability"), Ok(caps.clone()), "{what}: set");
+        change(&f).unwrap();
+        assert_eq!(
+            getxattr(&f, "security.capability"),
+            Err(libc::ENODATA),
+            "{what} removes the capabilities"
+        );
+    }
 }
 
 #[test]

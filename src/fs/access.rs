@@ -144,15 +144,23 @@ impl Identity {
     }
 }
 
-/// The mode of a file after `writer` replaced its bytes: as the kernel
-/// does on a write, the setuid bit goes unless the writer is root, and
-/// the setgid bit too if the file is group-executable.
-pub(crate) fn mode_after_write(writer_uid: u32, perm: u32) -> u32 {
-    if writer_uid == 0 {
-        return perm;
+/// The setid bits that a change of a file's bytes or owner takes from
+/// `perm` (Linux's rule): setuid always, setgid only with group execute
+/// (without it, setgid marks mandatory locking).
+pub(crate) fn setid_bits_to_clear(perm: u32) -> u32 {
+    let setgid_exec = libc::S_ISGID | libc::S_IXGRP;
+    let mut bits = perm & libc::S_ISUID;
+    if perm & setgid_exec == setgid_exec {
+        bits |= libc::S_ISGID;
     }
-    let perm = perm & !0o4000;
-    if perm & 0o010 != 0 { perm & !0o2000 } else { perm }
+    bits
+}
+
+/// The mode of a file after `writer` changed its bytes or size: the
+/// setid bits go unless the writer may keep them (CAP_FSETID; as far as a
+/// request tells, root).
+pub(crate) fn mode_after_write(writer_uid: u32, perm: u32) -> u32 {
+    if writer_uid == 0 { perm } else { perm & !setid_bits_to_clear(perm) }
 }
 
 /// The `nobody` user and `nogroup` group of Debian and most

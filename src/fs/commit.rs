@@ -394,6 +394,10 @@ impl Tx<'_, '_> {
         inode.ctime_ns = ctime_ns;
         inode.data_seq = seq;
         self.db.update_inode(inode)?;
+        // New bytes lose the file's capabilities. A writer still holding
+        // the file open makes exec fail (ETXTBSY), so removing them at the
+        // commit rather than at the write leaves no window.
+        self.db.remove_xattr(inode.ino, super::setattr::CAPABILITY_XATTR)?;
         if let Some(old) = old {
             self.release_content(old)?;
         }

@@ -1,18 +1,13 @@
 //! Attribute changes: setattr (mode, owner, size, times) and xattrs.
 
+use super::access::{mode_after_write, setid_bits_to_clear};
 use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Origin};
 use crate::id::Ino;
 
-/// The setid bits a write clears from `perm`: setuid always, setgid only
-/// with group execute (without it, setgid marks mandatory locking).
-fn setid_bits_to_clear(perm: u32) -> u32 {
-    let setgid_exec = libc::S_ISGID | libc::S_IXGRP;
-    let mut bits = perm & libc::S_ISUID;
-    if perm & setgid_exec == setgid_exec {
-        bits |= libc::S_ISGID;
-    }
-    bits
-}
+/// The file capabilities xattr: a change of the file's bytes, size or
+/// owner removes it, as on a local filesystem (the kernel leaves this to
+/// tsmfs, see docs/fuse.md "Setid bits and capabilities").
+pub(crate) const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
 /// A time to set: the current time or an explicit one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +78,18 @@ impl Fs {
             self.transact(caller.origin, |tx| {
                 let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
                 let now = tx.now;
+                let owner_changed = change.uid.is_some() || change.gid.is_some();
+                // Directories keep theirs (setgid there means inheritance).
+                if inode.kind != FileKind::Dir && (owner_changed || change.size.is_some()) {
+                    // chown takes the setid bits from anyone; a truncate
+                    // from all but root. An explicit mode below wins.
+                    inode.perm = if owner_changed {
+                        inode.perm & !setid_bits_to_clear(inode.perm)
+                    } else {
+                        mode_after_write(caller.uid, inode.perm)
+                    };
+                    tx.db.remove_xattr(ino, CAPABILITY_XATTR)?;
+                }
                 if let Some(perm) = change.perm {
                     inode.perm = perm & 0o7777;
                 }
@@ -116,6 +123,16 @@ impl Fs {
             })?;
         }
         self.getattr(ino)
+    }
+
+    /// What a truncating open by `caller` does to the setid bits: what a
+    /// truncate does ([`Fs::drop_setid_bits`] unless `caller` is root).
+    pub fn drop_setid_bits_for(&self, ino: Ino, caller: &Caller) -> FsResult<()> {
+        if mode_after_write(caller.uid, libc::S_ISUID) == 0 {
+            self.drop_setid_bits(ino, caller.origin)
+        } else {
+            Ok(())
+        }
     }
 
     /// Clear setuid, and setgid on group-executable files, as a write by

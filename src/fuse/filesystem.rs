@@ -425,11 +425,21 @@ impl Filesystem for TsmFuse {
         self.reply_entry(reply, result);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
         let _op = self.op("open");
         let ino = Ino(ino.0);
-        let opened =
-            self.open_handle(flags.0, |flags| self.fs.open_file(ino, flags), |file| reply.open_backing(file));
+        let opened = self.open_handle(
+            flags.0,
+            |flags| {
+                if flags.truncate && flags.write {
+                    // The kernel leaves the setid bits of an O_TRUNC to us
+                    // (FUSE_HANDLE_KILLPRIV_V2).
+                    self.fs.drop_setid_bits_for(ino, &Self::caller(req))?;
+                }
+                self.fs.open_file(ino, flags)
+            },
+            |file| reply.open_backing(file),
+        );
         match opened {
             Ok(FuseOpen { handle, flags, backing: Some(backing), .. }) => {
                 reply.opened_passthrough(FileHandle(handle.0), flags, &backing)
@@ -516,7 +526,8 @@ impl Filesystem for TsmFuse {
         reply: ReplyWrite,
     ) {
         let _op = self.op("write");
-        // Direct writes skip the kernel's own setid clearing; it asks us.
+        // The kernel leaves setid clearing on writes to us and says when
+        // (FUSE_HANDLE_KILLPRIV_V2: the writer lacks CAP_FSETID).
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
             && let Err(e) = self.fs.drop_setid_bits(Ino(ino.0), Origin::Fuse)
         {

@@ -193,14 +193,18 @@ pub fn session_config(name: &str, options: &MountOptions) -> fuser::Config {
 
 /// What tsmfs asks of the kernel at INIT, passthrough aside: 1 MiB
 /// writes, atomic O_TRUNC, readdirplus, parallel directory operations,
-/// cached symlinks. Public for the same reason as [`session_config`].
+/// cached symlinks, and setid bits and capabilities cleared by tsmfs
+/// (`FUSE_HANDLE_KILLPRIV_V2`: otherwise the kernel asks for
+/// `security.capability` before nearly every write). Public for the same
+/// reason as [`session_config`].
 pub fn negotiate(config: &mut fuser::KernelConfig) {
     let _ = config.set_max_write(MAX_WRITE);
     let wanted = fuser::InitFlags::FUSE_ATOMIC_O_TRUNC
         | fuser::InitFlags::FUSE_DO_READDIRPLUS
         | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
         | fuser::InitFlags::FUSE_PARALLEL_DIROPS
-        | fuser::InitFlags::FUSE_CACHE_SYMLINKS;
+        | fuser::InitFlags::FUSE_CACHE_SYMLINKS
+        | fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2;
     for flag in wanted.iter() {
         if config.add_capabilities(flag).is_err() {
             tracing::debug!("kernel lacks FUSE capability {flag:?}");
