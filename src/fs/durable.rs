@@ -311,11 +311,10 @@ impl Shared {
             orphans.push(ino);
             orphans.len()
         };
+        // Else the sync thread deletes them at its next round, within a
+        // sync interval (waking it sooner would not move that round).
         if queued >= ORPHAN_BATCH {
             self.purge_orphans();
-        } else {
-            // The sync thread deletes them within a sync interval.
-            self.durable.changed.notify_all();
         }
     }
 
