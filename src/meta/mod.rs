@@ -630,12 +630,29 @@ mod tests {
             [],
         )
         .unwrap();
+        for _ in 0..3 {
+            conn.execute("INSERT INTO changes (at_ns, origin, op, ino) VALUES (1, 'fuse', 'create', 2)", [])
+                .unwrap();
+        }
         assert_eq!(schema::migrate(&mut conn).unwrap(), 1, "the version found");
         drop(conn);
         let meta = Meta::open(dir.path()).unwrap();
         let locks = meta.read(|db| db.locks_at(b"/a", 0)).unwrap();
         assert_eq!(locks.len(), 1);
         assert_eq!((locks[0].token.as_str(), locks[0].timeout_s), ("urn:uuid:x", None));
+        // The change log keeps its entries and counts on from them.
+        let change = ChangeRecord {
+            origin: "test",
+            op: "noop",
+            ino: Ino(1),
+            entry: None,
+            new_entry: None,
+            content: None,
+        };
+        let (next, logged) = meta
+            .write(false, |db| Ok::<_, MetaError>((db.next_change_seq()?, db.log_change(&change, 0)?)))
+            .unwrap();
+        assert_eq!((next, logged), (4, 4));
     }
 
     #[test]

@@ -157,7 +157,7 @@ const ALL_EXTENTS: &str = "SELECT e.ino, e.off, e.len, e.chunk_off, c.size, i.si
 const SET_CHUNK_REFS: &str = "UPDATE contents SET chunk_refs = ?3 WHERE lo = ?1 AND hi = ?2";
 const SET_REFCOUNT: &str = "UPDATE contents SET refcount = ?3 WHERE lo = ?1 AND hi = ?2";
 const SET_NLINK: &str = "UPDATE inodes SET nlink = ?2 WHERE ino = ?1";
-const NEXT_CHANGE_SEQ: &str = "SELECT seq FROM sqlite_sequence WHERE name = 'changes'";
+const NEXT_CHANGE_SEQ: &str = "SELECT MAX(seq) FROM changes";
 const LOG_CHANGE: &str = "INSERT INTO changes (at_ns, origin, op, ino, parent, name, new_parent, new_name, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Every statement, for the re-prepare test.
@@ -1286,12 +1286,13 @@ impl<'c> Db<'c> {
         Ok(self.conn.last_insert_rowid() as u64)
     }
 
-    /// The sequence number the next change-log entry gets (AUTOINCREMENT
-    /// never reuses one, even after deletions).
+    /// The sequence number the next change-log entry gets: one past the
+    /// newest, as SQLite numbers a new row. No entry is ever deleted, so
+    /// none is reused.
     pub fn next_change_seq(&self) -> Result<u64, MetaError> {
         self.conn
             .prepare_cached(NEXT_CHANGE_SEQ)
-            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)).optional())
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, Option<i64>>(0)))
             .map(|n| n.unwrap_or(0) as u64 + 1)
             .map_err(MetaError::sql("read the change log's counter"))
     }

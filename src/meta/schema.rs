@@ -189,11 +189,31 @@ const MIGRATIONS: &[&str] = &[
     // 6: small chunks kept in the database itself, written by the
     // transaction that first names them and durable with it (no object
     // file, no filesystem sync). Read in place of an object file.
+    // And the change log without AUTOINCREMENT: no row of it is ever
+    // deleted, so its rowid already counts on from the newest, and the
+    // counter kept beside it cost every transaction one more page.
     r#"
     CREATE TABLE chunk_bytes (
         chunk       INTEGER PRIMARY KEY REFERENCES contents (id) ON DELETE CASCADE,
         bytes       BLOB NOT NULL
     );
+
+    CREATE TABLE changes_rowid (
+        seq         INTEGER PRIMARY KEY,
+        at_ns       INTEGER NOT NULL,
+        origin      TEXT    NOT NULL,
+        op          TEXT    NOT NULL,
+        ino         INTEGER NOT NULL,
+        parent      INTEGER,
+        name        BLOB,
+        new_parent  INTEGER,
+        new_name    BLOB,
+        content     TEXT
+    );
+    INSERT INTO changes_rowid SELECT seq, at_ns, origin, op, ino, parent, name, new_parent, new_name, content FROM changes;
+    DROP TABLE changes;
+    ALTER TABLE changes_rowid RENAME TO changes;
+    DELETE FROM sqlite_sequence WHERE name = 'changes';
     "#,
 ];
 
