@@ -251,8 +251,14 @@ impl Fs {
         if attr.kind != FileKind::File || attr.content.is_some() || attr.size == 0 || self.read_only {
             return;
         }
-        self.etags.queue.lock().due.insert(attr.ino, (attr.data_seq, Instant::now() + SETTLE));
-        self.etags.wake.notify_all();
+        let mut queue = self.etags.queue.lock();
+        let was_idle = queue.due.keys().all(|ino| *ino == attr.ino);
+        queue.due.insert(attr.ino, (attr.data_seq, Instant::now() + SETTLE));
+        // Every entry is due SETTLE after its commit, so the hasher, if it
+        // waits for another, wakes before this one is due.
+        if was_idle {
+            self.etags.wake.notify_all();
+        }
     }
 
     /// `attr` (a regular file's) with its content id, computed if its
