@@ -579,6 +579,11 @@ fn set_synchronous(conn: &Connection, level: &str) -> Result<(), MetaError> {
 mod tests {
     use super::*;
 
+    /// A change-log entry that says nothing, for tests of the log itself.
+    fn noop_change() -> ChangeRecord<'static> {
+        ChangeRecord { origin: "test", op: "noop", ino: Ino(1), entry: None, new_entry: None, content: None }
+    }
+
     #[test]
     fn the_log_is_checkpointed_off_the_commit_path_and_starts_over() {
         let dir = tempfile::tempdir().unwrap();
@@ -641,14 +646,7 @@ mod tests {
         assert_eq!(locks.len(), 1);
         assert_eq!((locks[0].token.as_str(), locks[0].timeout_s), ("urn:uuid:x", None));
         // The change log keeps its entries and counts on from them.
-        let change = ChangeRecord {
-            origin: "test",
-            op: "noop",
-            ino: Ino(1),
-            entry: None,
-            new_entry: None,
-            content: None,
-        };
+        let change = noop_change();
         let (next, logged) = meta
             .write(false, |db| Ok::<_, MetaError>((db.next_change_seq()?, db.log_change(&change, 0)?)))
             .unwrap();
@@ -672,14 +670,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta::open(dir.path()).unwrap();
         let result: Result<(), MetaError> = meta.write(false, |db| {
-            let change = ChangeRecord {
-                origin: "test",
-                op: "noop",
-                ino: Ino(1),
-                entry: None,
-                new_entry: None,
-                content: None,
-            };
+            let change = noop_change();
             assert_eq!(db.log_change(&change, 0)?, 1);
             Err(MetaError::Corrupt("forced".into()))
         });
