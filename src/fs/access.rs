@@ -163,6 +163,34 @@ pub(crate) fn mode_after_write(writer_uid: u32, perm: u32) -> u32 {
     if writer_uid == 0 { perm } else { perm & !setid_bits_to_clear(perm) }
 }
 
+/// Whether nobody may do less to a file with attributes `after` than
+/// with `before`, whatever groups they are in: then keeping `before`
+/// visible for a while (holding the change back to commit with pending
+/// writes) only delays what the change grants. Root may do anything
+/// either way; a non-root owner keeps the owner's powers (chmod, utimes)
+/// only while they stay the owner.
+pub(crate) fn grants_no_less(before: &Attr, after: &Attr) -> bool {
+    let class = |perm: u32, shift: u32| (perm >> shift) & 0o7;
+    let covers = |wider: u32, narrower: u32| narrower & !wider == 0;
+    let (owner_b, group_b, other_b) = (class(before.perm, 6), class(before.perm, 3), class(before.perm, 0));
+    let (owner_a, group_a, other_a) = (class(after.perm, 6), class(after.perm, 3), class(after.perm, 0));
+    let setid_kept = covers(after.perm & 0o7000, before.perm & 0o7000);
+    let owner_ok = if before.uid == after.uid {
+        before.uid == 0 || covers(owner_a, owner_b)
+    } else {
+        // A new owner took the file from root: they had at most the
+        // group's or the others' rights.
+        before.uid == 0 && (after.uid == 0 || covers(owner_a, group_b | other_b))
+    };
+    let rest_ok = if before.gid == after.gid {
+        covers(group_a, group_b) && covers(other_a, other_b)
+    } else {
+        // Members of either group may now be others, or the reverse.
+        covers(group_a & other_a, group_b | other_b)
+    };
+    setid_kept && owner_ok && rest_ok
+}
+
 /// The `nobody` user and `nogroup` group of Debian and most
 /// distributions.
 const NOGROUP: u32 = 65534;
@@ -225,6 +253,38 @@ mod tests {
             ann.require_removal(&closed, &node(FileKind::File, 0o600, 1000, 1000)),
             Err(FsError::AccessDenied)
         ));
+    }
+
+    #[test]
+    fn only_changes_that_take_nothing_from_anyone_grant_no_less() {
+        let file = |perm, uid, gid| node(FileKind::File, perm, uid, gid);
+        // tar -x as root: created 0600, then chown to the archive's owner
+        // and chmod to its mode.
+        assert!(grants_no_less(&file(0o600, 0, 0), &file(0o600, 1000, 100)));
+        assert!(grants_no_less(&file(0o600, 1000, 100), &file(0o644, 1000, 100)));
+        assert!(grants_no_less(&file(0o600, 0, 0), &file(0o755, 1000, 100)));
+        // cp -a as a user: the same owner, the same mode or a wider one.
+        assert!(grants_no_less(&file(0o644, 1000, 100), &file(0o644, 1000, 100)));
+        assert!(grants_no_less(&file(0o644, 1000, 100), &file(0o664, 1000, 100)));
+        assert!(!grants_no_less(&file(0o644, 1000, 100), &file(0o600, 1000, 100)), "others lose read");
+        assert!(!grants_no_less(&file(0o640, 1000, 100), &file(0o604, 1000, 100)), "the group loses read");
+        assert!(!grants_no_less(&file(0o600, 1000, 100), &file(0o400, 1000, 100)), "the owner loses write");
+        assert!(
+            !grants_no_less(&file(0o644, 1000, 100), &file(0o644, 1001, 100)),
+            "the owner loses the file"
+        );
+        assert!(
+            !grants_no_less(&file(0o604, 0, 0), &file(0o600, 1000, 0)),
+            "others lose read to the new owner"
+        );
+        assert!(
+            !grants_no_less(&file(0o640, 1000, 100), &file(0o640, 1000, 200)),
+            "members of 100 lose read"
+        );
+        assert!(grants_no_less(&file(0o600, 1000, 100), &file(0o644, 1000, 200)), "a new group, others gain");
+        assert!(!grants_no_less(&file(0o4755, 0, 0), &file(0o0755, 0, 0)), "setuid taken away");
+        assert!(grants_no_less(&file(0o0755, 0, 0), &file(0o4755, 0, 0)), "setuid added");
+        assert!(!grants_no_less(&file(0o060, 0, 0), &file(0o006, 1000, 0)), "the new owner was in the group");
     }
 
     #[test]

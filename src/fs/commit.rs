@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use super::extents::{Edit, Extent, ExtentMap};
 use super::open::Version;
-use super::pending::{CHUNK_MAX, Pending, Piece};
+use super::pending::{CHUNK_MAX, HeldAttrs, Pending, Piece};
 use super::{Attr, ChangeOp, Fs, FsError, FsResult, Origin, Tx};
 use crate::id::{ContentId, Ino};
 use crate::meta::WriteUndo;
@@ -51,6 +51,18 @@ pub(crate) enum Body {
 pub(crate) struct Base<'m> {
     pub(crate) seq: u64,
     pub(crate) map: Option<&'m ExtentMap>,
+}
+
+/// What a commit sets besides the bytes: the file's times, and the
+/// attributes held back to commit with them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    /// The new mtime.
+    pub(crate) mtime_ns: i64,
+    /// When the file last changed: the new ctime, unless the stored one
+    /// is later.
+    pub(crate) changed_ns: i64,
+    pub(crate) held: HeldAttrs,
 }
 
 /// One range of a patch.
@@ -116,15 +128,8 @@ impl Fs {
             Body::Patch { cut: pending.cut().min(size), ranges }
         };
         let base_map = base.extents.lock().clone();
-        self.commit_body(
-            ino,
-            body,
-            size,
-            pending.mtime_ns,
-            pending.changed_ns,
-            origin,
-            (base.data_seq, base_map),
-        )
+        let stamp = Stamp { mtime_ns: pending.mtime_ns, changed_ns: pending.changed_ns, held: pending.held };
+        self.commit_body(ino, body, size, stamp, origin, (base.data_seq, base_map))
     }
 
     /// Make `ino` a copy of `version` (whose extents are `extents`): its
@@ -162,14 +167,12 @@ impl Fs {
 
     /// Write `body`, written on version `base` (its change, and its
     /// extents if loaded), as `ino`'s new version of `size` bytes.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn commit_body(
         &self,
         ino: Ino,
         body: Body,
         size: u64,
-        mtime_ns: i64,
-        changed_ns: i64,
+        stamp: Stamp,
         origin: Origin,
         (base_seq, base_map): (u64, Option<Arc<ExtentMap>>),
     ) -> FsResult<Committed> {
@@ -180,8 +183,9 @@ impl Fs {
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
             let base = Base { seq: base_seq, map: base_map.as_deref() };
             let (content, new_map) = tx.write_body(&inode, &body, size, seq, Some(base))?;
-            let ctime = inode.ctime_ns.max(changed_ns);
-            let logged = tx.set_content(&mut inode, size, content, mtime_ns, ctime, seq)?;
+            let ctime = inode.ctime_ns.max(stamp.changed_ns);
+            stamp.held.apply(&mut inode);
+            let logged = tx.set_content(&mut inode, size, content, stamp.mtime_ns, ctime, seq)?;
             tx.log_write(&inode, logged)?;
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
             Ok((pin, inode, new_map))
@@ -254,8 +258,8 @@ impl Fs {
         let body = Body::Patch { cut: current.size, ranges };
         let now = super::now_ns();
         let size = current.size.max(end);
-        let committed =
-            self.commit_body(ino, body, size, now, now, caller.origin, (current.data_seq, None))?;
+        let stamp = Stamp { mtime_ns: now, changed_ns: now, held: HeldAttrs::default() };
+        let committed = self.commit_body(ino, body, size, stamp, caller.origin, (current.data_seq, None))?;
         drop(committed);
         self.getattr(ino)
     }

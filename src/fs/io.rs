@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use super::commit::Committed;
 use super::open::{HandleState, OpenHandle, OpenInode, Version};
-use super::pending::Pending;
+use super::pending::{HeldAttrs, Pending};
 use super::{Attr, Caller, FileKind, Fs, FsError, FsResult, Origin, check_name, now_ns};
 use crate::id::{ContentId, Handle, Ino};
 
@@ -448,16 +448,6 @@ impl Fs {
         self.commit_pending(ino, pending, &base, origin).map(|_| ())
     }
 
-    /// A time set explicitly on `ino` while it has pending writes (cp -p,
-    /// tar: futimens before close) is the one its commit keeps.
-    pub(super) fn set_pending_mtime(&self, ino: Ino, mtime_ns: i64) {
-        if let Some(open) = self.open_files.inode(ino)
-            && let Some(pending) = &mut open.lock().pending
-        {
-            pending.mtime_ns = mtime_ns;
-        }
-    }
-
     /// A close of a descriptor: commit the inode's pending writes if this
     /// handle added to them. Returns the version committed, if any.
     pub fn flush(&self, handle: Handle, origin: Origin) -> FsResult<Option<u64>> {
@@ -512,6 +502,7 @@ impl Fs {
     fn commit_open(&self, inode: &mut OpenInode, origin: Origin, by: Handle) -> FsResult<Option<u64>> {
         let Some(pending) = inode.pending.take() else { return Ok(None) };
         let base = inode.current.clone().ok_or(FsError::BadHandle)?;
+        let held = pending.held;
         match self.commit_pending(inode.ino, pending, &base, origin) {
             Ok(committed) => {
                 let data_seq = committed.version.data_seq;
@@ -521,6 +512,13 @@ impl Fs {
             Err(e) => {
                 tracing::warn!("inode {}: pending writes discarded, the commit failed: {e}", inode.ino);
                 inode.lost_by_others(by, e.is_disk_full());
+                // Attribute changes held for the commit were answered as
+                // done: they are not lost with the bytes.
+                if held != HeldAttrs::default()
+                    && let Err(e) = self.commit_held(inode.ino, held, origin)
+                {
+                    tracing::warn!("inode {}: attribute changes lost with the writes: {e}", inode.ino);
+                }
                 Err(e)
             }
         }
@@ -588,11 +586,12 @@ fn hear_of_lost_writes(
 
 /// `attr` as the open inode's handles see it: with pending writes (its
 /// content id stays the committed version's, what other readers get).
-fn with_pending(inode: &OpenInode, mut attr: Attr) -> Attr {
+pub(super) fn with_pending(inode: &OpenInode, mut attr: Attr) -> Attr {
     if let Some(pending) = &inode.pending {
         attr.size = pending.size();
         attr.mtime_ns = pending.mtime_ns;
         attr.ctime_ns = attr.ctime_ns.max(pending.changed_ns);
+        pending.held.apply(&mut attr);
     }
     attr
 }

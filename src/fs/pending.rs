@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{FsError, FsResult};
+use super::{Attr, FsError, FsResult};
 use crate::store::{RunFile, SealedChunk, Store};
 
 /// The largest chunk. Sequential writes are cut into chunks of this size,
@@ -99,8 +99,56 @@ pub(crate) struct Pending {
     /// The file's mtime when committed: the time of the last write, or a
     /// time set explicitly since (futimens on an open file).
     pub(crate) mtime_ns: i64,
-    /// When the bytes last changed (the commit's ctime).
+    /// When the bytes or held attributes last changed (the commit's ctime).
     pub(crate) changed_ns: i64,
+    /// Attributes set since the last commit that commit with the writes.
+    pub(crate) held: HeldAttrs,
+}
+
+/// Attributes set on a file while it has pending writes, held back to
+/// commit with them: the owner, mode and times that `tar -x` and `cp -a`
+/// set on each file before they close it cost no transaction of their
+/// own. Only changes that take no access from anyone are held (see
+/// [`super::setattr`]), so a reader of the committed attributes is never
+/// allowed more than the holder meant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HeldAttrs {
+    pub(crate) perm: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) atime_ns: Option<i64>,
+    pub(crate) btime_ns: Option<i64>,
+    /// A time set explicitly (the commit takes `Pending::mtime_ns`, which
+    /// has it unless a write came after; this is what stays if the
+    /// writes are lost).
+    pub(crate) mtime_ns: Option<i64>,
+}
+
+impl HeldAttrs {
+    /// What `after` holds that `stored` lacks, but for the mtime.
+    pub(crate) fn between(stored: &Attr, after: &Attr) -> HeldAttrs {
+        fn differs<T: PartialEq>(stored: T, after: T) -> Option<T> {
+            (stored != after).then_some(after)
+        }
+        HeldAttrs {
+            perm: differs(stored.perm, after.perm),
+            uid: differs(stored.uid, after.uid),
+            gid: differs(stored.gid, after.gid),
+            atime_ns: differs(stored.atime_ns, after.atime_ns),
+            btime_ns: differs(stored.btime_ns, after.btime_ns),
+            mtime_ns: None,
+        }
+    }
+
+    /// Lay them over `attr`.
+    pub(crate) fn apply(&self, attr: &mut Attr) {
+        attr.perm = self.perm.unwrap_or(attr.perm);
+        attr.uid = self.uid.unwrap_or(attr.uid);
+        attr.gid = self.gid.unwrap_or(attr.gid);
+        attr.atime_ns = self.atime_ns.unwrap_or(attr.atime_ns);
+        attr.btime_ns = self.btime_ns.unwrap_or(attr.btime_ns);
+        attr.mtime_ns = self.mtime_ns.unwrap_or(attr.mtime_ns);
+    }
 }
 
 impl Pending {
@@ -115,6 +163,7 @@ impl Pending {
             run: None,
             mtime_ns: now_ns,
             changed_ns: now_ns,
+            held: HeldAttrs::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Attribute changes: setattr (mode, owner, size, times) and xattrs.
 
-use super::access::{mode_after_write, setid_bits_to_clear};
-use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult, Origin};
+use super::access::{grants_no_less, mode_after_write, setid_bits_to_clear};
+use super::io::with_pending;
+use super::pending::HeldAttrs;
+use super::{Attr, Caller, ChangeOp, FileKind, Fs, FsError, FsResult};
 use crate::id::Ino;
 
 /// The file capabilities xattr: a change of the file's bytes, size or
@@ -39,6 +41,84 @@ pub struct SetAttr {
     pub btime: Option<i64>,
 }
 
+/// An attribute change of [`Fs::change_attrs`].
+#[derive(Clone, Copy)]
+enum AttrChange<'c> {
+    /// A setattr (its size change, if any, already applied).
+    Set(&'c SetAttr),
+    /// Clear the setid bits a write by the caller takes.
+    DropSetid,
+}
+
+impl AttrChange<'_> {
+    /// `inode` after the change by `caller` at `now`: the rules of chown,
+    /// chmod, truncate and utimens for everything but the bytes.
+    fn apply(self, inode: &Attr, caller: &Caller, now: i64) -> Attr {
+        let mut inode = inode.clone();
+        inode.ctime_ns = now;
+        let change = match self {
+            AttrChange::Set(change) => change,
+            AttrChange::DropSetid => {
+                inode.perm &= !setid_bits_to_clear(inode.perm);
+                return inode;
+            }
+        };
+        let owner_changed = change.uid.is_some() || change.gid.is_some();
+        // Directories keep theirs (setgid there means inheritance).
+        if inode.kind != FileKind::Dir && (owner_changed || change.size.is_some()) {
+            // chown takes the setid bits from anyone; a truncate from all
+            // but root. An explicit mode below wins.
+            inode.perm = if owner_changed {
+                inode.perm & !setid_bits_to_clear(inode.perm)
+            } else {
+                mode_after_write(caller.uid, inode.perm)
+            };
+        }
+        if let Some(perm) = change.perm {
+            inode.perm = perm & 0o7777;
+        }
+        inode.uid = change.uid.unwrap_or(inode.uid);
+        inode.gid = change.gid.unwrap_or(inode.gid);
+        let resolve = |t: TimeSet| match t {
+            TimeSet::Now => now,
+            TimeSet::At(ns) => ns,
+        };
+        if let Some(t) = change.atime {
+            inode.atime_ns = resolve(t);
+        }
+        if let Some(t) = change.mtime {
+            inode.mtime_ns = resolve(t);
+        } else if change.size.is_some() {
+            inode.mtime_ns = now;
+        }
+        inode.ctime_ns = change.ctime.unwrap_or(now);
+        inode.btime_ns = change.btime.unwrap_or(inode.btime_ns);
+        inode
+    }
+
+    /// Whether it may wait for the pending writes' commit: not a size
+    /// change (that is part of the writes), nor an explicit ctime (which
+    /// the commit would not keep).
+    fn can_be_held(self) -> bool {
+        match self {
+            AttrChange::Set(change) => change.size.is_none() && change.ctime.is_none(),
+            AttrChange::DropSetid => true,
+        }
+    }
+
+    /// Whether it removes `security.capability`: a change of owner or size.
+    fn drops_capabilities(self) -> bool {
+        match self {
+            AttrChange::Set(change) => change.uid.is_some() || change.gid.is_some() || change.size.is_some(),
+            AttrChange::DropSetid => false,
+        }
+    }
+
+    fn sets_mtime(self) -> bool {
+        matches!(self, AttrChange::Set(change) if change.mtime.is_some())
+    }
+}
+
 /// The read-only xattr holding a file's content id in ETag form.
 pub const ETAG_XATTR: &[u8] = b"user.tsmfs.etag";
 
@@ -73,79 +153,91 @@ impl Fs {
                 _ => return Err(FsError::Invalid("truncate of a special file")),
             }
         }
-        let attrs_change = SetAttr { size: None, ..*change };
-        if attrs_change != SetAttr::default() || change.size.is_some() {
-            self.transact(caller.origin, |tx| {
-                let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
-                let now = tx.now;
-                let owner_changed = change.uid.is_some() || change.gid.is_some();
-                // Directories keep theirs (setgid there means inheritance).
-                if inode.kind != FileKind::Dir && (owner_changed || change.size.is_some()) {
-                    // chown takes the setid bits from anyone; a truncate
-                    // from all but root. An explicit mode below wins.
-                    inode.perm = if owner_changed {
-                        inode.perm & !setid_bits_to_clear(inode.perm)
-                    } else {
-                        mode_after_write(caller.uid, inode.perm)
-                    };
-                    tx.db.remove_xattr(ino, CAPABILITY_XATTR)?;
-                }
-                if let Some(perm) = change.perm {
-                    inode.perm = perm & 0o7777;
-                }
-                if let Some(uid) = change.uid {
-                    inode.uid = uid;
-                }
-                if let Some(gid) = change.gid {
-                    inode.gid = gid;
-                }
-                let resolve = |t: TimeSet| match t {
-                    TimeSet::Now => now,
-                    TimeSet::At(ns) => ns,
-                };
-                if let Some(t) = change.atime {
-                    inode.atime_ns = resolve(t);
-                }
-                if let Some(t) = change.mtime {
-                    inode.mtime_ns = resolve(t);
-                    // Writes still pending commit with this time, not
-                    // theirs: cp -p and tar set it before they close.
-                    self.set_pending_mtime(ino, inode.mtime_ns);
-                } else if change.size.is_some() {
-                    inode.mtime_ns = now;
-                }
-                inode.ctime_ns = change.ctime.unwrap_or(now);
-                if let Some(btime) = change.btime {
-                    inode.btime_ns = btime;
-                }
-                tx.db.update_inode(&inode)?;
-                tx.log(ChangeOp::SetAttr, ino, None, None, None, vec![])
-            })?;
+        if *change == SetAttr::default() {
+            return self.getattr(ino);
         }
-        self.getattr(ino)
+        self.change_attrs(ino, AttrChange::Set(change), caller)
     }
 
     /// What a truncating open by `caller` does to the setid bits: what a
     /// truncate does ([`Fs::drop_setid_bits`] unless `caller` is root).
     pub fn drop_setid_bits_for(&self, ino: Ino, caller: &Caller) -> FsResult<()> {
         if mode_after_write(caller.uid, libc::S_ISUID) == 0 {
-            self.drop_setid_bits(ino, caller.origin)
+            self.drop_setid_bits(ino, caller)
         } else {
             Ok(())
         }
     }
 
     /// Clear setuid, and setgid on group-executable files, as a write by
-    /// an unprivileged caller must (Linux's rule). Called on such writes,
-    /// so the common case (no bits set) is one indexed read.
-    pub fn drop_setid_bits(&self, ino: Ino, origin: Origin) -> FsResult<()> {
-        let inode = self.meta.read(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
-        if setid_bits_to_clear(inode.perm) == 0 {
+    /// a caller without CAP_FSETID must (Linux's rule). Called on such
+    /// writes, so the common case (no bits set) is one indexed read.
+    pub fn drop_setid_bits(&self, ino: Ino, caller: &Caller) -> FsResult<()> {
+        if setid_bits_to_clear(self.getattr(ino)?.perm) == 0 {
             return Ok(());
         }
+        self.change_attrs(ino, AttrChange::DropSetid, caller).map(|_| ())
+    }
+
+    /// Apply `change` to `ino`. On a file with pending writes, a change
+    /// that takes no access from anyone ([`grants_no_less`]) is held to
+    /// commit with them, so it costs no transaction; any other commits
+    /// now, with what was held, for readers of the committed attributes
+    /// (HTTP, other processes) must not be allowed what it takes away.
+    fn change_attrs(&self, ino: Ino, change: AttrChange<'_>, caller: &Caller) -> FsResult<Attr> {
+        // The open inode first, then the writer: a commit's lock order.
+        let open = self.open_files.inode(ino);
+        let mut open = open.as_ref().map(|open| open.lock());
+        if let Some(inode) = open.as_deref_mut()
+            && change.can_be_held()
+            && let Some(pending) = inode.pending.as_mut()
+        {
+            let stored = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+            let mut shown = stored.clone();
+            pending.held.apply(&mut shown);
+            shown.mtime_ns = pending.mtime_ns;
+            let now = super::now_ns();
+            let after = change.apply(&shown, caller, now);
+            if grants_no_less(&stored, &after) {
+                let explicit_mtime =
+                    if change.sets_mtime() { Some(after.mtime_ns) } else { pending.held.mtime_ns };
+                pending.held = HeldAttrs { mtime_ns: explicit_mtime, ..HeldAttrs::between(&stored, &after) };
+                pending.mtime_ns = after.mtime_ns;
+                pending.changed_ns = pending.changed_ns.max(now);
+                return Ok(with_pending(inode, stored));
+            }
+        }
+        let pending = open.as_deref_mut().and_then(|inode| inode.pending.as_mut());
+        let held = pending.as_ref().map(|pending| pending.held).unwrap_or_default();
+        let after = self.transact(caller.origin, |tx| {
+            let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
+            held.apply(&mut inode);
+            let after = change.apply(&inode, caller, tx.now);
+            if inode.kind != FileKind::Dir && change.drops_capabilities() {
+                tx.db.remove_xattr(ino, CAPABILITY_XATTR)?;
+            }
+            tx.db.update_inode(&after)?;
+            tx.log(ChangeOp::SetAttr, ino, None, None, None, vec![])?;
+            Ok(after)
+        })?;
+        if let Some(pending) = pending {
+            pending.held = HeldAttrs::default();
+            // Writes still pending commit with a time set since, not
+            // theirs: cp -p and tar set it before they close.
+            if change.sets_mtime() {
+                pending.mtime_ns = after.mtime_ns;
+            }
+        }
+        drop(open);
+        self.getattr(ino)
+    }
+
+    /// Commit attribute changes that were held for pending writes whose
+    /// commit failed.
+    pub(super) fn commit_held(&self, ino: Ino, held: HeldAttrs, origin: super::Origin) -> FsResult<()> {
         self.transact(origin, |tx| {
             let mut inode = tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
-            inode.perm &= !setid_bits_to_clear(inode.perm);
+            held.apply(&mut inode);
             inode.ctime_ns = tx.now;
             tx.db.update_inode(&inode)?;
             tx.log(ChangeOp::SetAttr, ino, None, None, None, vec![])
@@ -194,7 +286,7 @@ impl Fs {
                 Err(e) => Err(e),
             };
         }
-        self.meta.read(|db| {
+        self.meta.read_point(|db| {
             match db.xattr(ino, name)? {
                 Some(value) => Ok(value),
                 // Tell "no such attribute" from "no such file".
@@ -267,4 +359,64 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
         return Err(FsError::Unsupported("xattr namespace"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::fs::{OpenFlags, Origin};
+
+    /// `tar -x` and `cp -a` set owner, mode and times on each file before
+    /// they close it: held for the commit at close, no transaction each.
+    /// The mount sees them at once; readers of committed attributes see
+    /// them at the commit, and never more access than before.
+    #[test]
+    fn attribute_changes_on_a_file_being_written_commit_with_its_writes_unless_they_take_access() {
+        let (_dir, fs, caller) = crate::fs::testing::fresh_fs(Default::default());
+        let rw = OpenFlags { read: true, write: true, ..OpenFlags::default() };
+        let opened = fs.create_file(Ino::ROOT, b"f", 0o600, &caller, rw).unwrap();
+        let ino = opened.attr.ino;
+        fs.write(opened.handle, 0, b"archived bytes").unwrap();
+        let seq_before = fs.last_seq.load(Ordering::Acquire);
+
+        let chown = SetAttr { uid: Some(1000), gid: Some(100), ..SetAttr::default() };
+        let chmod = SetAttr { perm: Some(0o644), ..SetAttr::default() };
+        let utimens = SetAttr {
+            atime: Some(TimeSet::At(1_400_000_000_000_000_000)),
+            mtime: Some(TimeSet::At(1_500_000_000_000_000_000)),
+            ..SetAttr::default()
+        };
+        for change in [chown, chmod, utimens] {
+            let attr = fs.setattr(ino, &change, &caller).unwrap();
+            assert_eq!(attr.size, 14, "the reply shows the pending writes");
+        }
+        assert_eq!(fs.last_seq.load(Ordering::Acquire), seq_before, "no transaction for held changes");
+        let shown = fs.getattr(ino).unwrap();
+        assert_eq!((shown.uid, shown.gid, shown.perm), (1000, 100, 0o644));
+        assert_eq!((shown.atime_ns, shown.mtime_ns), (1_400_000_000_000_000_000, 1_500_000_000_000_000_000));
+        let committed = fs.resolve_committed(b"f").unwrap();
+        assert_eq!((committed.uid, committed.perm, committed.size), (0, 0o600, 0), "not committed yet");
+
+        fs.flush(opened.handle, Origin::Cli).unwrap();
+        let committed = fs.resolve_committed(b"f").unwrap();
+        assert_eq!((committed.uid, committed.gid, committed.perm, committed.size), (1000, 100, 0o644, 14));
+        assert_eq!(committed.mtime_ns, 1_500_000_000_000_000_000, "the time set, not the write's");
+        assert_eq!(committed.atime_ns, 1_400_000_000_000_000_000);
+
+        // A change that takes access commits at once, with what was held.
+        fs.write(opened.handle, 0, b"more").unwrap();
+        fs.setattr(ino, &SetAttr { perm: Some(0o664), ..SetAttr::default() }, &caller).unwrap();
+        let seq_before = fs.last_seq.load(Ordering::Acquire);
+        fs.setattr(ino, &SetAttr { perm: Some(0o600), ..SetAttr::default() }, &caller).unwrap();
+        assert!(fs.last_seq.load(Ordering::Acquire) > seq_before, "a narrowing chmod commits");
+        let committed = fs.resolve_committed(b"f").unwrap();
+        assert_eq!((committed.perm, committed.size), (0o600, 14), "at once, before the writes");
+        assert_eq!(fs.getattr(ino).unwrap().perm, 0o600, "no held mode left to override it");
+        fs.release(opened.handle, Origin::Cli).unwrap();
+        let committed = fs.resolve_committed(b"f").unwrap();
+        assert_eq!((committed.perm, committed.uid), (0o600, 1000));
+        assert_ne!(committed.mtime_ns, 1_500_000_000_000_000_000, "written since the time was set");
+    }
 }

@@ -515,7 +515,7 @@ impl Filesystem for TsmFuse {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -529,7 +529,7 @@ impl Filesystem for TsmFuse {
         // The kernel leaves setid clearing on writes to us and says when
         // (FUSE_HANDLE_KILLPRIV_V2: the writer lacks CAP_FSETID).
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-            && let Err(e) = self.fs.drop_setid_bits(Ino(ino.0), Origin::Fuse)
+            && let Err(e) = self.fs.drop_setid_bits(Ino(ino.0), &Self::caller(req))
         {
             reply.error(errno(&e));
             return;
