@@ -1,10 +1,12 @@
 //! A do-nothing FUSE filesystem for `scripts/bench-fs` to compare against.
 //!
-//! Names, sizes and attributes live in memory only; file contents are
-//! never kept (reads return zeros). It mounts with the same options,
-//! capabilities, worker threads and cache timeouts as tsmfs, so the time
-//! it takes to `create` or `stat` a file is the least any FUSE filesystem
-//! can take on this machine: what tsmfs costs on top of it is our own.
+//! Names, attributes and file contents live in memory only; nothing is
+//! ever synced. It mounts with the same options, capabilities, worker
+//! threads and cache timeouts as tsmfs and answers xattr requests (with
+//! "no such attribute"), so the kernel sends it the same requests, and
+//! the time it takes to `create` or `stat` a file, or to run a program
+//! such as SQLite on it, is the least any FUSE filesystem can take on this
+//! machine: what tsmfs costs on top of it is our own.
 //!
 //!   nullfs MOUNTPOINT
 //!
@@ -31,9 +33,6 @@ const FIRST_COOKIE: u64 = 3;
 /// How often the main thread looks for a signal or an outside unmount.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Reads are answered from this; larger reads allocate.
-static ZEROS: [u8; 128 * 1024] = [0; 128 * 1024];
-
 /// One directory: names for lookup, and the same entries in creation order
 /// under a cookie that never changes, so readdir can resume after removals.
 #[derive(Default)]
@@ -47,6 +46,8 @@ struct Node {
     attr: FileAttr,
     /// Directories: the parent's inode number (the root's is its own).
     parent: u64,
+    /// A file's bytes.
+    data: Vec<u8>,
 }
 
 struct State {
@@ -82,7 +83,7 @@ impl State {
         let now = SystemTime::now();
         let is_dir = kind == FileType::Directory;
         let attr = new_attr(ino, kind, mode, req.uid(), req.gid(), now);
-        self.nodes.insert(ino, Node { attr, parent: parent.0 });
+        self.nodes.insert(ino, Node { attr, parent: parent.0, data: Vec::new() });
         if let Some(p) = self.nodes.get_mut(&parent.0) {
             p.attr.mtime = now;
             p.attr.ctime = now;
@@ -170,7 +171,7 @@ impl NullFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let root = new_attr(1, FileType::Directory, 0o755, uid, gid, SystemTime::now());
         let mut state = State { nodes: HashMap::new(), dirs: HashMap::new(), next_ino: 2 };
-        state.nodes.insert(1, Node { attr: root, parent: 1 });
+        state.nodes.insert(1, Node { attr: root, parent: 1, data: Vec::new() });
         state.dirs.insert(1, Dir { next_cookie: FIRST_COOKIE, ..Dir::default() });
         NullFs { state: Mutex::new(state) }
     }
@@ -227,6 +228,11 @@ impl Filesystem for NullFs {
         let Some(node) = state.nodes.get_mut(&ino.0) else {
             return reply.error(Errno::ENOENT);
         };
+        if let Some(size) = size
+            && node.attr.kind == FileType::RegularFile
+        {
+            node.data.resize(usize::try_from(size).unwrap_or(usize::MAX), 0);
+        }
         let attr = &mut node.attr;
         if let Some(mode) = mode {
             attr.perm = (mode & 0o7777) as u16;
@@ -313,12 +319,13 @@ impl Filesystem for NullFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file_size = match self.state.lock().attr(ino) {
-            Ok(attr) => attr.size,
-            Err(e) => return reply.error(e),
+        let state = self.state.lock();
+        let Some(node) = state.nodes.get(&ino.0) else {
+            return reply.error(Errno::ENOENT);
         };
-        let n = usize::try_from(file_size.saturating_sub(offset).min(u64::from(size))).unwrap_or(0);
-        if n <= ZEROS.len() { reply.data(&ZEROS[..n]) } else { reply.data(&vec![0; n]) }
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(node.data.len());
+        let end = start.saturating_add(size as usize).min(node.data.len());
+        reply.data(&node.data[start..end]);
     }
 
     fn write(
@@ -337,11 +344,18 @@ impl Filesystem for NullFs {
         let Some(node) = state.nodes.get_mut(&ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        let end = offset.saturating_add(data.len() as u64);
-        if end > node.attr.size {
-            node.attr.size = end;
-            node.attr.blocks = end.div_ceil(512);
+        let (Ok(start), Some(end)) = (usize::try_from(offset), (offset as usize).checked_add(data.len()))
+        else {
+            return reply.error(Errno::EFBIG);
+        };
+        if end > node.data.len() {
+            node.data.resize(end, 0);
+            node.attr.size = end as u64;
+            node.attr.blocks = node.attr.size.div_ceil(512);
         }
+        node.data[start..end].copy_from_slice(data);
+        node.attr.mtime = SystemTime::now();
+        node.attr.ctime = node.attr.mtime;
         reply.written(data.len() as u32);
     }
 
@@ -371,6 +385,21 @@ impl Filesystem for NullFs {
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        match self.state.lock().attr(ino) {
+            Ok(_) => reply.error(Errno::ENODATA),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        match self.state.lock().attr(ino) {
+            Ok(_) if size == 0 => reply.size(0),
+            Ok(_) => reply.data(&[]),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {

@@ -135,6 +135,7 @@ pub struct Metrics {
     fuse_duration: Family<OpLabels, Latency>,
     commits: Family<ResultLabels, Counter>,
     commit_duration: Latency,
+    sync_duration: Family<OpLabels, Latency>,
     asset_hits: Counter,
     asset_misses: Counter,
     asset_lookups: Family<ResultLabels, Counter>,
@@ -172,6 +173,7 @@ impl Metrics {
             fuse_duration: Family::default(),
             commits: Family::default(),
             commit_duration: Latency::default(),
+            sync_duration: Family::default(),
             asset_hits: Counter::default(),
             asset_misses: Counter::default(),
             asset_lookups: Family::default(),
@@ -209,6 +211,12 @@ impl Metrics {
             "Time of a metadata write transaction, waiting for the writer included",
             Unit::Seconds,
             metrics.commit_duration.clone(),
+        );
+        registry.register_with_unit(
+            "sync_duration",
+            "Time of a sync to disk: of the metadata log (log), or of the data directory's filesystem (filesystem)",
+            Unit::Seconds,
+            metrics.sync_duration.clone(),
         );
         registry.register(
             "asset_lookups",
@@ -274,6 +282,11 @@ impl Metrics {
     pub fn commit(&self, ok: bool, took: Duration) {
         self.commits.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
         self.commit_duration.observe(took);
+    }
+
+    /// A sync of `kind` (`log` or `filesystem`) took `took`.
+    pub fn sync(&self, kind: &'static str, took: Duration) {
+        self.sync_duration.get_or_create(&OpLabels { op: kind }).observe(took);
     }
 
     /// A GET looked a path up in memory (`hit`) or had to ask the core.

@@ -521,6 +521,11 @@ fn metrics_count_http_fuse_commits_and_the_store() {
     let agent = agent();
     std::fs::write(served.path("mounted.txt"), b"written through the mount").expect("write");
     assert_eq!(std::fs::read(served.path("mounted.txt")).expect("read"), b"written through the mount");
+    // An fsync of a file whose bytes are all in the database syncs the log.
+    let mut synced = std::fs::File::create(served.path("synced.txt")).expect("create");
+    std::io::Write::write_all(&mut synced, b"synced").expect("write");
+    synced.sync_all().expect("fsync");
+    drop(synced);
     assert_eq!(put(&agent, &served.url("/web.txt"), b"same bytes", &[]), 201);
     assert_eq!(put(&agent, &served.url("/copy.txt"), b"same bytes", &[]), 201);
     for _ in 0..2 {
@@ -550,17 +555,18 @@ fn metrics_count_http_fuse_commits_and_the_store() {
     at_least("tsmfs_fuse_operation_duration_seconds_count{op=\"lookup\"}", 1.0);
     at_least("tsmfs_commits_total{result=\"ok\"}", 3.0);
     at_least("tsmfs_commit_duration_seconds_count", 3.0);
+    at_least("tsmfs_sync_duration_seconds_count{op=\"log\"}", 1.0);
     at_least("tsmfs_asset_lookups_total{result=\"hit\"}", 1.0);
     at_least("tsmfs_asset_lookups_total{result=\"miss\"}", 1.0);
     at_least("tsmfs_kernel_invalidations_total{op=\"inode\"}", 2.0);
-    at_least("tsmfs_files", 3.0);
-    at_least("tsmfs_logical_bytes", 45.0);
+    at_least("tsmfs_files", 4.0);
+    at_least("tsmfs_logical_bytes", 51.0);
     // Two files hold the same 10 bytes, stored once.
     let (logical, stored) =
         (sample(&text, "tsmfs_logical_bytes").unwrap(), sample(&text, "tsmfs_stored_bytes").unwrap());
-    assert_eq!((logical, stored), (45.0, 35.0), "{text}");
+    assert_eq!((logical, stored), (51.0, 41.0), "{text}");
     let ratio = sample(&text, "tsmfs_dedup_ratio").expect("dedup ratio");
-    assert!((ratio - 45.0 / 35.0).abs() < 1e-9, "{ratio}");
+    assert!((ratio - 51.0 / 41.0).abs() < 1e-9, "{ratio}");
     assert_eq!(request(&agent, "PUT", &served.url("/.tsmfs/metrics"), &[]).0, 405);
     served.stop();
 }

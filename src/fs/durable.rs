@@ -200,10 +200,12 @@ impl Shared {
         if logged >= seq {
             return Ok(());
         }
+        let started = Instant::now();
         self.meta.sync_wal().map_err(|e| {
             tracing::error!("{e}");
             FsError::Internal("the sync of the metadata log failed")
         })?;
+        self.metrics.sync("log", started.elapsed());
         let mut state = self.durable.state.lock();
         state.logged = state.logged.max(seq);
         Ok(())
@@ -213,7 +215,9 @@ impl Shared {
     /// has set `syncing`.
     fn sync_now(&self) {
         let target = self.last_seq.load(Ordering::Acquire);
+        let started = Instant::now();
         let synced = self.store.sync_all();
+        self.metrics.sync("filesystem", started.elapsed());
         let mut state = self.durable.state.lock();
         state.syncing = false;
         state.syncs += 1;
