@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::content::stays_inline;
 use super::extents::{Edit, Extent, ExtentMap};
 use super::open::Version;
 use super::pending::{CHUNK_MAX, HeldAttrs, Pending, Piece};
@@ -281,6 +282,12 @@ impl Tx<'_, '_> {
         let ino = inode.ino;
         match body {
             Body::Whole { chunks, digest } => {
+                // A file made only of chunks kept in this transaction can
+                // lose nothing in a power cut: no roll-back needs its
+                // previous size and times.
+                if chunks.iter().any(|chunk| !stays_inline(chunk)) {
+                    self.record_undo(inode, seq)?;
+                }
                 let mut extents = Vec::with_capacity(chunks.len());
                 let mut off = 0;
                 for chunk in chunks {
@@ -291,7 +298,7 @@ impl Tx<'_, '_> {
                 if off != size {
                     return Err(FsError::Internal("a body's chunks do not add up to its size"));
                 }
-                self.replace_extents(inode, extents.iter(), seq)?;
+                self.retire_extents(inode, extents.iter(), seq)?;
                 let content = match digest {
                     Some(digest) if size > 0 => Some(self.adopt_content(digest)?),
                     _ => None,
@@ -365,6 +372,16 @@ impl Tx<'_, '_> {
         seq: u64,
     ) -> FsResult<()> {
         self.record_undo(inode, seq)?;
+        self.retire_extents(inode, extents, seq)
+    }
+
+    /// [`Tx::replace_extents`] without the undo record.
+    fn retire_extents<'e>(
+        &mut self,
+        inode: &Attr,
+        extents: impl Iterator<Item = &'e Extent>,
+        seq: u64,
+    ) -> FsResult<()> {
         self.db.retire_all_extents(inode.ino, seq)?;
         for extent in extents {
             self.db.insert_extent(inode.ino, extent, seq)?;

@@ -36,6 +36,12 @@ pub(super) fn register(
     Ok((id, None))
 }
 
+/// Whether a new copy of `chunk` is kept in the database (in the
+/// transaction that names it) rather than as an object file.
+pub(super) fn stays_inline(chunk: &SealedChunk) -> bool {
+    chunk.bytes().is_some_and(|bytes| bytes.len() as u64 <= INLINE_MAX)
+}
+
 impl Tx<'_, '_> {
     /// The chunk id of `chunk`, publishing its object unless one is
     /// already there (change `seq`). Inserting an extent takes the
@@ -56,7 +62,7 @@ impl Tx<'_, '_> {
             _ => false,
         };
         if !present {
-            match chunk.bytes().filter(|bytes| bytes.len() as u64 <= INLINE_MAX) {
+            match chunk.bytes().filter(|_| stays_inline(chunk)) {
                 // Durable with this transaction: nothing to sync or check.
                 Some(bytes) => self.db.put_chunk_bytes(&id, bytes)?,
                 None => {
