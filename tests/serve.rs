@@ -507,6 +507,47 @@ fn a_file_patched_through_the_mount_is_served_whole_with_the_sha1_of_its_bytes()
     served.stop();
 }
 
+/// A mode change on a file still being written (its writes pending)
+/// binds HTTP at once when it takes access away; one that grants access
+/// is held and reaches HTTP with the writes, at close. The mount shows
+/// both at once. (HTTP is asked from this process: a child process would
+/// close an inherited copy of the descriptor, and that close commits.)
+#[test]
+fn a_chmod_of_a_file_being_written_takes_access_over_http_at_once_and_grants_it_at_close() {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let users = dir.path().join("users");
+    // eve has no uid of her own: she acts as nobody.
+    let passwd = crate::util::tsmfs_stdin(&["passwd", users.to_str().unwrap(), "eve"], b"eve's pass\n");
+    assert!(passwd.status.success(), "{}", crate::util::stderr(&passwd));
+    let served = Served::start_at(dir.path(), &["--auth-file", users.to_str().unwrap()]);
+    let path = served.path("f.txt");
+    std::fs::write(&path, b"shared").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (agent, url) = (agent(), served.url("/f.txt"));
+    let eve = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("eve:eve's pass"));
+    let eve_gets = || {
+        let mut response = agent.get(&url).header("Authorization", &eve).call().expect("GET");
+        let body = response.body_mut().read_to_vec().expect("body");
+        (response.status().as_u16(), body)
+    };
+    assert_eq!(eve_gets(), (200, b"shared".to_vec()));
+
+    let mut file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.write_all(b"secret!").expect("write");
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).expect("fchmod 600");
+    assert_eq!(eve_gets().0, 403, "taken away before the close");
+    file.set_permissions(std::fs::Permissions::from_mode(0o644)).expect("fchmod 644");
+    let shown = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(shown, 0o644, "the mount shows it at once");
+    assert_eq!(eve_gets().0, 403, "granted with the writes, not before");
+    drop(file);
+    assert_eq!(eve_gets(), (200, b"secret!".to_vec()), "granted at the close, with the bytes");
+    served.stop();
+}
+
 /// The value of the sample `name` (with its labels) in an OpenMetrics
 /// text, if present.
 fn sample(text: &str, name: &str) -> Option<f64> {

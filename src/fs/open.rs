@@ -127,10 +127,13 @@ pub(crate) struct HandleState {
     pub(crate) flags: OpenFlags,
     /// The version it reads when nothing is pending.
     pub(crate) version: Arc<Version>,
-    /// It added to the pending writes since the last commit: its close
-    /// commits them. Other closes (a late RELEASE, a forked child closing
-    /// an inherited descriptor) commit nothing, so another writer's
-    /// half-done sequence is not published mid-way.
+    /// It added to the pending writes since the last commit: a close of
+    /// any descriptor of it commits them (a forked child's inherited copy
+    /// too, closed at its exit or exec: the kernel sends that FLUSH on
+    /// this handle, as NFS flushes at every close). Closes of other
+    /// handles (a late RELEASE, a child's copy of a handle that wrote
+    /// nothing) commit nothing, so another writer's half-done sequence is
+    /// not published mid-way.
     pub(crate) dirty: bool,
     /// A failed commit discarded writes while it was open for writing; it
     /// hears of it once (with whether the disk was full).
