@@ -55,11 +55,11 @@ impl AttrChange<'_> {
     /// chmod, truncate and utimens for everything but the bytes.
     fn apply(self, inode: &Attr, caller: &Caller, now: i64) -> Attr {
         let mut inode = inode.clone();
-        inode.ctime_ns = now;
         let change = match self {
             AttrChange::Set(change) => change,
             AttrChange::DropSetid => {
                 inode.perm &= !setid_bits_to_clear(inode.perm);
+                inode.ctime_ns = now;
                 return inode;
             }
         };
