@@ -298,7 +298,7 @@ impl Tx<'_, '_> {
                 if off != size {
                     return Err(FsError::Internal("a body's chunks do not add up to its size"));
                 }
-                self.retire_extents(inode, extents.iter(), seq)?;
+                self.set_extents(inode, extents.iter(), seq)?;
                 let content = match digest {
                     Some(digest) if size > 0 => Some(self.adopt_content(digest)?),
                     _ => None,
@@ -372,11 +372,13 @@ impl Tx<'_, '_> {
         seq: u64,
     ) -> FsResult<()> {
         self.record_undo(inode, seq)?;
-        self.retire_extents(inode, extents, seq)
+        self.set_extents(inode, extents, seq)
     }
 
-    /// [`Tx::replace_extents`] without the undo record.
-    fn retire_extents<'e>(
+    /// Retire all of `inode`'s extents and insert `extents` (change
+    /// `seq`), recording no undo row: [`Tx::replace_extents`] for a body
+    /// a power cut cannot take apart.
+    fn set_extents<'e>(
         &mut self,
         inode: &Attr,
         extents: impl Iterator<Item = &'e Extent>,
