@@ -423,8 +423,16 @@ impl Fs {
         self.events.subscribe(Box::new(f));
     }
 
-    /// Attributes of `ino`.
+    /// Attributes of `ino`: for an open inode, read under its lock (one
+    /// read, where [`Fs::current`] needs a second) with pending writes and
+    /// held attributes applied.
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        if let Some(open) = self.open_files.inode(ino) {
+            let open = open.lock();
+            let inode = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+            return Ok(io::with_pending(&open, inode));
+        }
+        // It may have been opened since: `current` looks again.
         let inode = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
         self.current(inode)
     }
