@@ -151,6 +151,10 @@ pub(crate) struct OpenInode {
     pub(crate) current: Option<Arc<Version>>,
     /// Writes not yet committed.
     pub(crate) pending: Option<Pending>,
+    /// The newest change at which its committed mode was seen without
+    /// setid bits: until anything else commits, a write by a caller
+    /// without CAP_FSETID (the kernel asks before each) needs no read.
+    pub(crate) setid_free_at: Option<u64>,
 }
 
 impl OpenInode {
@@ -241,6 +245,7 @@ impl OpenFiles {
                         handles: HashMap::new(),
                         current: None,
                         pending: None,
+                        setid_free_at: None,
                     }))
                 })
                 .clone();

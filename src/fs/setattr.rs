@@ -173,10 +173,34 @@ impl Fs {
     /// a caller without CAP_FSETID must (Linux's rule). Called on such
     /// writes, so the common case (no bits set) is one indexed read.
     pub fn drop_setid_bits(&self, ino: Ino, caller: &Caller) -> FsResult<()> {
-        if setid_bits_to_clear(self.getattr(ino)?.perm) == 0 {
+        if !self.has_setid_bits_to_clear(ino)? {
             return Ok(());
         }
         self.change_attrs(ino, AttrChange::DropSetid, caller).map(|_| ())
+    }
+
+    /// Whether `ino`'s mode has setid bits a write takes. For an open
+    /// inode the answer "none" is kept until the next commit anywhere
+    /// (every change of a mode is one), so a stream of writes reads the
+    /// database once.
+    fn has_setid_bits_to_clear(&self, ino: Ino) -> FsResult<bool> {
+        let Some(open) = self.open_files.inode(ino) else {
+            return Ok(setid_bits_to_clear(self.getattr(ino)?.perm) != 0);
+        };
+        let mut open = open.lock();
+        // A held mode is the one that counts, and it is in memory.
+        if let Some(perm) = open.pending.as_ref().and_then(|pending| pending.held.perm) {
+            return Ok(setid_bits_to_clear(perm) != 0);
+        }
+        // Taken before the read: a change committed meanwhile moves it on.
+        let seq = self.last_seq.load(std::sync::atomic::Ordering::Acquire);
+        if open.setid_free_at == Some(seq) {
+            return Ok(false);
+        }
+        let stored = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
+        let has = setid_bits_to_clear(stored.perm) != 0;
+        open.setid_free_at = (!has).then_some(seq);
+        Ok(has)
     }
 
     /// Apply `change` to `ino`. On a file with pending writes, a change
@@ -418,5 +442,32 @@ mod tests {
         let committed = fs.resolve_committed(b"f").unwrap();
         assert_eq!((committed.perm, committed.uid), (0o600, 1000));
         assert_ne!(committed.mtime_ns, 1_500_000_000_000_000_000, "written since the time was set");
+    }
+
+    /// A write by a caller without CAP_FSETID clears setuid whether the
+    /// mode was committed since the last such write or is held.
+    #[test]
+    fn writes_clear_setid_bits_set_since_the_last_write_committed_or_held() {
+        let (_dir, fs, root) = crate::fs::testing::fresh_fs(Default::default());
+        let user = Caller { uid: 1000, gid: 1000, origin: Origin::Cli };
+        let rw = OpenFlags { read: true, write: true, ..OpenFlags::default() };
+        let opened = fs.create_file(Ino::ROOT, b"tool", 0o755, &root, rw).unwrap();
+        let ino = opened.attr.ino;
+        let setuid = SetAttr { perm: Some(0o4755), ..SetAttr::default() };
+
+        fs.drop_setid_bits(ino, &user).unwrap();
+        fs.setattr(ino, &setuid, &root).unwrap();
+        assert_eq!(fs.resolve_committed(b"tool").unwrap().perm, 0o4755, "committed: nothing pending");
+        fs.drop_setid_bits(ino, &user).unwrap();
+        assert_eq!(fs.getattr(ino).unwrap().perm, 0o755, "the answer before the chmod was not kept");
+
+        fs.write(opened.handle, 0, b"#!/bin/sh\n").unwrap();
+        fs.setattr(ino, &setuid, &root).unwrap();
+        assert_eq!(fs.resolve_committed(b"tool").unwrap().perm, 0o755, "held with the writes");
+        fs.drop_setid_bits(ino, &user).unwrap();
+        assert_eq!(fs.getattr(ino).unwrap().perm, 0o755, "the held mode lost its setuid");
+        assert_eq!(fs.resolve_committed(b"tool").unwrap().perm, 0o755);
+        fs.release(opened.handle, Origin::Cli).unwrap();
+        assert_eq!(fs.resolve_committed(b"tool").unwrap().perm, 0o755);
     }
 }
