@@ -170,8 +170,9 @@ impl Fs {
     }
 
     /// Clear setuid, and setgid on group-executable files, as a write by
-    /// a caller without CAP_FSETID must (Linux's rule). Called on such
-    /// writes, so the common case (no bits set) is one indexed read.
+    /// a caller without CAP_FSETID must (Linux's rule). Called on each
+    /// such write; the common case (no bits set) seldom reads anything
+    /// (see `has_setid_bits_to_clear`).
     pub fn drop_setid_bits(&self, ino: Ino, caller: &Caller) -> FsResult<()> {
         if !self.has_setid_bits_to_clear(ino)? {
             return Ok(());
