@@ -588,10 +588,11 @@ fn hear_of_lost_writes(
 /// content id stays the committed version's, what other readers get).
 pub(super) fn with_pending(inode: &OpenInode, mut attr: Attr) -> Attr {
     if let Some(pending) = &inode.pending {
+        // Held first: a write after a held time set moves the mtime on.
+        pending.held.apply(&mut attr);
         attr.size = pending.size();
         attr.mtime_ns = pending.mtime_ns;
         attr.ctime_ns = attr.ctime_ns.max(pending.changed_ns);
-        pending.held.apply(&mut attr);
     }
     attr
 }

@@ -432,6 +432,10 @@ mod tests {
 
         // A change that takes access commits at once, with what was held.
         fs.write(opened.handle, 0, b"more").unwrap();
+        fs.setattr(ino, &utimens, &caller).unwrap();
+        fs.write(opened.handle, 4, b" bytes").unwrap();
+        let shown = fs.getattr(ino).unwrap().mtime_ns;
+        assert!(shown > 1_500_000_000_000_000_000, "a write after a held time set moves the mtime on");
         fs.setattr(ino, &SetAttr { perm: Some(0o664), ..SetAttr::default() }, &caller).unwrap();
         let seq_before = fs.last_seq.load(Ordering::Acquire);
         fs.setattr(ino, &SetAttr { perm: Some(0o600), ..SetAttr::default() }, &caller).unwrap();
