@@ -75,10 +75,19 @@ impl Fs {
     /// happened since; reporting the older size would make the kernel
     /// shrink the file it knows) and with pending writes applied.
     pub(super) fn current(&self, inode: Attr) -> FsResult<Attr> {
-        let Some(open) = self.open_files.inode(inode.ino) else { return Ok(inode) };
+        match self.open_files.inode(inode.ino) {
+            Some(open) => Ok(self.read_open(&open)?.unwrap_or(inode)),
+            None => Ok(inode),
+        }
+    }
+
+    /// The attributes of the open inode `open`, read under its lock (no
+    /// commit through it slips in between), with its pending writes and
+    /// held attributes applied; `None` if its row is gone.
+    pub(super) fn read_open(&self, open: &Mutex<OpenInode>) -> FsResult<Option<Attr>> {
         let open = open.lock();
-        let Some(fresh) = self.meta.read_point(|db| db.inode(inode.ino))? else { return Ok(inode) };
-        Ok(with_pending(&open, fresh))
+        let fresh = self.meta.read_point(|db| db.inode(open.ino))?;
+        Ok(fresh.map(|fresh| with_pending(&open, fresh)))
     }
 
     /// Open `ino`. With `flags.truncate` (and write) the file reads as

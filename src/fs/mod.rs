@@ -423,14 +423,11 @@ impl Fs {
         self.events.subscribe(Box::new(f));
     }
 
-    /// Attributes of `ino`: for an open inode, read under its lock (one
-    /// read, where [`Fs::current`] needs a second) with pending writes and
-    /// held attributes applied.
+    /// Attributes of `ino`, as the mount shows them (with pending writes
+    /// and held attributes, for an open inode: one read, under its lock).
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         if let Some(open) = self.open_files.inode(ino) {
-            let open = open.lock();
-            let inode = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
-            return Ok(io::with_pending(&open, inode));
+            return self.read_open(&open)?.ok_or(FsError::NotFound);
         }
         // It may have been opened since: `current` looks again.
         let inode = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;

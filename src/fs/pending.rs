@@ -167,6 +167,27 @@ impl Pending {
         }
     }
 
+    /// Hold what `after` (the file's attributes as shown, changed at
+    /// `now`) differs in from `stored` (as committed), to commit with the
+    /// writes; `set_mtime`: the change set the mtime explicitly.
+    pub(crate) fn hold(&mut self, stored: &Attr, after: &Attr, set_mtime: bool, now_ns: i64) {
+        let mtime_ns = if set_mtime { Some(after.mtime_ns) } else { self.held.mtime_ns };
+        self.held = HeldAttrs { mtime_ns, ..HeldAttrs::between(stored, after) };
+        self.mtime_ns = after.mtime_ns;
+        self.changed_ns = self.changed_ns.max(now_ns);
+    }
+
+    /// What was held has been committed (with a change of its own), as
+    /// has `set_mtime`, a time set explicitly: the writes, still pending,
+    /// commit with that time, not theirs (cp -p and tar set it before
+    /// they close).
+    pub(crate) fn held_committed(&mut self, set_mtime: Option<i64>) {
+        self.held = HeldAttrs::default();
+        if let Some(mtime_ns) = set_mtime {
+            self.mtime_ns = mtime_ns;
+        }
+    }
+
     /// The size with the writes applied.
     pub(crate) fn size(&self) -> u64 {
         self.size

@@ -213,22 +213,16 @@ impl Fs {
         // The open inode first, then the writer: a commit's lock order.
         let open = self.open_files.inode(ino);
         let mut open = open.as_ref().map(|open| open.lock());
-        if let Some(inode) = open.as_deref_mut()
-            && change.can_be_held()
-            && let Some(pending) = inode.pending.as_mut()
+        if let Some(inode) =
+            open.as_deref_mut().filter(|inode| inode.pending.is_some() && change.can_be_held())
         {
             let stored = self.meta.read_point(|db| db.inode(ino))?.ok_or(FsError::NotFound)?;
-            let mut shown = stored.clone();
-            pending.held.apply(&mut shown);
-            shown.mtime_ns = pending.mtime_ns;
             let now = super::now_ns();
-            let after = change.apply(&shown, caller, now);
-            if grants_no_less(&stored, &after) {
-                let explicit_mtime =
-                    if change.sets_mtime() { Some(after.mtime_ns) } else { pending.held.mtime_ns };
-                pending.held = HeldAttrs { mtime_ns: explicit_mtime, ..HeldAttrs::between(&stored, &after) };
-                pending.mtime_ns = after.mtime_ns;
-                pending.changed_ns = pending.changed_ns.max(now);
+            let after = change.apply(&with_pending(inode, stored.clone()), caller, now);
+            if grants_no_less(&stored, &after)
+                && let Some(pending) = inode.pending.as_mut()
+            {
+                pending.hold(&stored, &after, change.sets_mtime(), now);
                 return Ok(with_pending(inode, stored));
             }
         }
@@ -246,12 +240,7 @@ impl Fs {
             Ok(after)
         })?;
         if let Some(pending) = pending {
-            pending.held = HeldAttrs::default();
-            // Writes still pending commit with a time set since, not
-            // theirs: cp -p and tar set it before they close.
-            if change.sets_mtime() {
-                pending.mtime_ns = after.mtime_ns;
-            }
+            pending.held_committed(change.sets_mtime().then_some(after.mtime_ns));
         }
         drop(open);
         self.getattr(ino)
