@@ -102,9 +102,10 @@ const MARK_UNSYNCED: &str = "INSERT OR REPLACE INTO unsynced_chunks (chunk, seq)
 const UNSYNCED_CHUNKS: &str = "SELECT c.hi, c.lo, c.size, c.blake3, c.refcount, c.chunk_refs FROM unsynced_chunks u JOIN contents c ON c.id = u.chunk ORDER BY c.lo";
 const PRUNE_UNSYNCED: &str = "DELETE FROM unsynced_chunks WHERE seq <= ?1";
 // The few unsynced chunks first, each looked up by chunk: a file under
-// random writes has hundreds of thousands of extents.
-const READS_UNSYNCED: &str = "SELECT EXISTS (SELECT 1 FROM unsynced_chunks u CROSS JOIN extents e ON e.chunk = u.chunk WHERE e.ino = +?1)";
-const ANY_UNSYNCED: &str = "SELECT EXISTS (SELECT 1 FROM unsynced_chunks)";
+// random writes has hundreds of thousands of extents. Marks of changes a
+// sync has covered stay until the next prune round; they do not count.
+const READS_UNSYNCED: &str = "SELECT EXISTS (SELECT 1 FROM unsynced_chunks u CROSS JOIN extents e ON e.chunk = u.chunk WHERE u.seq > ?2 AND e.ino = +?1)";
+const ANY_UNSYNCED: &str = "SELECT EXISTS (SELECT 1 FROM unsynced_chunks WHERE seq > ?1)";
 const PUT_CHUNK_BYTES: &str = "INSERT OR REPLACE INTO chunk_bytes (chunk, bytes) VALUES ((SELECT id FROM contents WHERE lo = ?1 AND hi = ?2), ?3)";
 const CHUNK_BYTES: &str =
     "SELECT bytes FROM chunk_bytes WHERE chunk = (SELECT id FROM contents WHERE lo = ?1 AND hi = ?2)";
@@ -891,15 +892,15 @@ impl<'c> Db<'c> {
         self.collect(UNSYNCED_CHUNKS, [], content_from_row, "list unsynced chunks")
     }
 
-    /// Whether a live extent of `ino` reads a chunk whose object is not
-    /// yet known to be on disk.
-    pub fn reads_unsynced_chunk(&self, ino: Ino) -> Result<bool, MetaError> {
-        self.flag(READS_UNSYNCED, [ino.0 as i64], "look for unsynced chunks of a file")
+    /// Whether a live extent of `ino` reads a chunk whose object was
+    /// written by a change after `durable` (the newest one a sync covered).
+    pub fn reads_unsynced_chunk(&self, ino: Ino, durable: u64) -> Result<bool, MetaError> {
+        self.flag(READS_UNSYNCED, [ino.0 as i64, durable as i64], "look for unsynced chunks of a file")
     }
 
-    /// Whether any chunk object is not yet known to be on disk.
-    pub fn any_unsynced_chunk(&self) -> Result<bool, MetaError> {
-        self.flag(ANY_UNSYNCED, [], "look for unsynced chunks")
+    /// Whether any chunk object was written by a change after `durable`.
+    pub fn any_unsynced_chunk(&self, durable: u64) -> Result<bool, MetaError> {
+        self.flag(ANY_UNSYNCED, [durable as i64], "look for unsynced chunks")
     }
 
     /// Keep the bytes of chunk `id` (recorded) in the database.
