@@ -257,6 +257,10 @@ pub struct Shared {
     metrics: Arc<crate::metrics::Metrics>,
     /// Where recently read small chunks are.
     inline: inline::InlineChunks,
+    /// False while no inode has a `security.capability` xattr (see
+    /// [`Fs::getxattr`]); always true for a read-only open, whose data
+    /// directory another process may change.
+    capabilities_may_exist: std::sync::atomic::AtomicBool,
 }
 
 /// An open data directory.
@@ -344,9 +348,10 @@ impl Fs {
         }
         let lock = if options.read_only { None } else { Some(lock_data_dir(data_dir)?) };
         let meta = if options.read_only { Meta::open_read_only(data_dir)? } else { Meta::open(data_dir)? };
-        let (last_seq, durable_seq) = meta.read(|db| {
+        let (last_seq, durable_seq, capabilities) = meta.read(|db| {
             let durable = db.setting(durable::DURABLE_SEQ)?.and_then(|v| v.parse().ok()).unwrap_or(0);
-            Ok::<_, MetaError>((db.last_change()?, durable))
+            let capabilities = db.any_xattr_named(setattr::CAPABILITY_XATTR)?;
+            Ok::<_, MetaError>((db.last_change()?, durable, capabilities))
         })?;
         let shared = Arc::new(Shared {
             data_dir: data_dir.to_path_buf(),
@@ -361,6 +366,7 @@ impl Fs {
             orphans: parking_lot::Mutex::new(Vec::new()),
             metrics: Arc::default(),
             inline: inline::InlineChunks::default(),
+            capabilities_may_exist: std::sync::atomic::AtomicBool::new(capabilities || options.read_only),
         });
         let fs = Fs {
             shared,

@@ -1,5 +1,7 @@
 //! Attribute changes: setattr (mode, owner, size, times) and xattrs.
 
+use std::sync::atomic::Ordering;
+
 use super::access::{grants_no_less, mode_after_write, setid_bits_to_clear};
 use super::io::with_pending;
 use super::pending::HeldAttrs;
@@ -194,7 +196,7 @@ impl Fs {
             return Ok(setid_bits_to_clear(perm) != 0);
         }
         // Taken before the read: a change committed meanwhile moves it on.
-        let seq = self.last_seq.load(std::sync::atomic::Ordering::Acquire);
+        let seq = self.last_seq.load(Ordering::Acquire);
         if open.setid_free_at == Some(seq) {
             return Ok(false);
         }
@@ -290,9 +292,18 @@ impl Fs {
 
     /// Value of xattr `name`.
     ///
-    /// One query in the common case: the kernel asks for
-    /// `security.capability` before writes, and it is rarely set.
+    /// The kernel asks for `security.capability` before the first write
+    /// after each change of a file's attributes (four times per SQLite
+    /// transaction, once per file of an untar), and it is rarely set: for
+    /// an open file, while no inode has one, that is answered from memory.
+    /// Otherwise one query in the common case.
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
+        if name == CAPABILITY_XATTR
+            && !self.capabilities_may_exist.load(Ordering::Acquire)
+            && self.open_files.inode(ino).is_some()
+        {
+            return Err(FsError::NoAttr);
+        }
         if name == ETAG_XATTR {
             return match self.current_content_id(ino) {
                 Ok(id) => Ok(id.etag().into_bytes()),
@@ -333,6 +344,10 @@ impl Fs {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
+        }
+        if name == CAPABILITY_XATTR {
+            // Before the commit: a getxattr after it must not miss it.
+            self.capabilities_may_exist.store(true, Ordering::Release);
         }
         self.transact(caller.origin, |tx| {
             tx.db.inode(ino)?.ok_or(FsError::NotFound)?;
@@ -377,10 +392,35 @@ fn check_xattr_name(name: &[u8]) -> FsResult<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
     use crate::fs::{OpenFlags, Origin};
+
+    /// The kernel's `security.capability` question before a write is
+    /// answered without a read while no inode has one, and from the
+    /// database as soon as one does, on any file.
+    #[test]
+    fn the_capability_xattr_is_answered_from_memory_until_a_file_has_one() {
+        let (dir, fs, caller) = crate::fs::testing::fresh_fs(Default::default());
+        let rw = OpenFlags { read: true, write: true, ..OpenFlags::default() };
+        let open = fs.create_file(Ino::ROOT, b"open", 0o755, &caller, rw).unwrap();
+        let other = fs.create_file(Ino::ROOT, b"other", 0o755, &caller, rw).unwrap();
+        fs.release(other.handle, Origin::Cli).unwrap();
+        let ino = open.attr.ino;
+        assert!(matches!(fs.getxattr(ino, CAPABILITY_XATTR), Err(FsError::NoAttr)));
+        assert!(!fs.capabilities_may_exist.load(Ordering::Acquire), "answered from memory");
+
+        let value = [1u8, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        fs.setxattr(other.attr.ino, CAPABILITY_XATTR, &value, XattrMode::Upsert, &caller).unwrap();
+        assert!(matches!(fs.getxattr(ino, CAPABILITY_XATTR), Err(FsError::NoAttr)));
+        fs.setxattr(ino, CAPABILITY_XATTR, &value, XattrMode::Upsert, &caller).unwrap();
+        assert_eq!(fs.getxattr(ino, CAPABILITY_XATTR).unwrap(), value);
+        fs.release(open.handle, Origin::Cli).unwrap();
+
+        // A data directory that has one looks, from its next open on.
+        drop(fs);
+        let fs = Fs::open(&dir.path().join("data"), Default::default()).unwrap();
+        assert!(fs.capabilities_may_exist.load(Ordering::Acquire));
+    }
 
     /// `tar -x` and `cp -a` set owner, mode and times on each file before
     /// they close it: held for the commit at close, no transaction each.

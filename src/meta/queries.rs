@@ -106,6 +106,7 @@ const PRUNE_UNSYNCED: &str = "DELETE FROM unsynced_chunks WHERE seq <= ?1";
 // sync has covered stay until the next prune round; they do not count.
 const READS_UNSYNCED: &str = "SELECT EXISTS (SELECT 1 FROM unsynced_chunks u CROSS JOIN extents e ON e.chunk = u.chunk WHERE u.seq > ?2 AND e.ino = +?1)";
 const ANY_UNSYNCED: &str = "SELECT EXISTS (SELECT 1 FROM unsynced_chunks WHERE seq > ?1)";
+const ANY_XATTR_NAMED: &str = "SELECT EXISTS (SELECT 1 FROM xattrs WHERE name = ?1)";
 const PUT_CHUNK_BYTES: &str = "INSERT OR REPLACE INTO chunk_bytes (chunk, bytes) VALUES ((SELECT id FROM contents WHERE lo = ?1 AND hi = ?2), ?3)";
 const CHUNK_BYTES: &str =
     "SELECT bytes FROM chunk_bytes WHERE chunk = (SELECT id FROM contents WHERE lo = ?1 AND hi = ?2)";
@@ -1005,6 +1006,11 @@ impl<'c> Db<'c> {
             .prepare_cached(XATTR)
             .and_then(|mut st| st.query_row(params![ino.as_sql(), name], |r| r.get(0)).optional())
             .map_err(MetaError::sql("read xattr"))
+    }
+
+    /// Whether any inode has an xattr called `name`.
+    pub fn any_xattr_named(&self, name: &[u8]) -> Result<bool, MetaError> {
+        self.flag(ANY_XATTR_NAMED, [name], "look for an xattr")
     }
 
     /// Names of all xattrs on `ino`.
