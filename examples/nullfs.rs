@@ -8,14 +8,25 @@
 //! such as SQLite on it, is the least any FUSE filesystem can take on this
 //! machine: what tsmfs costs on top of it is our own.
 //!
-//!   nullfs MOUNTPOINT
+//! With `--log FILE` it also does the least a filesystem whose changes
+//! survive a crash must do: each change (a create, mkdir, unlink, rmdir,
+//! setattr, and a file's written bytes at its fsync or close) is written
+//! to FILE, through the page cache, and each fsync (of a file or a
+//! directory) then syncs FILE, once. FILE is written over in a circle, so
+//! a sync never grows it (tsmfs's metadata log is reused the same way).
+//! That is the floor of tsmfs's design: one log write per change and one
+//! log sync per fsync, with no index, no hashing and no database.
+//!
+//!   nullfs MOUNTPOINT [--log FILE]
 //!
 //! Stays in the foreground until SIGINT/SIGTERM/SIGHUP (then unmounts) or
 //! until someone runs `umount MOUNTPOINT`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::ops::Bound;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +43,42 @@ use tsmfs::fuse::{BLOCK_SIZE, TTL};
 const FIRST_COOKIE: u64 = 3;
 /// How often the main thread looks for a signal or an outside unmount.
 const POLL: Duration = Duration::from_millis(50);
+/// The size of the `--log` file, written over in a circle.
+const LOG_SIZE: u64 = 64 << 20;
+/// What a change other than written bytes writes to the log.
+const RECORD: [u8; 128] = [0x5a; 128];
+
+/// The `--log` file: a change is a write at the cursor, an fsync a sync.
+struct Log {
+    file: File,
+    cursor: u64,
+}
+
+impl Log {
+    /// Make `path` LOG_SIZE bytes of zeros, on disk, so that writing over
+    /// it changes no metadata.
+    fn create(path: &std::path::Path) -> std::io::Result<Log> {
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let zeros = vec![0u8; 1 << 20];
+        for at in (0..LOG_SIZE).step_by(zeros.len()) {
+            file.write_all_at(&zeros, at)?;
+        }
+        file.sync_all()?;
+        Ok(Log { file, cursor: 0 })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        for part in bytes.chunks(LOG_SIZE as usize / 2) {
+            if self.cursor + part.len() as u64 > LOG_SIZE {
+                self.cursor = 0;
+            }
+            self.file.write_all_at(part, self.cursor)?;
+            self.cursor += part.len() as u64;
+        }
+        Ok(())
+    }
+}
 
 /// One directory: names for lookup, and the same entries in creation order
 /// under a cookie that never changes, so readdir can resume after removals.
@@ -48,6 +95,8 @@ struct Node {
     parent: u64,
     /// A file's bytes.
     data: Vec<u8>,
+    /// Bytes written since they were last logged (with `--log`).
+    unlogged: usize,
 }
 
 struct State {
@@ -83,7 +132,7 @@ impl State {
         let now = SystemTime::now();
         let is_dir = kind == FileType::Directory;
         let attr = new_attr(ino, kind, mode, req.uid(), req.gid(), now);
-        self.nodes.insert(ino, Node { attr, parent: parent.0, data: Vec::new() });
+        self.nodes.insert(ino, Node { attr, parent: parent.0, data: Vec::new(), unlogged: 0 });
         if let Some(p) = self.nodes.get_mut(&parent.0) {
             p.attr.mtime = now;
             p.attr.ctime = now;
@@ -163,17 +212,46 @@ fn time(t: TimeOrNow) -> SystemTime {
 
 struct NullFs {
     state: Mutex<State>,
+    log: Option<Mutex<Log>>,
 }
 
 impl NullFs {
-    fn new() -> NullFs {
+    /// With a log: write a change's record to it.
+    fn record(&self) -> Result<(), Errno> {
+        match &self.log {
+            Some(log) => log.lock().write(&RECORD).map_err(|_| Errno::EIO),
+            None => Ok(()),
+        }
+    }
+
+    /// With a log: write the bytes written to `ino` since they last were
+    /// to it; and with `sync`, sync it.
+    fn log_bytes(&self, ino: INodeNo, sync: bool) -> Result<(), Errno> {
+        let Some(log) = &self.log else { return Ok(()) };
+        // An unlinked file's bytes are gone: nothing to log.
+        let bytes = match self.state.lock().nodes.get_mut(&ino.0) {
+            Some(node) => {
+                let len = std::mem::take(&mut node.unlogged).min(node.data.len());
+                node.data[..len].to_vec()
+            }
+            None => Vec::new(),
+        };
+        let mut log = log.lock();
+        log.write(&bytes).map_err(|_| Errno::EIO)?;
+        if sync {
+            log.file.sync_data().map_err(|_| Errno::EIO)?;
+        }
+        Ok(())
+    }
+
+    fn new(log: Option<Log>) -> NullFs {
         // SAFETY: getuid and getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let root = new_attr(1, FileType::Directory, 0o755, uid, gid, SystemTime::now());
         let mut state = State { nodes: HashMap::new(), dirs: HashMap::new(), next_ino: 2 };
-        state.nodes.insert(1, Node { attr: root, parent: 1, data: Vec::new() });
+        state.nodes.insert(1, Node { attr: root, parent: 1, data: Vec::new(), unlogged: 0 });
         state.dirs.insert(1, Dir { next_cookie: FIRST_COOKIE, ..Dir::default() });
-        NullFs { state: Mutex::new(state) }
+        NullFs { state: Mutex::new(state), log: log.map(Mutex::new) }
     }
 }
 
@@ -260,25 +338,33 @@ impl Filesystem for NullFs {
         if let Some(t) = crtime {
             attr.crtime = t;
         }
-        reply.attr(&TTL, attr);
+        let attr = *attr;
+        drop(state);
+        match self.record() {
+            Ok(()) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        match self.state.lock().add(req, parent, name, FileType::Directory, mode) {
+        let added = self.state.lock().add(req, parent, name, FileType::Directory, mode);
+        match added.and_then(|attr| self.record().map(|()| attr)) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.state.lock().remove(parent, name, false) {
+        let removed = self.state.lock().remove(parent, name, false);
+        match removed.and_then(|()| self.record()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.state.lock().remove(parent, name, true) {
+        let removed = self.state.lock().remove(parent, name, true);
+        match removed.and_then(|()| self.record()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -302,7 +388,8 @@ impl Filesystem for NullFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.state.lock().add(req, parent, name, FileType::RegularFile, mode) {
+        let added = self.state.lock().add(req, parent, name, FileType::RegularFile, mode);
+        match added.and_then(|attr| self.record().map(|()| attr)) {
             Ok(attr) => reply.created(&TTL, &attr, Generation(0), FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
@@ -354,6 +441,7 @@ impl Filesystem for NullFs {
             node.attr.blocks = node.attr.size.div_ceil(512);
         }
         node.data[start..end].copy_from_slice(data);
+        node.unlogged += data.len();
         node.attr.mtime = SystemTime::now();
         node.attr.ctime = node.attr.mtime;
         reply.written(data.len() as u32);
@@ -362,12 +450,15 @@ impl Filesystem for NullFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        match self.log_bytes(ino, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn release(
@@ -383,8 +474,18 @@ impl Filesystem for NullFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.log_bytes(ino, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.log_bytes(ino, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
@@ -480,11 +581,15 @@ impl Filesystem for NullFs {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let [mountpoint] = args.as_slice() else {
-        eprintln!("usage: nullfs MOUNTPOINT");
-        return std::process::ExitCode::from(2);
+    let (mountpoint, log) = match args.as_slice() {
+        [mountpoint] => (mountpoint, None),
+        [mountpoint, flag, log] if flag.as_os_str() == "--log" => (mountpoint, Some(log)),
+        _ => {
+            eprintln!("usage: nullfs MOUNTPOINT [--log FILE]");
+            return std::process::ExitCode::from(2);
+        }
     };
-    match run(mountpoint) {
+    match run(mountpoint, log.map(PathBuf::as_path)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nullfs: {e}");
@@ -493,14 +598,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(mountpoint: &std::path::Path) -> std::io::Result<()> {
+fn run(mountpoint: &std::path::Path, log: Option<&std::path::Path>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // Catch signals before mounting, so none can end us mounted.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     // As tsmfs mounts for scripts/bench-fs (`--allow-other`, read-write).
     let options = tsmfs::fuse::MountOptions { allow_other: true, ..Default::default() };
     let config = tsmfs::fuse::session_config("nullfs", &options);
-    let session = fuser::spawn_mount(NullFs::new(), mountpoint, &config)
+    let log = log
+        .map(|path| {
+            Log::create(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        })
+        .transpose()?;
+    let session = fuser::spawn_mount(NullFs::new(log), mountpoint, &config)
         .map_err(|e| std::io::Error::new(e.kind(), format!("mounting {}: {e}", mountpoint.display())))?;
     loop {
         if signals.pending().next().is_some() {
